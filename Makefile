@@ -1,0 +1,68 @@
+# neurodiff: the two commands a newcomer needs are `make report` and `make test`.
+#   make report                 set-up + demo cohort + all notebooks (demo profile) + the book
+#   make report PROFILE=smoke   the same in seconds; PROFILE=paper needs a GPU
+#   make report TORCH=torch     any torch requirement instead of the CPU pin (e.g. a CUDA build)
+#   make test                   ruff check, ruff format --check, pytest
+
+PYTHON  ?= python3
+VENV    ?= .venv
+TORCH   ?= torch==2.13.0
+PROFILE ?= demo
+ARGS    ?=
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+DEMO    := data/raw/demo/dataset_description.json
+
+.PHONY: help install data notebooks run book report test lint format benchmark lab clean distclean
+
+help:
+	@sed -n '1,7p' Makefile
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+data: $(DEMO)
+
+$(DEMO): | $(STAMP)
+	$(BIN)/neurodiff demo-data --out data/raw/demo
+
+notebooks run: $(STAMP) $(DEMO)
+	$(BIN)/neurodiff run --profile $(PROFILE) $(ARGS)
+
+book: $(STAMP)
+	$(BIN)/neurodiff book
+
+report: $(STAMP) $(DEMO)
+	$(BIN)/neurodiff run --profile $(PROFILE) $(ARGS)
+	$(BIN)/neurodiff book
+	@echo "open _build/html/index.html"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: lint
+	$(BIN)/python -m pytest $(ARGS)
+
+benchmark: $(STAMP)
+	for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks/
+
+clean:
+	rm -rf _build book/executed data/derived
+
+distclean: clean
+	rm -rf $(VENV) data/raw/demo

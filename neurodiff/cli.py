@@ -1,0 +1,176 @@
+"""The ``neurodiff`` command line: one subcommand per pipeline stage, plus the runner and the book.
+
+Errors from bad input (:class:`~neurodiff.errors.NeurodiffError`) are printed as one clear message
+without a Python traceback, and the command exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from .errors import CohortError, NeurodiffError
+
+STAGE_COMMANDS = {
+    "preprocess": "build the model-ready, cached dataset (train/test split, QC)",
+    "train": "train the diffusion model (also under torchrun for DDP)",
+    "sample": "generate a synthetic cohort as NIfTI",
+    "metrics": "MMD, FID, MS-SSIM, precision/recall, memorisation audit",
+}
+
+
+def _add_profile_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", default="demo",
+                   help="profile name (smoke, demo, paper, course) or path to a YAML file")
+    p.add_argument("-p", "--param", dest="overrides", action="append", default=[],
+                   metavar="KEY=VALUE", help="override one parameter (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="neurodiff",
+        description="Augmenting scarce neuroimaging data with a diffusion model.")
+    parser.add_argument("--version", action="version", version=f"neurodiff {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo-data", help="write the simulated multi-site BIDS cohort")
+    p.add_argument("--out", default="data/raw/demo", type=Path)
+    p.add_argument("--subjects", type=int, default=48, help="healthy subjects")
+    p.add_argument("--sites", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--patients", type=int, default=0,
+                   help="extra subjects with a bvFTD-like atrophy pattern (adds a 'group' column)")
+
+    p = sub.add_parser("cohort", help="list the scans of a cohort (BIDS, IXI-style or flat folder)")
+    p.add_argument("path", type=Path)
+    p.add_argument("--table", type=Path, default=None, help="CSV/TSV of demographics")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="continue with the good files and list the skipped ones")
+    p.add_argument("--csv", type=Path, default=None, help="also write the table as CSV")
+
+    p = sub.add_parser("fetch-ixi", help="download the IXI T1 archive and demographics")
+    p.add_argument("--out", default="data/raw/ixi", type=Path)
+    p.add_argument("--url", default=None, help="base URL (default: the IXI site)")
+    p.add_argument("--timeout", type=float, default=20.0, help="network timeout in seconds")
+
+    p = sub.add_parser("params", help="list every parameter with its value in a profile")
+    _add_profile_args(p)
+    p.add_argument("--json", action="store_true", help="print the resolved values as JSON")
+
+    p = sub.add_parser("run", help="execute the notebooks with papermill into book/executed/")
+    _add_profile_args(p)
+    p.add_argument("--only", action="append", default=[], metavar="NOTEBOOK",
+                   help="run only this notebook, e.g. 01_explore (repeatable)")
+    p.add_argument("--output-dir", type=Path, default=None, help="default: book/executed")
+
+    p = sub.add_parser("book", help="build the Jupyter Book into _build/html")
+    p.add_argument("--strict", action="store_true", help="Sphinx warnings are errors")
+
+    for name, text in STAGE_COMMANDS.items():
+        p = sub.add_parser(name, help=text)
+        _add_profile_args(p)
+    return parser
+
+
+def _print_problems(exc: CohortError) -> None:
+    for path, problem in exc.problems:
+        print(f"{path}: {problem}", file=sys.stderr)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from . import config
+
+    cmd = args.command
+    if cmd == "demo-data":
+        from .demo_data import make_demo_cohort
+
+        out = make_demo_cohort(args.out, subjects=args.subjects, sites=args.sites, seed=args.seed,
+                               patients=args.patients)
+        print(f"wrote simulated cohort to {out}")
+        return 0
+    if cmd == "cohort":
+        import pandas as pd
+
+        from .data import load_cohort
+
+        table = load_cohort(args.path, table=args.table, skip_bad=args.skip_bad)
+        with pd.option_context("display.max_rows", None, "display.width", 200,
+                               "display.max_columns", None):
+            print(table.drop(columns=["path"], errors="ignore").to_string(index=False))
+        skipped = table.attrs.get("skipped", [])
+        for path, problem in skipped:
+            print(f"skipped {path}: {problem}", file=sys.stderr)
+        print(f"{len(table)} scans, {table['site'].nunique()} sites"
+              + (f", {len(skipped)} skipped" if skipped else ""), file=sys.stderr)
+        if args.csv:
+            from .io import atomic_path
+
+            with atomic_path(args.csv) as tmp:
+                table.to_csv(tmp, index=False)
+        return 0
+    if cmd == "fetch-ixi":
+        from .fetch import fetch_ixi
+
+        kwargs = {"timeout": args.timeout}
+        if args.url:
+            kwargs["base_url"] = args.url
+        out = fetch_ixi(args.out, **kwargs)
+        print(f"IXI T1 scans and demographics in {out}")
+        return 0
+    if cmd == "params":
+        params = config.resolve(args.profile, args.overrides)
+        if args.json:
+            print(json.dumps(params.to_dict(), indent=2))
+            return 0
+        specs = config.parameter_specs()
+        for name, spec in specs.items():
+            value = params[name]
+            flag = "" if value == spec.default else "  *"
+            print(f"{name:24s} {json.dumps(value):28s} {spec.help} [{', '.join(spec.stages)}]{flag}")
+        return 0
+    if cmd == "run":
+        from .runner import run_notebooks
+
+        run_notebooks(args.profile, args.overrides, only=args.only or None,
+                      output_dir=args.output_dir)
+        return 0
+    if cmd == "book":
+        from .runner import build_book
+
+        out = build_book(strict=args.strict)
+        print(f"book built: {out}")
+        return 0
+    if cmd in STAGE_COMMANDS:
+        params = config.resolve(args.profile, args.overrides)
+        module = importlib.import_module(f"neurodiff.{cmd}")
+        result = module.run(params)
+        if result is not None:
+            print(result)
+        return 0
+    raise AssertionError(cmd)  # argparse guarantees a known command
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``neurodiff`` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return _run(args)
+    except CohortError as exc:
+        _print_problems(exc)
+        print(f"neurodiff {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except NeurodiffError as exc:
+        print(f"neurodiff {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"neurodiff {args.command}: interrupted", file=sys.stderr)
+        return 130
