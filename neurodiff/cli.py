@@ -26,16 +26,26 @@ STAGE_COMMANDS = {
 
 
 def _add_profile_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--profile", default="demo",
-                   help="profile name (smoke, demo, paper, course) or path to a YAML file")
-    p.add_argument("-p", "--param", dest="overrides", action="append", default=[],
-                   metavar="KEY=VALUE", help="override one parameter (repeatable)")
+    p.add_argument(
+        "--profile",
+        default="demo",
+        help="profile name (smoke, demo, paper, course) or path to a YAML file",
+    )
+    p.add_argument(
+        "-p",
+        "--param",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one parameter (repeatable)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="neurodiff",
-        description="Augmenting scarce neuroimaging data with a diffusion model.")
+        prog="neurodiff", description="Augmenting scarce neuroimaging data with a diffusion model."
+    )
     parser.add_argument("--version", action="version", version=f"neurodiff {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -45,14 +55,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subjects", type=int, default=48, help="healthy subjects")
     p.add_argument("--sites", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--patients", type=int, default=0,
-                   help="extra subjects with a bvFTD-like atrophy pattern (adds a 'group' column)")
+    p.add_argument(
+        "--patients",
+        type=int,
+        default=0,
+        help="extra subjects with a bvFTD-like atrophy pattern (adds a 'group' column)",
+    )
 
     p = sub.add_parser("cohort", help="list the scans of a cohort (BIDS, IXI-style or flat folder)")
     p.add_argument("path", type=Path)
     p.add_argument("--table", type=Path, default=None, help="CSV/TSV of demographics")
-    p.add_argument("--skip-bad", action="store_true",
-                   help="continue with the good files and list the skipped ones")
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="continue with the good files and list the skipped ones",
+    )
     p.add_argument("--csv", type=Path, default=None, help="also write the table as CSV")
 
     p = sub.add_parser("fetch-ixi", help="download the IXI T1 archive and demographics")
@@ -66,8 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="execute the notebooks with papermill into book/executed/")
     _add_profile_args(p)
-    p.add_argument("--only", action="append", default=[], metavar="NOTEBOOK",
-                   help="run only this notebook, e.g. 01_explore (repeatable)")
+    p.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="NOTEBOOK",
+        help="run only this notebook, e.g. 01_explore (repeatable)",
+    )
     p.add_argument("--output-dir", type=Path, default=None, help="default: book/executed")
 
     p = sub.add_parser("book", help="build the Jupyter Book into _build/html")
@@ -91,8 +113,13 @@ def _run(args: argparse.Namespace) -> int:
     if cmd == "demo-data":
         from .demo_data import make_demo_cohort
 
-        out = make_demo_cohort(args.out, subjects=args.subjects, sites=args.sites, seed=args.seed,
-                               patients=args.patients)
+        out = make_demo_cohort(
+            args.out,
+            subjects=args.subjects,
+            sites=args.sites,
+            seed=args.seed,
+            patients=args.patients,
+        )
         print(f"wrote simulated cohort to {out}")
         return 0
     if cmd == "cohort":
@@ -101,14 +128,18 @@ def _run(args: argparse.Namespace) -> int:
         from .data import load_cohort
 
         table = load_cohort(args.path, table=args.table, skip_bad=args.skip_bad)
-        with pd.option_context("display.max_rows", None, "display.width", 200,
-                               "display.max_columns", None):
+        with pd.option_context(
+            "display.max_rows", None, "display.width", 200, "display.max_columns", None
+        ):
             print(table.drop(columns=["path"], errors="ignore").to_string(index=False))
         skipped = table.attrs.get("skipped", [])
         for path, problem in skipped:
             print(f"skipped {path}: {problem}", file=sys.stderr)
-        print(f"{len(table)} scans, {table['site'].nunique()} sites"
-              + (f", {len(skipped)} skipped" if skipped else ""), file=sys.stderr)
+        print(
+            f"{len(table)} scans, {table['site'].nunique()} sites"
+            + (f", {len(skipped)} skipped" if skipped else ""),
+            file=sys.stderr,
+        )
         if args.csv:
             from .io import atomic_path
 
@@ -133,13 +164,16 @@ def _run(args: argparse.Namespace) -> int:
         for name, spec in specs.items():
             value = params[name]
             flag = "" if value == spec.default else "  *"
-            print(f"{name:24s} {json.dumps(value):28s} {spec.help} [{', '.join(spec.stages)}]{flag}")
+            print(
+                f"{name:24s} {json.dumps(value):28s} {spec.help} [{', '.join(spec.stages)}]{flag}"
+            )
         return 0
     if cmd == "run":
         from .runner import run_notebooks
 
-        run_notebooks(args.profile, args.overrides, only=args.only or None,
-                      output_dir=args.output_dir)
+        run_notebooks(
+            args.profile, args.overrides, only=args.only or None, output_dir=args.output_dir
+        )
         return 0
     if cmd == "book":
         from .runner import build_book
@@ -160,8 +194,10 @@ def _run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``neurodiff`` console script."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     try:
         return _run(args)
     except CohortError as exc:

@@ -52,14 +52,26 @@ __all__ = [
 ]
 
 
-def param(default: Any, help: str, *, choices: Iterable[Any] | None = None, min: float | None = None,
-          max: float | None = None, min_inclusive: bool = True) -> Any:
+def param(
+    default: Any,
+    help: str,
+    *,
+    choices: Iterable[Any] | None = None,
+    min: float | None = None,
+    max: float | None = None,
+    min_inclusive: bool = True,
+) -> Any:
     """A dataclass field carrying its documentation and its allowed values.
 
     ``min``/``max`` bound numbers (and every item of a tuple of numbers).
     """
-    meta = {"help": help, "choices": tuple(choices) if choices is not None else None,
-            "min": min, "max": max, "min_inclusive": min_inclusive}
+    meta = {
+        "help": help,
+        "choices": tuple(choices) if choices is not None else None,
+        "min": min,
+        "max": max,
+        "min_inclusive": min_inclusive,
+    }
     if isinstance(default, list):
         default = tuple(default)
     return field(default=default, metadata=meta)
@@ -82,7 +94,9 @@ def _coerce(name: str, value: Any, tp: Any, source: str) -> Any:
         if isinstance(value, str | bytes) or not isinstance(value, Iterable):
             raise ConfigError(
                 f"parameter {name!r} must be a {_type_name(tp)}, e.g. [1, 2]; got {value!r} "
-                f"({type(value).__name__}){where}", parameter=name)
+                f"({type(value).__name__}){where}",
+                parameter=name,
+            )
         return tuple(_coerce(f"{name}[{i}]", v, item_tp, source) for i, v in enumerate(value))
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -90,26 +104,43 @@ def _coerce(name: str, value: Any, tp: Any, source: str) -> Any:
             return None
         return _coerce(name, value, args[0], source)
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"parameter {name!r} must be a number; got {value!r} "
-                              f"({type(value).__name__}){where}", parameter=name)
+            raise ConfigError(
+                f"parameter {name!r} must be a number; got {value!r} "
+                f"({type(value).__name__}){where}",
+                parameter=name,
+            )
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer():
                 return int(value)
-            raise ConfigError(f"parameter {name!r} must be an integer; got {value!r} "
-                              f"({type(value).__name__}){where}", parameter=name)
+            raise ConfigError(
+                f"parameter {name!r} must be an integer; got {value!r} "
+                f"({type(value).__name__}){where}",
+                parameter=name,
+            )
         return value
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"parameter {name!r} must be true or false; got {value!r} "
-                              f"({type(value).__name__}){where}", parameter=name)
+            raise ConfigError(
+                f"parameter {name!r} must be true or false; got {value!r} "
+                f"({type(value).__name__}){where}",
+                parameter=name,
+            )
         return value
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"parameter {name!r} must be a string; got {value!r} "
-                              f"({type(value).__name__}){where}", parameter=name)
+            raise ConfigError(
+                f"parameter {name!r} must be a string; got {value!r} "
+                f"({type(value).__name__}){where}",
+                parameter=name,
+            )
         return value
     return value
 
@@ -119,8 +150,10 @@ def _check_bounds(name: str, value: Any, meta: Mapping[str, Any]) -> None:
     if choices is not None and value not in choices:
         close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"parameter {name!r} must be one of {list(choices)}; got {value!r}{hint}",
-                          parameter=name)
+        raise ConfigError(
+            f"parameter {name!r} must be one of {list(choices)}; got {value!r}{hint}",
+            parameter=name,
+        )
     lo, hi = meta.get("min"), meta.get("max")
     items = value if isinstance(value, tuple) else (value,)
     for v in items:
@@ -128,7 +161,9 @@ def _check_bounds(name: str, value: Any, meta: Mapping[str, Any]) -> None:
             continue
         if lo is not None and (v < lo or (v == lo and not meta.get("min_inclusive", True))):
             op = ">=" if meta.get("min_inclusive", True) else ">"
-            raise ConfigError(f"parameter {name!r} must be {op} {lo}; got {value!r}", parameter=name)
+            raise ConfigError(
+                f"parameter {name!r} must be {op} {lo}; got {value!r}", parameter=name
+            )
         if hi is not None and v > hi:
             raise ConfigError(f"parameter {name!r} must be <= {hi}; got {value!r}", parameter=name)
 
@@ -181,7 +216,9 @@ class CohortConfig(StageConfig):
 
     stage: ClassVar[str] = "cohort"
     profile: str = param("demo", _PROFILE_HELP)
-    cohort: str = param("data/raw/demo", "folder of the input cohort: BIDS, IXI-style or flat NIfTI")
+    cohort: str = param(
+        "data/raw/demo", "folder of the input cohort: BIDS, IXI-style or flat NIfTI"
+    )
     cohort_table: str = param("", "optional CSV/TSV of demographics for a flat folder ('' = none)")
     skip_bad: bool = param(False, "skip unreadable scans (listed) instead of stopping")
     derived_dir: str = param("data/derived", "root of all derived outputs")
@@ -194,36 +231,56 @@ class PreprocessConfig(StageConfig):
 
     stage: ClassVar[str] = "preprocess"
     profile: str = param("demo", _PROFILE_HELP)
-    cohort: str = param("data/raw/demo", "folder of the input cohort: BIDS, IXI-style or flat NIfTI")
+    cohort: str = param(
+        "data/raw/demo", "folder of the input cohort: BIDS, IXI-style or flat NIfTI"
+    )
     cohort_table: str = param("", "optional CSV/TSV of demographics for a flat folder ('' = none)")
     skip_bad: bool = param(False, "skip unreadable scans (listed) instead of stopping")
     derived_dir: str = param("data/derived", "root of all derived outputs")
     seed: int = param(0, _SEED_HELP, min=0)
     spatial_dims: int = param(2, "2 = axial slices, 3 = volumes", choices=(2, 3))
     image_size: int = param(64, "side of the model input (pixels/voxels)", min=8)
-    target_spacing: float = param(2.0, "isotropic voxel size (mm) before crop/pad", min=0,
-                                  min_inclusive=False)
+    target_spacing: float = param(
+        2.0, "isotropic voxel size (mm) before crop/pad", min=0, min_inclusive=False
+    )
     register: str = param("rigid", "registration to MNI152", choices=("none", "rigid", "affine"))
     mask_brain: bool = param(False, "apply the template brain mask after registration")
     normalise: str = param("percentile", "intensity scaling", choices=("percentile", "minmax"))
-    clip_percentiles: tuple[float, ...] = param((0.5, 99.5), "low/high percentiles for 'percentile'",
-                                               min=0, max=100)
-    slice_range: tuple[float, ...] = param((0.45, 0.65),
-                                           "2D: axial slice range as fractions of the volume height",
-                                           min=0, max=1)
+    clip_percentiles: tuple[float, ...] = param(
+        (0.5, 99.5), "low/high percentiles for 'percentile'", min=0, max=100
+    )
+    slice_range: tuple[float, ...] = param(
+        (0.45, 0.65), "2D: axial slice range as fractions of the volume height", min=0, max=1
+    )
     slices_per_subject: int = param(8, "2D: slices taken evenly from slice_range", min=1)
-    test_fraction: float = param(0.25, "fraction of subjects held out (stratified by site)",
-                                 min=0, max=0.9, min_inclusive=False)
-    qc_threshold: float = param(0.5, "registration QC: minimum NCC with the template", min=-1, max=1)
+    test_fraction: float = param(
+        0.25,
+        "fraction of subjects held out (stratified by site)",
+        min=0,
+        max=0.9,
+        min_inclusive=False,
+    )
+    qc_threshold: float = param(
+        0.5, "registration QC: minimum NCC with the template", min=-1, max=1
+    )
     qc_exclude: bool = param(True, "leave out (and list) subjects under qc_threshold")
 
     def validate(self) -> None:
-        if len(self.clip_percentiles) != 2 or not self.clip_percentiles[0] < self.clip_percentiles[1]:
-            raise ConfigError("parameter 'clip_percentiles' must be [low, high] with low < high; "
-                              f"got {list(self.clip_percentiles)}", parameter="clip_percentiles")
+        if (
+            len(self.clip_percentiles) != 2
+            or not self.clip_percentiles[0] < self.clip_percentiles[1]
+        ):
+            raise ConfigError(
+                "parameter 'clip_percentiles' must be [low, high] with low < high; "
+                f"got {list(self.clip_percentiles)}",
+                parameter="clip_percentiles",
+            )
         if len(self.slice_range) != 2 or not self.slice_range[0] < self.slice_range[1]:
-            raise ConfigError("parameter 'slice_range' must be [start, stop] fractions with "
-                              f"start < stop; got {list(self.slice_range)}", parameter="slice_range")
+            raise ConfigError(
+                "parameter 'slice_range' must be [start, stop] fractions with "
+                f"start < stop; got {list(self.slice_range)}",
+                parameter="slice_range",
+            )
 
 
 @dataclass(frozen=True)
@@ -239,33 +296,46 @@ class ModelConfig(StageConfig):
     num_head_channels: int = param(32, "channels per attention head", min=1)
     norm_num_groups: int = param(32, "GroupNorm groups (must divide every channel count)", min=1)
     timesteps: int = param(250, "diffusion steps T", min=1)
-    schedule: str = param("cosine", "noise schedule",
-                          choices=("linear_beta", "scaled_linear_beta", "cosine"))
-    prediction_type: str = param("epsilon", "what the network predicts",
-                                 choices=("epsilon", "v_prediction", "sample"))
+    schedule: str = param(
+        "cosine", "noise schedule", choices=("linear_beta", "scaled_linear_beta", "cosine")
+    )
+    prediction_type: str = param(
+        "epsilon", "what the network predicts", choices=("epsilon", "v_prediction", "sample")
+    )
     loss: str = param("l1", "training loss", choices=("l1", "l2"))
 
     def validate(self) -> None:
         n = len(self.channels)
         if len(self.attention_levels) != n:
-            raise ConfigError(f"parameter 'attention_levels' must have one entry per level of "
-                              f"'channels' ({n}); got {len(self.attention_levels)}",
-                              parameter="attention_levels")
+            raise ConfigError(
+                f"parameter 'attention_levels' must have one entry per level of "
+                f"'channels' ({n}); got {len(self.attention_levels)}",
+                parameter="attention_levels",
+            )
         factor = 2 ** (n - 1)
         if self.image_size % factor:
-            raise ConfigError(f"parameter 'image_size' must be divisible by the UNet's "
-                              f"downsampling factor 2**(len(channels)-1) = {factor}; "
-                              f"got {self.image_size}", parameter="image_size")
+            raise ConfigError(
+                f"parameter 'image_size' must be divisible by the UNet's "
+                f"downsampling factor 2**(len(channels)-1) = {factor}; "
+                f"got {self.image_size}",
+                parameter="image_size",
+            )
         for c in self.channels:
             if c % self.norm_num_groups:
-                raise ConfigError(f"parameter 'norm_num_groups' ({self.norm_num_groups}) must divide "
-                                  f"every channel count; {c} in channels={list(self.channels)} "
-                                  "is not divisible", parameter="norm_num_groups")
+                raise ConfigError(
+                    f"parameter 'norm_num_groups' ({self.norm_num_groups}) must divide "
+                    f"every channel count; {c} in channels={list(self.channels)} "
+                    "is not divisible",
+                    parameter="norm_num_groups",
+                )
         for c, att in zip(self.channels, self.attention_levels, strict=True):
             if att and c % self.num_head_channels:
-                raise ConfigError(f"parameter 'num_head_channels' ({self.num_head_channels}) must "
-                                  f"divide the channels of every attention level; {c} is not "
-                                  "divisible", parameter="num_head_channels")
+                raise ConfigError(
+                    f"parameter 'num_head_channels' ({self.num_head_channels}) must "
+                    f"divide the channels of every attention level; {c} is not "
+                    "divisible",
+                    parameter="num_head_channels",
+                )
 
     @property
     def downsample_factor(self) -> int:
@@ -293,8 +363,9 @@ class TrainConfig(StageConfig):
     ema_decay: float = param(0.995, "EMA decay of the weights used for sampling", min=0, max=1)
     ema_start: int = param(0, "first step that updates the EMA", min=0)
     ema_every: int = param(1, "EMA update interval (steps)", min=1)
-    precision: str = param("auto", "auto = bf16 autocast on CUDA, fp32 on CPU",
-                           choices=("auto", "fp32", "bf16"))
+    precision: str = param(
+        "auto", "auto = bf16 autocast on CUDA, fp32 on CPU", choices=("auto", "fp32", "bf16")
+    )
     compile: bool = param(False, "torch.compile the UNet")
     channels_last: bool = param(False, "channels_last memory format")
     checkpoint_every: int = param(500, "checkpoint interval (steps)", min=1)
@@ -318,8 +389,9 @@ class SampleConfig(StageConfig):
     eta: float = param(0.0, "DDIM eta (0 = deterministic)", min=0, max=1)
     n_samples: int = param(64, "synthetic images/volumes to generate", min=1)
     sample_batch_size: int = param(32, "samples per forward batch", min=1)
-    sampler_table_samples: int = param(8, "samples per row of the sampler speed/quality table",
-                                       min=2)
+    sampler_table_samples: int = param(
+        8, "samples per row of the sampler speed/quality table", min=2
+    )
 
 
 @dataclass(frozen=True)
@@ -370,8 +442,14 @@ def parameter_specs() -> dict[str, ParamSpec]:
                 s = specs[f.name]
                 specs[f.name] = dataclasses.replace(s, stages=s.stages + (cls.stage,))
             else:
-                specs[f.name] = ParamSpec(f.name, hints[f.name], f.default, f.metadata["help"],
-                                          f.metadata["choices"], (cls.stage,))
+                specs[f.name] = ParamSpec(
+                    f.name,
+                    hints[f.name],
+                    f.default,
+                    f.metadata["help"],
+                    f.metadata["choices"],
+                    (cls.stage,),
+                )
     return specs
 
 
@@ -411,14 +489,18 @@ def load_profile(profile: str | Path) -> tuple[str, dict[str, Any]]:
     p = Path(profile)
     if str(profile).endswith((".yaml", ".yml")) or p.is_file():
         if not p.is_file():
-            raise ConfigError(f"profile file {str(p)!r} does not exist", parameter="profile", path=p)
+            raise ConfigError(
+                f"profile file {str(p)!r} does not exist", parameter="profile", path=p
+            )
         name, text = p.stem, p.read_text()
     else:
         res = resources.files("neurodiff") / "profiles" / f"{profile}.yaml"
         if not res.is_file():
-            raise ConfigError(f"unknown profile {profile!r}; expected one of "
-                              f"{available_profiles()} or a path to a .yaml file",
-                              parameter="profile")
+            raise ConfigError(
+                f"unknown profile {profile!r}; expected one of "
+                f"{available_profiles()} or a path to a .yaml file",
+                parameter="profile",
+            )
         name, text = str(profile), res.read_text()
         p = Path(str(res))
     try:
@@ -426,8 +508,11 @@ def load_profile(profile: str | Path) -> tuple[str, dict[str, Any]]:
     except yaml.YAMLError as exc:
         raise ConfigError(f"profile {str(p)!r} is not valid YAML: {exc}", path=p) from None
     if not isinstance(values, dict):
-        raise ConfigError(f"profile {str(p)!r} must be a mapping of parameter: value; "
-                          f"got {type(values).__name__}", path=p)
+        raise ConfigError(
+            f"profile {str(p)!r} must be a mapping of parameter: value; "
+            f"got {type(values).__name__}",
+            path=p,
+        )
     values.setdefault("profile", name)
     return name, values
 
@@ -460,8 +545,10 @@ class Params(Mapping[str, Any]):
             close = difflib.get_close_matches(k, list(specs), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             where = f" in {source}" if source else ""
-            raise ConfigError(f"unknown parameter {k!r}{where}{hint} "
-                              "(`neurodiff params` lists them all)", parameter=k)
+            raise ConfigError(
+                f"unknown parameter {k!r}{where}{hint} (`neurodiff params` lists them all)",
+                parameter=k,
+            )
         merged = {n: s.default for n, s in specs.items()}
         for k, v in values.items():
             merged[k] = _coerce(k, v, specs[k].type, source)
@@ -506,7 +593,9 @@ class Params(Mapping[str, Any]):
         return self.path(self._values["derived_dir"]) / self._values["profile"] / name
 
 
-def resolve(profile: str | Path = "demo", overrides: Mapping[str, Any] | Iterable[str] = ()) -> Params:
+def resolve(
+    profile: str | Path = "demo", overrides: Mapping[str, Any] | Iterable[str] = ()
+) -> Params:
     """Profile + overrides -> validated :class:`Params`.
 
     ``overrides`` is a mapping or an iterable of ``"key=value"`` strings (as given to ``-p``).
@@ -526,5 +615,7 @@ def from_namespace(namespace: Mapping[str, Any]) -> Params:
     Used right after a notebook's ``parameters`` cell: ``params = from_namespace(globals())``.
     """
     specs = parameter_specs()
-    return Params({k: v for k, v in namespace.items() if k in specs and not k.startswith("_")},
-                  source="notebook parameters")
+    return Params(
+        {k: v for k, v in namespace.items() if k in specs and not k.startswith("_")},
+        source="notebook parameters",
+    )

@@ -34,14 +34,20 @@ def resolve_device(name: str = "auto") -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ConfigError(f"parameter 'device' must be auto, cpu, cuda, cuda:N or mps; got {name!r}",
-                          parameter="device") from None
+        raise ConfigError(
+            f"parameter 'device' must be auto, cpu, cuda, cuda:N or mps; got {name!r}",
+            parameter="device",
+        ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"parameter 'device' is {name!r} but no CUDA GPU is available here; "
-                          "use device=auto or device=cpu", parameter="device")
+        raise ConfigError(
+            f"parameter 'device' is {name!r} but no CUDA GPU is available here; "
+            "use device=auto or device=cpu",
+            parameter="device",
+        )
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError("parameter 'device' is 'mps' but MPS is not available here",
-                          parameter="device")
+        raise ConfigError(
+            "parameter 'device' is 'mps' but MPS is not available here", parameter="device"
+        )
     return device
 
 
@@ -56,8 +62,10 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
         return torch.bfloat16
     if precision == "auto":
         return torch.bfloat16 if device.type == "cuda" else None
-    raise ConfigError(f"parameter 'precision' must be auto, fp32 or bf16; got {precision!r}",
-                      parameter="precision")
+    raise ConfigError(
+        f"parameter 'precision' must be auto, fp32 or bf16; got {precision!r}",
+        parameter="precision",
+    )
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):

@@ -1,0 +1,464 @@
+"""Execute the study's notebooks with papermill and build the Jupyter Book.
+
+``neurodiff run --profile demo [-p key=value ...] [--only 01_explore]``:
+
+1. resolves the profile and overrides into a validated :class:`~neurodiff.config.Params`
+   (unknown names, wrong types and a missing profile are refused before any notebook starts);
+2. executes ``notebooks/NN_*.ipynb`` in order with papermill, injecting the whole parameter
+   namespace, the working directory being the project root;
+3. writes each executed copy to ``book/executed/`` (atomically), with the injected parameters in a
+   collapsed cell and progress-bar/log output (stderr) moved to ``book/executed/logs/``;
+4. records the run (git commit, parameters and their hash, package versions, device, wall time and
+   peak memory per notebook) in ``book/executed/run.json`` and ``book/executed/reproducibility.md``.
+
+A failing notebook stops the run with the notebook's name and the failing cell's error; the
+partially executed copy is kept for inspection in ``_build/failed/`` (outside the book).
+
+``neurodiff book`` builds ``_build/html`` with Jupyter Book 1 (``execute_notebooks: off``: the
+notebooks were already executed by papermill).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from . import config
+from .errors import ConfigError, DataError, NeurodiffError
+from .io import atomic_path, atomic_write_json, atomic_write_text
+
+__all__ = ["NotebookError", "RunReport", "build_book", "notebook_paths", "run_notebooks"]
+
+log = logging.getLogger(__name__)
+
+#: The cell appended to every notebook before execution (removed from the book): it reports the
+#: kernel's peak resident memory, which the runner records per notebook.
+_PROBE_SOURCE = (
+    "import json as _json, resource as _resource, sys as _sys\n"
+    "_peak = _resource.getrusage(_resource.RUSAGE_SELF).ru_maxrss\n"
+    "print('NEURODIFF_PEAK_RSS_MB=' + str(_peak / (1024 * 1024 if _sys.platform == 'darwin' "
+    "else 1024)))"
+)
+_PROBE_MARK = "NEURODIFF_PEAK_RSS_MB="
+
+#: Packages whose versions go into the reproducibility record.
+_PACKAGES = (
+    "neurodiff",
+    "torch",
+    "monai",
+    "numpy",
+    "scipy",
+    "nibabel",
+    "nilearn",
+    "dipy",
+    "torchmetrics",
+    "pandas",
+    "matplotlib",
+    "papermill",
+    "jupyter-book",
+)
+
+
+class NotebookError(NeurodiffError):
+    """A notebook failed while executing; ``.notebook`` names it, ``.path`` is the partial copy."""
+
+    def __init__(self, message: str, notebook: str, path: Path | None = None) -> None:
+        self.notebook = notebook
+        super().__init__(message, path)
+
+
+@dataclass
+class NotebookRun:
+    name: str
+    seconds: float
+    peak_rss_mb: float | None
+    output: Path
+
+
+@dataclass
+class RunReport:
+    """What ``run_notebooks`` did: the parameters and one entry per executed notebook."""
+
+    params: config.Params
+    notebooks: list[NotebookRun] = field(default_factory=list)
+    seconds: float = 0.0
+    record: Path | None = None
+
+    def __str__(self) -> str:
+        lines = [f"profile {self.params.profile!r} (parameters {self.params.hash()}):"]
+        for nb in self.notebooks:
+            mem = f"{nb.peak_rss_mb:7.0f} MB" if nb.peak_rss_mb is not None else "      ? MB"
+            lines.append(f"  {nb.name:16s} {nb.seconds:7.1f} s  {mem}  -> {nb.output}")
+        lines.append(f"  {'total':16s} {self.seconds:7.1f} s")
+        return "\n".join(lines)
+
+
+def notebooks_dir() -> Path:
+    return config.project_root() / "notebooks"
+
+
+def notebook_paths(only: Iterable[str] | None = None) -> list[Path]:
+    """The study's notebooks in execution order (``notebooks/NN_*.ipynb``), optionally a subset.
+
+    ``only`` takes names with or without ``.ipynb`` (``01_explore``) or just their number (``01``).
+    """
+    found = sorted(notebooks_dir().glob("[0-9][0-9]_*.ipynb"))
+    if not found:
+        raise DataError(
+            f"no notebooks found in {notebooks_dir()}; expected NN_name.ipynb files",
+            path=notebooks_dir(),
+        )
+    if not only:
+        return found
+    by_key: dict[str, Path] = {}
+    for p in found:
+        by_key[p.stem] = p
+        by_key[p.name] = p
+        by_key[p.stem[:2]] = p
+    chosen = []
+    for name in only:
+        if name not in by_key:
+            raise ConfigError(
+                f"--only {name!r} is not a notebook; expected one of {[p.stem for p in found]}",
+                parameter="only",
+            )
+        if by_key[name] not in chosen:
+            chosen.append(by_key[name])
+    return sorted(chosen)
+
+
+def _check_parameters_cell(path: Path) -> None:
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    if not any("parameters" in c.get("metadata", {}).get("tags", []) for c in nb.cells):
+        raise DataError(
+            f"notebook {path.name} has no cell tagged 'parameters'; papermill needs one "
+            "to inject the profile",
+            path=path,
+        )
+
+
+def _prepare(path: Path, dest: Path) -> None:
+    """Copy the notebook with the memory probe appended (tagged so the book drops it)."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    probe = nbformat.v4.new_code_cell(_PROBE_SOURCE)
+    probe.metadata["tags"] = ["remove-cell", "neurodiff-probe"]
+    nb.cells.append(probe)
+    nbformat.write(nb, dest)
+
+
+def _finish(src: Path, dest: Path, log_path: Path) -> float | None:
+    """Post-process an executed notebook for the book; return the kernel's peak RSS in MB.
+
+    - the injected-parameters cell is collapsed (``hide-input``) and the defaults cell removed,
+      since the injected values are the ones that ran;
+    - stderr streams (progress bars, log lines) go to ``log_path`` instead of the page;
+    - the memory probe cell is dropped.
+    """
+    import nbformat
+
+    nb = nbformat.read(src, as_version=4)
+    peak = None
+    logs: list[str] = []
+    cells = []
+    injected = any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells)
+    for cell in nb.cells:
+        tags = list(cell.metadata.get("tags", []))
+        if "neurodiff-probe" in tags:
+            for out in cell.get("outputs", []):
+                text = out.get("text", "")
+                if _PROBE_MARK in text:
+                    peak = float(text.split(_PROBE_MARK)[1].split()[0])
+            continue
+        if cell.cell_type == "code":
+            kept = []
+            for out in cell.get("outputs", []):
+                if out.get("output_type") == "stream" and out.get("name") == "stderr":
+                    logs.append(out.get("text", ""))
+                else:
+                    kept.append(out)
+            cell.outputs = kept
+        if "injected-parameters" in tags and "hide-input" not in tags:
+            tags.append("hide-input")
+        if "parameters" in tags and injected and "remove-cell" not in tags:
+            tags.append("remove-cell")
+        cell.metadata["tags"] = tags
+        cells.append(cell)
+    nb.cells = cells
+    with atomic_path(dest) as tmp:
+        nbformat.write(nb, tmp)
+    atomic_write_text(log_path, "".join(logs))
+    return peak
+
+
+def _git_commit(root: Path) -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        return out + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def _device_description() -> str:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return "unknown"
+    if torch.cuda.is_available():
+        return f"CUDA: {torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
+    return f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+
+
+def _write_record(report: RunReport, out_dir: Path, root: Path) -> Path:
+    previous: dict[str, Any] = {}
+    record_path = out_dir / "run.json"
+    if record_path.is_file():
+        try:
+            previous = json.loads(record_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            previous = {}
+    notebooks = (
+        dict(previous.get("notebooks", {}))
+        if previous.get("params_hash") == report.params.hash()
+        else {}
+    )
+    for nb in report.notebooks:
+        notebooks[nb.name] = {"seconds": round(nb.seconds, 2), "peak_rss_mb": nb.peak_rss_mb}
+    record = {
+        "finished": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "git_commit": _git_commit(root),
+        "profile": report.params.profile,
+        "params_hash": report.params.hash(),
+        "params": report.params.to_dict(),
+        "device": _device_description(),
+        "platform": platform.platform(),
+        "versions": _versions(),
+        "notebooks": notebooks,
+        "total_seconds": round(sum(v["seconds"] for v in notebooks.values()), 1),
+    }
+    atomic_write_json(record_path, record)
+    atomic_write_text(out_dir / "reproducibility.md", reproducibility_markdown(record))
+    return record_path
+
+
+def reproducibility_markdown(record: Mapping[str, Any]) -> str:
+    """The book's reproducibility appendix, generated from ``run.json``."""
+    lines = [
+        "# Reproducibility appendix",
+        "",
+        "This page is generated by `neurodiff run` from the run that produced the chapters of "
+        "this book. To reproduce it, check out the commit below and run "
+        f"`neurodiff run --profile {record['profile']}` with the parameters listed here.",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| finished | {record['finished']} |",
+        f"| git commit | `{record['git_commit']}` |",
+        f"| profile | `{record['profile']}` |",
+        f"| parameters hash | `{record['params_hash']}` |",
+        f"| device | {record['device']} |",
+        f"| platform | {record['platform']} |",
+        "",
+        "## Time and memory per notebook",
+        "",
+        "| notebook | wall time (s) | peak memory (MB) |",
+        "|---|---:|---:|",
+    ]
+    for name, v in record["notebooks"].items():
+        mem = f"{v['peak_rss_mb']:.0f}" if v.get("peak_rss_mb") is not None else "n/a"
+        lines.append(f"| {name} | {v['seconds']:.1f} | {mem} |")
+    lines += [
+        f"| **total** | **{record['total_seconds']:.1f}** | |",
+        "",
+        "## Package versions",
+        "",
+        "| package | version |",
+        "|---|---|",
+    ]
+    lines += [f"| {k} | {v} |" for k, v in record["versions"].items()]
+    lines += ["", "## Parameters", "", "```yaml"]
+    import yaml
+
+    lines += yaml.safe_dump(record["params"], sort_keys=False, default_flow_style=None).splitlines()
+    lines += ["```", ""]
+    return "\n".join(lines)
+
+
+def run_notebooks(
+    profile: str | Path = "demo",
+    overrides: Mapping[str, Any] | Sequence[str] = (),
+    only: Iterable[str] | None = None,
+    output_dir: str | Path | None = None,
+    kernel_name: str | None = None,
+) -> RunReport:
+    """Execute the notebooks with papermill; see the module docstring.
+
+    Parameters
+    ----------
+    profile : str or Path
+        Profile name (``smoke``, ``demo``, ``paper``, ``course``) or a YAML file.
+    overrides : mapping or sequence of ``"key=value"``
+        Parameters that replace the profile's.
+    only : iterable of str, optional
+        Notebook names (``01_explore``) or numbers (``01``) to run; default all, in order.
+    output_dir : path, optional
+        Where executed copies go; default ``book/executed``.
+    kernel_name : str, optional
+        Jupyter kernel; default the notebook's own (``python3``).
+    """
+    import papermill as pm
+
+    params = config.resolve(profile, overrides)  # refuses bad parameters before any notebook
+    root = config.project_root()
+    paths = notebook_paths(only)
+    for p in paths:
+        _check_parameters_cell(p)
+    out_dir = Path(output_dir) if output_dir else root / "book" / "executed"
+    out_dir = out_dir if out_dir.is_absolute() else root / out_dir
+    failed_dir = root / "_build" / "failed"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = RunReport(params=params)
+    os.environ["NEURODIFF_ROOT"] = str(root)  # the kernels resolve relative paths against it
+    logging.getLogger("papermill").setLevel(logging.ERROR)  # it logs every injected name
+    start = time.perf_counter()
+    for path in paths:
+        name = path.stem
+        print(f"[neurodiff run] {name} (profile {params.profile})", file=sys.stderr, flush=True)
+        staged = out_dir / f".{name}.input.ipynb"
+        work = out_dir / f".{name}.running.ipynb"
+        _prepare(path, staged)
+        t0 = time.perf_counter()
+        try:
+            pm.execute_notebook(
+                str(staged),
+                str(work),
+                parameters=params.to_dict(),
+                cwd=str(root),
+                kernel_name=kernel_name,
+                progress_bar=False,
+                log_output=False,
+            )
+        except pm.PapermillExecutionError as exc:
+            failed_dir.mkdir(parents=True, exist_ok=True)
+            kept = failed_dir / f"{name}.ipynb"
+            shutil.move(str(work), kept)
+            raise NotebookError(
+                f"notebook {name} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue} "
+                f"(partially executed copy kept in {kept})",
+                notebook=name,
+                path=kept,
+            ) from None
+        except BaseException:
+            work.unlink(missing_ok=True)
+            raise
+        finally:
+            staged.unlink(missing_ok=True)
+        seconds = time.perf_counter() - t0
+        dest = out_dir / path.name
+        peak = _finish(work, dest, out_dir / "logs" / f"{name}.log")
+        work.unlink(missing_ok=True)
+        report.notebooks.append(NotebookRun(name, seconds, peak, dest))
+        mem = f", peak {peak:.0f} MB" if peak is not None else ""
+        print(f"[neurodiff run] {name} done in {seconds:.1f} s{mem}", file=sys.stderr, flush=True)
+    report.seconds = time.perf_counter() - start
+    report.record = _write_record(report, out_dir, root)
+    print(report, file=sys.stderr)
+    return report
+
+
+def _toc_files(root: Path) -> list[str]:
+    """The documents named in ``book/_toc.yml`` (without extensions)."""
+    import yaml
+
+    toc = yaml.safe_load((root / "book" / "_toc.yml").read_text())
+    files = [toc["root"]]
+
+    def walk(items: Iterable[Mapping[str, Any]]) -> None:
+        for item in items:
+            if "file" in item:
+                files.append(item["file"])
+            for key in ("parts", "chapters", "sections"):
+                if key in item:
+                    walk(item[key])
+
+    walk(toc.get("parts", []) + toc.get("chapters", []))
+    return files
+
+
+def build_book(strict: bool = False, root: str | Path | None = None) -> Path:
+    """Build the Jupyter Book into ``_build/html``; return the path of ``index.html``.
+
+    Every document in the table of contents must exist: executed chapters come from
+    ``neurodiff run``. With ``strict`` Sphinx warnings are errors (``-W -n --keep-going``).
+    """
+    root = Path(root) if root else config.project_root()
+    missing = [
+        f
+        for f in _toc_files(root)
+        if not any((root / f"{f}{ext}").is_file() for ext in (".md", ".ipynb", ".rst"))
+    ]
+    if missing:
+        raise DataError(
+            f"the book needs {', '.join(missing)}, which do not exist yet; run "
+            "`neurodiff run --profile demo` (or `make report`) first",
+            path=root,
+        )
+    exe = Path(sys.executable).with_name("jupyter-book")
+    cmd = [
+        str(exe) if exe.exists() else "jupyter-book",
+        "build",
+        str(root),
+        "--toc",
+        str(root / "book" / "_toc.yml"),
+        "--config",
+        str(root / "_config.yml"),
+    ]
+    if strict:
+        cmd += ["-W", "-n", "--keep-going"]
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-30:])
+        raise NeurodiffError(
+            f"the book build failed (jupyter-book exit {proc.returncode}):\n{tail}", path=root
+        )
+    index = root / "_build" / "html" / "index.html"
+    return index

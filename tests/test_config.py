@@ -1,0 +1,150 @@
+"""The parameter namespace, profiles and overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+import pytest
+import yaml
+
+from neurodiff import config
+from neurodiff.config import ConfigError, ModelConfig, Params, TrainConfig
+from neurodiff.errors import NeurodiffError
+
+
+def test_every_profile_resolves():
+    for name in config.available_profiles():
+        params = config.resolve(name)
+        assert params.profile == name
+        for cls in config.STAGES:
+            assert isinstance(params.stage(cls), cls)
+
+
+def test_shipped_profiles_include_the_three_tiers():
+    assert {"smoke", "demo", "paper"} <= set(config.available_profiles())
+
+
+def test_shared_names_agree_across_stages():
+    seen: dict[str, tuple[object, object]] = {}
+    for cls in config.STAGES:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            key = (hints[f.name], f.default)
+            assert seen.setdefault(f.name, key) == key, f"{f.name} differs in {cls.__name__}"
+
+
+def test_demo_profile_equals_the_defaults():
+    _, values = config.load_profile("demo")
+    specs = config.parameter_specs()
+    for name, value in values.items():
+        assert Params({name: value})[name] == specs[name].default, name
+
+
+def test_paper_profile_is_the_authors_setup():
+    p = config.resolve("paper")
+    assert (p.spatial_dims, p.image_size, p.timesteps, p.schedule) == (3, 128, 250, "cosine")
+    assert (p.prediction_type, p.loss, p.optimizer, p.lr) == ("epsilon", "l1", "adam", 1e-5)
+    assert (p.batch_size, p.grad_accum, p.ema_decay, p.train_steps) == (1, 2, 0.995, 100_000)
+    assert (p.ema_start, p.ema_every, p.normalise, p.register) == (2000, 10, "minmax", "none")
+    assert p.channels == (64, 64, 128, 192, 256)
+    assert p.sampler == "ddpm" and p.steps == 250
+
+
+def test_overrides_are_parsed_as_yaml_and_coerced():
+    p = config.resolve(
+        "demo",
+        [
+            "image_size=32",
+            "channels=[16, 32, 64]",
+            "compile=true",
+            "lr=1e-3",
+            "norm_num_groups=16",
+            "num_head_channels=16",
+        ],
+    )
+    assert p.image_size == 32 and p.channels == (16, 32, 64) and p.compile is True
+    assert p.lr == pytest.approx(1e-3)
+    assert p.stage(ModelConfig).channels == (16, 32, 64)
+
+
+def test_int_is_accepted_for_float():
+    assert config.resolve("demo", {"lr": 1}).lr == 1.0
+
+
+@pytest.mark.parametrize(
+    ("override", "match"),
+    [
+        ("imag_size=64", r"unknown parameter 'imag_size'.*did you mean 'image_size'"),
+        ("batch_size=abc", r"'batch_size' must be an integer; got 'abc'"),
+        ("batch_size=0", r"'batch_size' must be >= 1; got 0"),
+        ("train_steps=-5", r"'train_steps' must be >= 1"),
+        ("schedule=cosin", r"'schedule' must be one of .*did you mean 'cosine'"),
+        ("prediction_type=x0", r"'prediction_type' must be one of"),
+        ("loss=huber", r"'loss' must be one of"),
+        ("image_size=66", r"'image_size' must be divisible by the UNet's downsampling factor"),
+        ("num_head_channels=48", r"'num_head_channels' \(48\) must divide"),
+        ("target_spacing=0", r"'target_spacing' must be > 0"),
+        ("slice_range=[0.7, 0.2]", r"'slice_range' must be \[start, stop\]"),
+        ("channels=64", r"'channels' must be a list of int"),
+        ("compile=maybe", r"'compile' must be true or false"),
+        ("attention_levels=[true]", r"'attention_levels' must have one entry per level"),
+        ("noequals", r"must look like key=value"),
+    ],
+)
+def test_bad_overrides_are_refused(override, match):
+    with pytest.raises(ConfigError, match=match):
+        config.resolve("demo", [override])
+
+
+def test_config_error_is_a_value_error_naming_the_parameter():
+    with pytest.raises(ValueError) as info:
+        config.resolve("demo", ["batch_size=0"])
+    assert isinstance(info.value, NeurodiffError)
+    assert info.value.parameter == "batch_size"
+
+
+def test_missing_profile_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown profile 'nope'; expected one of"):
+        config.resolve("nope")
+    with pytest.raises(ConfigError, match=r"profile file .*missing.yaml' does not exist"):
+        config.resolve(tmp_path / "missing.yaml")
+
+
+def test_profile_from_a_path(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump({"image_size": 32, "train_steps": 7}))
+    p = config.resolve(path)
+    assert (p.profile, p.image_size, p.train_steps) == ("mine", 32, 7)
+
+
+def test_bad_profile_file_names_the_parameter(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("batch_size: many\n")
+    with pytest.raises(ConfigError, match=r"'batch_size' must be an integer.*profile 'bad'"):
+        config.resolve(path)
+    path.write_text("- a list\n")
+    with pytest.raises(ConfigError, match=r"must be a mapping"):
+        config.resolve(path)
+
+
+def test_stage_configs_are_frozen_and_hash_stably():
+    a = config.resolve("demo").stage(TrainConfig)
+    b = config.resolve("demo").stage(TrainConfig)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        a.lr = 1.0  # type: ignore[misc]
+    assert a.hash() == b.hash()
+    assert a.hash() != config.resolve("demo", {"lr": 1e-3}).stage(TrainConfig).hash()
+
+
+def test_from_namespace_picks_known_names_only():
+    ns = {"image_size": 32, "profile": "x", "unrelated": 3, "_private": 1}
+    p = config.from_namespace(ns)
+    assert p.image_size == 32 and p.profile == "x"
+
+
+def test_stage_dir_and_paths(tmp_path, monkeypatch):
+    monkeypatch.setenv("NEURODIFF_ROOT", str(tmp_path))
+    p = config.resolve("smoke")
+    assert p.stage_dir("train") == tmp_path / "data" / "derived" / "smoke" / "train"
+    assert p.path("/abs/x") == config.Path("/abs/x")
