@@ -1,0 +1,108 @@
+"""Shared fixtures: a tiny simulated cohort, small NIfTI writers, and no network by default."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "network: the test may reach hosts other than loopback")
+
+
+# --------------------------------------------------------------------------------------------
+# Network: only loopback (local test servers, Jupyter kernels) unless marked `network`
+# --------------------------------------------------------------------------------------------
+
+
+class NetworkBlockedError(OSError):
+    """Raised by the test guard when code tries to reach a non-loopback host."""
+
+
+def _is_loopback(host: object) -> bool:
+    if not isinstance(host, str):
+        return False
+    if host in ("localhost", "localhost.localdomain", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+@pytest.fixture(autouse=True)
+def _no_network(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Refuse name look-ups and connections to anything but loopback (and Unix sockets)."""
+    if request.node.get_closest_marker("network"):
+        return
+    real_connect = socket.socket.connect
+    real_connect_ex = socket.socket.connect_ex
+    real_getaddrinfo = socket.getaddrinfo
+
+    def check(sock: socket.socket, address: object) -> None:
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            host = address[0] if isinstance(address, tuple) else address
+            if not _is_loopback(host):
+                raise NetworkBlockedError(f"network access to {address!r} is blocked in tests")
+
+    def connect(self: socket.socket, address: object) -> None:
+        check(self, address)
+        return real_connect(self, address)
+
+    def connect_ex(self: socket.socket, address: object) -> int:
+        check(self, address)
+        return real_connect_ex(self, address)
+
+    def getaddrinfo(host: object, *args: object, **kwargs: object):
+        if host is not None and not _is_loopback(host):
+            raise socket.gaierror(socket.EAI_NONAME, f"name look-up of {host!r} blocked in tests")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A simulated BIDS cohort: 6 subjects at 3 sites (A RAS uint16, B LPS int16, C LIA float32),
+    fast mode (2 mm templates, voxels 2.4-3 mm, ~80 x 100 x 80). Read-only: copy it to modify."""
+    from neurodiff.demo_data import make_demo_cohort
+
+    out = tmp_path_factory.mktemp("tiny_cohort") / "demo"
+    return make_demo_cohort(out, subjects=6, sites=3, seed=0, resolution=2, progress=False)
+
+
+def write_nifti(
+    path: Path,
+    data: np.ndarray | None = None,
+    affine: np.ndarray | None = None,
+    dtype: str = "float32",
+) -> Path:
+    """Write a small NIfTI (default: a 16^3 smooth random volume, 2 mm RAS) and return its path."""
+    import nibabel as nib
+
+    if data is None:
+        rng = np.random.default_rng(zlib.crc32(path.name.encode()))
+        data = rng.uniform(0, 100, (16, 16, 16))
+    if affine is None:
+        affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.Nifti1Image(np.asarray(data).astype(dtype), affine).to_filename(path)
+    return path
+
+
+@pytest.fixture
+def nifti_writer():
+    """The :func:`write_nifti` helper, for tests that build their own small folders."""
+    return write_nifti
