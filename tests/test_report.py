@@ -1,0 +1,75 @@
+"""The whole study with the smoke profile: every notebook through papermill, then a strict book
+build (Sphinx warnings are errors, nitpicky references), in a copy of the project."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from neurodiff import runner
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def smoke_book(tiny_cohort, tmp_path_factory):
+    project = tmp_path_factory.mktemp("project")
+    shutil.copy(ROOT / "_config.yml", project)
+    shutil.copytree(ROOT / "notebooks", project / "notebooks")
+    shutil.copytree(ROOT / "book", project / "book", ignore=shutil.ignore_patterns("executed"))
+    mp = pytest.MonkeyPatch()
+    mp.setenv("NEURODIFF_ROOT", str(project))
+    try:
+        report = runner.run_notebooks(
+            "smoke", {"cohort": str(tiny_cohort), "derived_dir": str(project / "derived")}
+        )
+        index = runner.build_book(strict=True, root=project)
+    finally:
+        mp.undo()
+    return project, report, index
+
+
+@pytest.mark.slow
+def test_every_notebook_ran(smoke_book):
+    project, report, _ = smoke_book
+    names = [p.stem for p in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))]
+    assert [n.name for n in report.notebooks] == names
+    for name in names:
+        assert (project / "book" / "executed" / f"{name}.ipynb").is_file()
+    assert (project / "book" / "executed" / "run.json").is_file()
+
+
+@pytest.mark.slow
+def test_book_pages_exist_with_their_figures(smoke_book):
+    project, _, index = smoke_book
+    assert index.is_file()
+    html_dir = project / "_build" / "html"
+    pages = list((html_dir / "book").rglob("*.html"))
+    assert (html_dir / "book" / "intro.html") in pages
+    n_images = 0
+    for page in pages:
+        text = page.read_text()
+        assert "Traceback (most recent call last)" not in text, page.name
+        for src in re.findall(r'<img[^>]+src="([^"]+)"', text):
+            if src.startswith(("http", "data:")):
+                continue
+            assert (page.parent / src).resolve().is_file(), f"{page.name}: missing {src}"
+            n_images += 1
+    assert n_images >= 5  # every chapter draws figures
+
+
+@pytest.mark.slow
+def test_executed_chapters_show_their_parameters_collapsed(smoke_book):
+    import nbformat
+
+    project, _, _ = smoke_book
+    for path in (project / "book" / "executed").glob("*.ipynb"):
+        nb = nbformat.read(path, as_version=4)
+        injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+        assert injected and "hide-input" in injected[0].metadata["tags"], path.name
+        assert 'profile = "smoke"' in injected[0].source or "profile = 'smoke'" in (
+            injected[0].source
+        )
