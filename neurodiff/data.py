@@ -183,10 +183,12 @@ def _check_image(path: Path) -> tuple[Any, np.ndarray]:
         )
     else:
         squeeze = False
-    if min(shape[:3]) < MIN_SIDE:
+    # A single axial slice stored as (H, W, 1) is accepted: the 2D synthetic cohorts use it.
+    sides = sorted(shape[:3])
+    if sides[1] < MIN_SIDE or (sides[0] < MIN_SIDE and shape[2] != 1):
         raise _ScanProblem(
             f"shape {tuple(shape)} is too small; expected a 3D volume with at "
-            f"least {MIN_SIDE} voxels along each axis"
+            f"least {MIN_SIDE} voxels along each axis (or one (H, W, 1) slice)"
         )
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")

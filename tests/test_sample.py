@@ -374,11 +374,6 @@ def test_synthetic_volumes_reload_through_the_cohort_loader(tmp_path):
     np.testing.assert_array_equal(load_synthetic(tmp_path / "synthetic"), vols)
 
 
-@pytest.mark.xfail(
-    reason="neurodiff.data.load_cohort requires >= MIN_SIDE voxels on every axis, "
-    "so 2D slices stored as (H, W, 1) are refused",
-    strict=False,
-)
 def test_synthetic_slices_reload_through_the_cohort_loader(trained, synthetic):
     from neurodiff.data import load_cohort
 
