@@ -273,7 +273,7 @@ def _two_d(p: Path) -> Path:
 
 
 def _too_small(p: Path) -> Path:
-    return write_nifti(p, _volume(6, (16, 16, 1)))
+    return write_nifti(p, _volume(6, (16, 4, 16)))
 
 
 def _non_finite(p: Path) -> Path:
@@ -322,7 +322,7 @@ BAD_FILES = [
     (_empty, r"empty file \(0 bytes\)"),
     (_four_d, r"is 4D with 3 volumes \(shape \(16, 16, 16, 3\)\); expected one 3D T1 volume"),
     (_two_d, r"is 2D \(shape \(16, 16\)\)"),
-    (_too_small, r"shape \(16, 16, 1\) is too small"),
+    (_too_small, r"shape \(16, 4, 16\) is too small"),
     (_non_finite, "contains 2 non-finite voxel values"),
     (_singular, r"singular affine \(determinant 0\)"),
     (_constant, r"constant image \(every voxel is 7\)"),
