@@ -243,6 +243,13 @@ class PreprocessConfig(StageConfig):
     target_spacing: float = param(
         2.0, "isotropic voxel size (mm) before crop/pad", min=0, min_inclusive=False
     )
+    fov_mm: float = param(
+        224.0,
+        "side (mm) of the cubic field of view cropped/padded around the head before resizing "
+        "to image_size",
+        min=0,
+        min_inclusive=False,
+    )
     register: str = param("rigid", "registration to MNI152", choices=("none", "rigid", "affine"))
     mask_brain: bool = param(False, "apply the template brain mask after registration")
     normalise: str = param("percentile", "intensity scaling", choices=("percentile", "minmax"))
@@ -252,7 +259,9 @@ class PreprocessConfig(StageConfig):
     slice_range: tuple[float, ...] = param(
         (0.45, 0.65), "2D: axial slice range as fractions of the volume height", min=0, max=1
     )
-    slices_per_subject: int = param(8, "2D: slices taken evenly from slice_range", min=1)
+    slices_per_subject: int = param(
+        8, "2D: slices taken evenly from slice_range (at most all it covers)", min=1
+    )
     test_fraction: float = param(
         0.25,
         "fraction of subjects held out (stratified by site)",
@@ -281,6 +290,42 @@ class PreprocessConfig(StageConfig):
                 f"start < stop; got {list(self.slice_range)}",
                 parameter="slice_range",
             )
+        if self.image_size > self.fov_voxels:
+            raise ConfigError(
+                f"parameter 'image_size' ({self.image_size}) is not reachable: the field of view "
+                f"of {self.fov_mm:g} mm holds only {self.fov_voxels} voxels at target_spacing "
+                f"{self.target_spacing:g} mm, and resizing up would invent detail; use "
+                f"target_spacing <= {self.fov_mm / self.image_size:.3g} or image_size <= "
+                f"{self.fov_voxels}",
+                parameter="image_size",
+            )
+        if self.mask_brain and self.register == "none":
+            raise ConfigError(
+                "parameter 'mask_brain' needs a registration: the brain mask lives in template "
+                "space; set register=rigid or register=affine, or mask_brain=false",
+                parameter="mask_brain",
+            )
+
+    @property
+    def fov_voxels(self) -> int:
+        """Voxels per side of the field of view at ``target_spacing`` (before resizing)."""
+        return int(round(self.fov_mm / self.target_spacing + 1e-6))
+
+    def _slice_bounds(self) -> tuple[int, int]:
+        last = self.image_size - 1
+        return int(round(self.slice_range[0] * last)), int(round(self.slice_range[1] * last))
+
+    def slice_indices(self, n: int | None = None) -> list[int]:
+        """Axial slice indices (into an ``image_size`` volume) taken evenly from ``slice_range``.
+
+        ``n`` defaults to ``slices_per_subject``; it is capped at the slices the range covers
+        (e.g. 7 for the default range of a 32-voxel volume).
+        """
+        lo, hi = self._slice_bounds()
+        n = min(self.slices_per_subject if n is None else n, hi - lo + 1)
+        if n == 1:
+            return [int(round((lo + hi) / 2))]
+        return sorted({int(round(x)) for x in [lo + i * (hi - lo) / (n - 1) for i in range(n)]})
 
 
 @dataclass(frozen=True)
@@ -384,6 +429,9 @@ class SampleConfig(StageConfig):
     derived_dir: str = param("data/derived", "root of all derived outputs")
     seed: int = param(0, _SEED_HELP, min=0)
     device: str = param("auto", _DEVICE_HELP)
+    precision: str = param(
+        "auto", "auto = bf16 autocast on CUDA, fp32 on CPU", choices=("auto", "fp32", "bf16")
+    )
     sampler: str = param("ddim", "sampler", choices=("ddpm", "ddim", "pndm"))
     steps: int = param(50, "sampler steps (ddpm always uses all timesteps)", min=1)
     eta: float = param(0.0, "DDIM eta (0 = deterministic)", min=0, max=1)
@@ -403,7 +451,11 @@ class MetricsConfig(StageConfig):
     derived_dir: str = param("data/derived", "root of all derived outputs")
     seed: int = param(0, _SEED_HELP, min=0)
     device: str = param("auto", _DEVICE_HELP)
-    extractor: str = param("random", "feature extractor: random | inception | medicalnet:<path>")
+    extractor: str = param(
+        "random",
+        "feature extractor: random (2D; 2.5D for volumes) | random3d | inception | "
+        "medicalnet:<path to weights>",
+    )
     n_bootstrap: int = param(200, "bootstrap resamples for 95% CIs", min=10)
     n_permutations: int = param(200, "permutations for the MMD test", min=10)
     msssim_pairs: int = param(100, "random pairs for MS-SSIM diversity", min=2)
