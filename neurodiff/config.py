@@ -239,7 +239,7 @@ class PreprocessConfig(StageConfig):
     derived_dir: str = param("data/derived", "root of all derived outputs")
     seed: int = param(0, _SEED_HELP, min=0)
     spatial_dims: int = param(2, "2 = axial slices, 3 = volumes", choices=(2, 3))
-    image_size: int = param(64, "side of the model input (pixels/voxels)", min=8)
+    image_size: int = param(48, "side of the model input (pixels/voxels)", min=8)
     target_spacing: float = param(
         2.0, "isotropic voxel size (mm) before crop/pad", min=0, min_inclusive=False
     )
@@ -334,7 +334,7 @@ class ModelConfig(StageConfig):
 
     stage: ClassVar[str] = "model"
     spatial_dims: int = param(2, "2 = axial slices, 3 = volumes", choices=(2, 3))
-    image_size: int = param(64, "side of the model input (pixels/voxels)", min=8)
+    image_size: int = param(48, "side of the model input (pixels/voxels)", min=8)
     channels: tuple[int, ...] = param((32, 64, 128), "UNet channels per level", min=1)
     attention_levels: tuple[bool, ...] = param((False, False, True), "self-attention per level")
     num_res_blocks: int = param(1, "residual blocks per level", min=1)
@@ -397,25 +397,35 @@ class TrainConfig(StageConfig):
     seed: int = param(0, _SEED_HELP, min=0)
     device: str = param("auto", _DEVICE_HELP)
     optimizer: str = param("adamw", "optimiser", choices=("adam", "adamw"))
-    lr: float = param(2e-4, "peak learning rate", min=0, min_inclusive=False)
+    lr: float = param(1e-3, "peak learning rate", min=0, min_inclusive=False)
     weight_decay: float = param(0.0, "AdamW weight decay", min=0)
     lr_schedule: str = param("cosine", "after warm-up", choices=("cosine", "constant"))
-    warmup_steps: int = param(50, "linear LR warm-up steps", min=0)
-    batch_size: int = param(16, "per-process batch size", min=1)
+    warmup_steps: int = param(100, "linear LR warm-up steps", min=0)
+    batch_size: int = param(
+        8, "per-process batch size (effective batch = batch_size x processes x grad_accum)", min=1
+    )
     grad_accum: int = param(1, "gradient accumulation steps", min=1)
-    train_steps: int = param(1500, "optimiser steps", min=1)
+    train_steps: int = param(1800, "optimiser steps", min=1)
+    train_subjects: int = param(
+        0,
+        "train on N training subjects only, drawn evenly across sites with the seed (0 = all): "
+        "the data-scarcity experiment",
+        min=0,
+    )
     grad_clip: float = param(1.0, "max gradient norm (0 = off)", min=0)
     ema_decay: float = param(0.995, "EMA decay of the weights used for sampling", min=0, max=1)
     ema_start: int = param(0, "first step that updates the EMA", min=0)
     ema_every: int = param(1, "EMA update interval (steps)", min=1)
     precision: str = param(
-        "auto", "auto = bf16 autocast on CUDA, fp32 on CPU", choices=("auto", "fp32", "bf16")
+        "auto",
+        "auto = bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX), else fp32",
+        choices=("auto", "fp32", "bf16"),
     )
     compile: bool = param(False, "torch.compile the UNet")
     channels_last: bool = param(False, "channels_last memory format")
     checkpoint_every: int = param(500, "checkpoint interval (steps)", min=1)
     keep_checkpoints: int = param(2, "checkpoints kept (oldest removed)", min=1)
-    preview_every: int = param(500, "preview-sample interval (steps, 0 = off)", min=0)
+    preview_every: int = param(300, "preview-sample interval (steps, 0 = off)", min=0)
     resume: bool = param(True, "continue from the latest checkpoint if one exists")
     num_workers: int = param(0, "DataLoader workers", min=0)
 
@@ -430,7 +440,9 @@ class SampleConfig(StageConfig):
     seed: int = param(0, _SEED_HELP, min=0)
     device: str = param("auto", _DEVICE_HELP)
     precision: str = param(
-        "auto", "auto = bf16 autocast on CUDA, fp32 on CPU", choices=("auto", "fp32", "bf16")
+        "auto",
+        "auto = bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX), else fp32",
+        choices=("auto", "fp32", "bf16"),
     )
     sampler: str = param("ddim", "sampler", choices=("ddpm", "ddim", "pndm"))
     steps: int = param(50, "sampler steps (ddpm always uses all timesteps)", min=1)

@@ -134,7 +134,7 @@ def test_stage_configs_are_frozen_and_hash_stably():
     with pytest.raises(dataclasses.FrozenInstanceError):
         a.lr = 1.0  # type: ignore[misc]
     assert a.hash() == b.hash()
-    assert a.hash() != config.resolve("demo", {"lr": 1e-3}).stage(TrainConfig).hash()
+    assert a.hash() != config.resolve("demo", {"lr": 1.234e-4}).stage(TrainConfig).hash()
 
 
 def test_from_namespace_picks_known_names_only():

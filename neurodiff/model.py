@@ -1,0 +1,255 @@
+"""The diffusion model: a MONAI ``DiffusionModelUNet`` and its DDPM noise schedule from a config.
+
+MONAI keeps the pieces apart and so do we: :func:`build_model` is only the network,
+:func:`build_scheduler` only the noise maths (Ho et al. 2020), :func:`build_inferer` wires them for
+a training forward pass, and :func:`diffusion_loss` is the training objective. Samplers (DDIM,
+PNDM) for :mod:`neurodiff.sample` come from :func:`build_scheduler` too, so they share the exact
+noise schedule the model was trained with.
+
+Cost figures for the model summary: :func:`count_parameters` and :func:`estimate_train_flops`
+(FLOPs of one forward + backward pass, counted by :class:`torch.utils.flop_counter.FlopCounterMode`
+on the ``meta`` device, so even the paper's 3D model is counted in a second without memory).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import ModelConfig
+from .errors import ConfigError
+
+__all__ = [
+    "build_inferer",
+    "build_model",
+    "build_scheduler",
+    "count_parameters",
+    "diffusion_loss",
+    "diffusion_target",
+    "estimate_train_flops",
+    "model_summary",
+    "schedule_args",
+]
+
+#: Reference length of the linear schedules' beta range (Ho et al. 2020 used T = 1000).
+_REFERENCE_T = 1000
+
+
+def _as_config(cfg: ModelConfig | Mapping[str, Any]) -> ModelConfig:
+    if isinstance(cfg, ModelConfig):
+        return cfg
+    return ModelConfig.from_params(cfg)  # type: ignore[return-value]
+
+
+def build_model(
+    cfg: ModelConfig | Mapping[str, Any], *, flash_attention: bool = False
+) -> nn.Module:
+    """A MONAI ``DiffusionModelUNet`` for one-channel images or volumes.
+
+    Parameters
+    ----------
+    cfg : ModelConfig or mapping
+        ``spatial_dims``, ``channels``, ``attention_levels``, ``num_res_blocks``,
+        ``num_head_channels`` and ``norm_num_groups`` are used (a :class:`~neurodiff.config.Params`
+        works too).
+    flash_attention : bool
+        Compute attention with ``torch.nn.functional.scaled_dot_product_attention`` (fused
+        kernels; faster on GPUs, slower than MONAI's plain attention on CPUs under bf16). Only the
+        computation changes: the weights, and so checkpoints, are the same either way.
+
+    Returns
+    -------
+    monai.networks.nets.DiffusionModelUNet
+        Maps ``(B, 1, *spatial)`` noisy inputs and ``(B,)`` integer timesteps to a
+        ``(B, 1, *spatial)`` prediction (noise, velocity or clean sample, see
+        ``cfg.prediction_type``).
+    """
+    from monai.networks.nets import DiffusionModelUNet
+
+    cfg = _as_config(cfg)
+    return DiffusionModelUNet(
+        spatial_dims=cfg.spatial_dims,
+        in_channels=1,
+        out_channels=1,
+        channels=tuple(cfg.channels),
+        attention_levels=tuple(cfg.attention_levels),
+        num_res_blocks=cfg.num_res_blocks,
+        num_head_channels=cfg.num_head_channels,
+        norm_num_groups=cfg.norm_num_groups,
+        use_flash_attention=flash_attention,
+    )
+
+
+def schedule_args(cfg: ModelConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """Keyword arguments of MONAI's noise-schedule function for ``cfg.schedule``.
+
+    The linear schedules keep Ho et al.'s beta range [1e-4, 0.02] at T = 1000 and scale it by
+    1000 / T otherwise (Nichol & Dhariwal 2021), so that the last step is close to pure noise
+    (alpha-bar_T ~ 0) whatever T is; MONAI's default range assumes T = 1000 and at T = 250
+    would leave alpha-bar_T = 0.08, i.e. a visible image at the start of sampling.
+    The cosine schedule uses MONAI's default offset s = 0.008 (as the authors did).
+    """
+    cfg = _as_config(cfg)
+    if cfg.schedule in ("linear_beta", "scaled_linear_beta"):
+        scale = _REFERENCE_T / cfg.timesteps
+        return {"beta_start": 1e-4 * scale, "beta_end": min(0.02 * scale, 0.999)}
+    if cfg.schedule == "cosine":
+        return {}
+    raise ConfigError(
+        f"parameter 'schedule' must be linear_beta, scaled_linear_beta or cosine; "
+        f"got {cfg.schedule!r}",
+        parameter="schedule",
+    )
+
+
+def build_scheduler(cfg: ModelConfig | Mapping[str, Any], kind: str = "ddpm") -> nn.Module:
+    """The noise schedule of ``cfg`` as a MONAI scheduler.
+
+    Parameters
+    ----------
+    cfg : ModelConfig or mapping
+        ``timesteps``, ``schedule`` and ``prediction_type`` are used.
+    kind : {"ddpm", "ddim", "pndm"}
+        ``ddpm`` (training and ancestral sampling, Ho et al. 2020), ``ddim`` (Song et al. 2021) or
+        ``pndm`` (Liu et al. 2022, epsilon-prediction only); all share the same betas.
+
+    Returns
+    -------
+    monai.networks.schedulers.Scheduler
+        With ``alphas_cumprod`` (alpha-bar_t, shape ``(T,)``), ``add_noise`` (the forward process
+        q(x_t | x_0)) and ``step`` (one reverse step).
+    """
+    from monai.networks.schedulers import DDIMScheduler, DDPMScheduler, PNDMScheduler
+
+    cfg = _as_config(cfg)
+    args = schedule_args(cfg)
+    common = {"num_train_timesteps": cfg.timesteps, "schedule": cfg.schedule, **args}
+    if kind == "ddpm":
+        return DDPMScheduler(prediction_type=cfg.prediction_type, clip_sample=True, **common)
+    if kind == "ddim":
+        return DDIMScheduler(prediction_type=cfg.prediction_type, clip_sample=True, **common)
+    if kind == "pndm":
+        if cfg.prediction_type != "epsilon":
+            raise ConfigError(
+                f"the PNDM sampler needs prediction_type='epsilon'; the model predicts "
+                f"{cfg.prediction_type!r}; use sampler=ddim",
+                parameter="sampler",
+            )
+        return PNDMScheduler(skip_prk_steps=True, **common)
+    raise ConfigError(
+        f"scheduler kind must be ddpm, ddim or pndm; got {kind!r}", parameter="sampler"
+    )
+
+
+def build_inferer(scheduler: nn.Module):
+    """A MONAI ``DiffusionInferer``: ``inferer(x0, model, noise, t)`` noises ``x0`` to step ``t``
+    (q(x_t | x_0)) and returns the network's prediction; ``inferer.sample(...)`` runs a sampler."""
+    from monai.inferers import DiffusionInferer
+
+    return DiffusionInferer(scheduler)
+
+
+def diffusion_target(
+    x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, scheduler: nn.Module
+) -> torch.Tensor:
+    """What the network should output, by the scheduler's ``prediction_type``.
+
+    ``epsilon``: the noise (Ho et al. 2020, eq. 14); ``v_prediction``: the velocity
+    v = sqrt(alpha-bar_t) eps - sqrt(1 - alpha-bar_t) x0 (Salimans & Ho 2022); ``sample``: x0.
+    """
+    kind = scheduler.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "v_prediction":
+        return scheduler.get_velocity(x0, noise, timesteps)
+    if kind == "sample":
+        return x0
+    raise ConfigError(
+        f"parameter 'prediction_type' must be epsilon, v_prediction or sample; got {kind!r}",
+        parameter="prediction_type",
+    )
+
+
+def diffusion_loss(
+    prediction: torch.Tensor,
+    x0: torch.Tensor,
+    noise: torch.Tensor,
+    timesteps: torch.Tensor,
+    scheduler: nn.Module,
+    loss: str = "l1",
+) -> torch.Tensor:
+    """The simplified DDPM training loss, mean over the batch and pixels (a scalar, fp32).
+
+    Parameters
+    ----------
+    prediction : Tensor
+        Network output ``(B, 1, *spatial)`` (any float dtype; compared in fp32).
+    x0, noise : Tensor
+        Clean images ``(B, 1, *spatial)`` in [-1, 1] and the Gaussian noise that was added.
+    timesteps : Tensor
+        ``(B,)`` integer steps in [0, T).
+    scheduler : monai Scheduler
+        Its ``prediction_type`` picks the target (:func:`diffusion_target`).
+    loss : {"l1", "l2"}
+        Mean absolute error (the authors' choice) or mean squared error (Ho et al. 2020).
+    """
+    target = diffusion_target(x0, noise, timesteps, scheduler).float()
+    prediction = prediction.float()
+    if loss == "l1":
+        return nn.functional.l1_loss(prediction, target)
+    if loss == "l2":
+        return nn.functional.mse_loss(prediction, target)
+    raise ConfigError(f"parameter 'loss' must be l1 or l2; got {loss!r}", parameter="loss")
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def estimate_train_flops(cfg: ModelConfig | Mapping[str, Any], batch_size: int = 1) -> int:
+    """FLOPs of one forward + backward pass of the UNet on ``batch_size`` images.
+
+    Counted by :class:`torch.utils.flop_counter.FlopCounterMode` on the ``meta`` device (no memory,
+    no arithmetic): convolutions, matrix products and attention, each multiply-add counted as 2
+    FLOPs. Normalisation, activations and the optimiser update are not counted (they are a few
+    per cent of the total and memory-bound). A training step with gradient accumulation ``k``
+    costs ``k`` times this for the per-step batch.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cfg = _as_config(cfg)
+    if batch_size <= 0:
+        raise ConfigError(f"batch_size must be >= 1; got {batch_size}", parameter="batch_size")
+    with torch.device("meta"):
+        model = build_model(cfg)
+        x = torch.zeros((batch_size, 1) + (cfg.image_size,) * cfg.spatial_dims)
+        t = torch.zeros((batch_size,), dtype=torch.long)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(x, t).sum().backward()
+    return int(counter.get_total_flops())
+
+
+def model_summary(
+    cfg: ModelConfig | Mapping[str, Any], batch_size: int = 1, grad_accum: int = 1
+) -> dict[str, Any]:
+    """Parameters and estimated training cost of ``cfg`` (for the notebook and the log).
+
+    Returns a dict with ``parameters``, ``input_shape``, ``flops_per_image`` (forward + backward)
+    and ``flops_per_step`` (``batch_size * grad_accum`` images).
+    """
+    cfg = _as_config(cfg)
+    with torch.device("meta"):
+        n_params = count_parameters(build_model(cfg))
+    per_image = estimate_train_flops(cfg, 1)
+    return {
+        "parameters": n_params,
+        "input_shape": (1,) + (cfg.image_size,) * cfg.spatial_dims,
+        "levels": len(cfg.channels),
+        "flops_per_image": per_image,
+        "flops_per_step": per_image * batch_size * grad_accum,
+    }

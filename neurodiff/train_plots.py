@@ -1,0 +1,172 @@
+"""Figures of the training stage (notebook 03). Each function takes data and returns a Figure."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from .config import ModelConfig
+from .model import build_scheduler
+
+__all__ = [
+    "plot_forward_process",
+    "plot_loss_curve",
+    "plot_noise_schedules",
+    "plot_previews",
+]
+
+_SCHEDULE_LABELS = {
+    "linear_beta": "linear",
+    "scaled_linear_beta": "scaled linear",
+    "cosine": "cosine",
+}
+
+
+def _model_config(model_config: ModelConfig | None, **changes: Any) -> ModelConfig:
+    base = (model_config or ModelConfig()).to_dict()
+    base.update(changes)
+    return ModelConfig.from_params(base)  # type: ignore[return-value]
+
+
+def plot_noise_schedules(
+    timesteps: int = 250, schedules: Sequence[str] = ("linear_beta", "cosine")
+) -> Figure:
+    """alpha-bar_t (the fraction of the clean image's variance left at step t) and the signal-to-
+    noise ratio alpha-bar_t / (1 - alpha-bar_t) of each schedule, for ``timesteps`` steps."""
+    fig = Figure(figsize=(9, 3.4), layout="constrained")
+    ax1, ax2 = fig.subplots(1, 2)
+    t = np.arange(timesteps)
+    for name in schedules:
+        sched = build_scheduler(_model_config(None, timesteps=timesteps, schedule=name))
+        abar = sched.alphas_cumprod.double().numpy()
+        label = _SCHEDULE_LABELS.get(name, name)
+        ax1.plot(t, abar, label=label)
+        ax2.plot(t, np.log10(abar / np.clip(1 - abar, 1e-12, None)), label=label)
+    ax1.set(
+        xlabel="timestep t",
+        ylabel=r"$\bar\alpha_t$",
+        title=r"signal kept: $\bar\alpha_t$",
+        ylim=(-0.02, 1.02),
+    )
+    ax2.set(
+        xlabel="timestep t",
+        ylabel=r"$\log_{10}$ SNR",
+        title=r"SNR $= \bar\alpha_t / (1-\bar\alpha_t)$",
+    )
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend(frameon=False)
+    return fig
+
+
+def _as_2d(image: np.ndarray | torch.Tensor) -> np.ndarray:
+    arr = np.asarray(image.detach().cpu() if isinstance(image, torch.Tensor) else image)
+    arr = np.squeeze(arr.astype(np.float32))
+    if arr.ndim == 3:  # a volume (X, Y, Z) in RAS: central axial slice, anterior up
+        arr = np.rot90(arr[..., arr.shape[-1] // 2])
+    if arr.ndim != 2:
+        raise ValueError(
+            f"expected one image (1, H, W) or volume (1, X, Y, Z); got shape {np.shape(image)}"
+        )
+    return arr
+
+
+def plot_forward_process(
+    image: np.ndarray | torch.Tensor,
+    model_config: ModelConfig | None = None,
+    fractions: Sequence[float] = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0),
+    seed: int = 0,
+) -> Figure:
+    """One clean image x_0 noised by the forward process q(x_t | x_0) at several t.
+
+    ``image`` is ``(1, H, W)`` (or ``(1, X, Y, Z)``, shown by its central axial slice) in
+    [-1, 1]; ``fractions`` of T - 1 give the steps shown. The same noise is used at every t, so
+    the panels differ only by how much of it is mixed in.
+    """
+    cfg = model_config or ModelConfig()
+    sched = build_scheduler(cfg)
+    x0 = torch.as_tensor(np.asarray(image, dtype=np.float32))[None]
+    gen = torch.Generator().manual_seed(seed)
+    noise = torch.randn(x0.shape, generator=gen)
+    steps = [int(round(f * (cfg.timesteps - 1))) for f in fractions]
+    fig = Figure(figsize=(2.0 * len(steps), 2.4), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(steps)))
+    abar = sched.alphas_cumprod
+    for ax, t in zip(axes, steps):
+        # x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps  (Ho et al. 2020, eq. 4)
+        xt = sched.add_noise(x0, noise, torch.tensor([t]))[0]
+        ax.imshow(_as_2d(xt), cmap="gray", vmin=-1, vmax=1)
+        ax.set_title(f"t = {t}\n" + r"$\bar\alpha_t$" + f" = {float(abar[t]):.2f}", fontsize=9)
+        ax.set_axis_off()
+    return fig
+
+
+def plot_loss_curve(loss: Any, window: int | None = None) -> Figure:
+    """Training loss per step (raw, faint) and smoothed (running mean), with the learning rate.
+
+    ``loss`` is the DataFrame of :func:`neurodiff.train.read_loss_log` (columns step, loss, lr).
+    ``window`` defaults to ~2 % of the steps (at least 5).
+    """
+    steps = np.asarray(loss["step"], dtype=float)
+    values = np.asarray(loss["loss"], dtype=float)
+    window = window or max(5, len(values) // 50)
+    fig = Figure(figsize=(8, 3.4), layout="constrained")
+    ax = fig.subplots()
+    ax.plot(steps, values, color="C0", alpha=0.3, lw=0.8, label="loss per step")
+    if len(values) >= window:
+        kernel = np.ones(window) / window
+        smooth = np.convolve(values, kernel, mode="valid")
+        ax.plot(steps[window - 1 :], smooth, color="C0", lw=2, label=f"running mean ({window})")
+    ax.set(xlabel="optimiser step", ylabel="training loss")
+    if len(values) and np.all(values > 0) and values.max() > 5 * values.min():
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3, which="both")
+    if "lr" in loss:
+        ax2 = ax.twinx()
+        ax2.plot(
+            steps,
+            np.asarray(loss["lr"], dtype=float),
+            color="C1",
+            ls="--",
+            lw=1,
+            label="learning rate",
+        )
+        ax2.set_ylabel("learning rate", color="C1")
+        ax2.tick_params(axis="y", colors="C1")
+        lines = ax.get_lines() + ax2.get_lines()
+        ax.legend(lines, [ln.get_label() for ln in lines], frameon=False, loc="upper right")
+    else:
+        ax.legend(frameon=False)
+    return fig
+
+
+def plot_previews(train_dir: str | Path, max_panels: int = 4) -> Figure:
+    """The preview grids saved during training (``previews/step-XXXXXXX.png``), oldest to newest.
+
+    Up to ``max_panels`` grids, evenly spaced over training, the last one always included.
+    """
+    import matplotlib.image
+
+    files = sorted(Path(train_dir, "previews").glob("step-*.png"))
+    fig = Figure(figsize=(3.2 * max(1, min(max_panels, len(files))), 3.5), layout="constrained")
+    if not files:
+        ax = fig.subplots()
+        ax.text(0.5, 0.5, "no previews (preview_every = 0?)", ha="center", va="center")
+        ax.set_axis_off()
+        return fig
+    if len(files) > max_panels:
+        idx = np.unique(np.linspace(0, len(files) - 1, max_panels).round().astype(int))
+        files = [files[i] for i in idx]
+    axes = np.atleast_1d(fig.subplots(1, len(files)))
+    for ax, f in zip(axes, files):
+        ax.imshow(matplotlib.image.imread(f), cmap="gray")
+        m = re.search(r"step-(\d+)", f.name)
+        ax.set_title(f"step {int(m.group(1)) if m else f.stem}", fontsize=10)
+        ax.set_axis_off()
+    return fig
