@@ -1439,3 +1439,53 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     return obj
+
+
+#: The report's quality target: synthetic-vs-real at most this many times the real-vs-real value.
+QUALITY_TARGET_RATIO = 2.0
+
+
+def results_markdown(metrics_json: Mapping[str, Any]) -> str:
+    """A Markdown summary of ``metrics.json`` for the book's Discussion.
+
+    One row per metric with the synthetic-vs-real value, the real-vs-real baseline, their ratio
+    and the paper's figure, then whether the report's quality target (RBF-MMD and FID at most
+    :data:`QUALITY_TARGET_RATIO` times their baselines) was reached in this run.
+    """
+    metrics = metrics_json["metrics"]
+    lines = [
+        f"Features: `{metrics_json['extractor']}`; {metrics_json['n_synthetic']} synthetic, "
+        f"{metrics_json['n_real']} real test and {metrics_json['n_train']} real training "
+        f"images; 95 % intervals from {metrics_json['bootstrap']['n']} bootstrap resamples.",
+        "",
+        "| metric | synthetic vs real | real vs real | ratio | better | paper |",
+        "|---|---|---|---:|---|---|",
+    ]
+    for key, m in metrics.items():
+        base = m["baseline"]
+        ratio = m["value"] / base if base and np.isfinite(base) and abs(base) > 1e-12 else None
+        ratio_s = f"{ratio:.2f}" if ratio is not None else "–"
+        paper = PAPER_RESULTS.get(key, "–")
+        lines.append(
+            f"| {m['label']} | {_with_ci(m['value'], tuple(m['ci']))} | "
+            f"{_with_ci(base, tuple(m['baseline_ci']))} | {ratio_s} | {m['better']} | {paper} |"
+        )
+    verdicts = []
+    for key in ("mmd_rbf", "fid"):
+        if key not in metrics:
+            continue
+        m = metrics[key]
+        limit = QUALITY_TARGET_RATIO * max(m["baseline"], 0.0)
+        ok = m["value"] <= limit
+        verdicts.append(
+            f"- **{m['label']}**: {_fmt(m['value'])} against a real-vs-real baseline of "
+            f"{_fmt(m['baseline'])} — the target (at most {QUALITY_TARGET_RATIO:g}× the baseline, "
+            f"{_fmt(limit)}) is **{'reached' if ok else 'not reached'}**."
+        )
+    memo = metrics_json.get("memorisation", {})
+    if memo:
+        verdicts.append(
+            f"- **Memorisation audit**: {memo['n_flagged']} of {metrics_json['n_synthetic']} "
+            "synthetic samples are closer to a training image than 99 % of real test images are."
+        )
+    return "\n".join(lines + ["", *verdicts, ""])

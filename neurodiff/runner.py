@@ -277,7 +277,22 @@ def _write_record(report: RunReport, out_dir: Path, root: Path) -> Path:
     }
     atomic_write_json(record_path, record)
     atomic_write_text(out_dir / "reproducibility.md", reproducibility_markdown(record))
+    atomic_write_text(out_dir / "results.md", _results_markdown(report.params))
     return record_path
+
+
+def _results_markdown(params: config.Params) -> str:
+    """The results summary the Discussion includes, from this profile's ``metrics.json``."""
+    path = params.stage_dir("metrics") / "metrics.json"
+    if not path.is_file():
+        return (
+            "*No metrics have been computed for this run yet: run `neurodiff run "
+            f"--profile {params.profile}` through `05_metrics`.*\n"
+        )
+    from .metrics import results_markdown
+
+    body = results_markdown(json.loads(path.read_text()))
+    return f"{body}\n*From `{path.name}` of profile `{params.profile}`.*\n"
 
 
 def reproducibility_markdown(record: Mapping[str, Any]) -> str:
