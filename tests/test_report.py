@@ -59,6 +59,8 @@ def test_book_pages_exist_with_their_figures(smoke_book):
             assert (page.parent / src).resolve().is_file(), f"{page.name}: missing {src}"
             n_images += 1
     assert n_images >= 5  # every chapter draws figures
+    for page in (html_dir / "book" / "executed").glob("0*.html"):
+        assert "<figcaption>" in page.read_text(), f"{page.name} has no captioned figure"
 
 
 @pytest.mark.slow
