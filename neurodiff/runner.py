@@ -291,8 +291,16 @@ def _results_markdown(params: config.Params) -> str:
         )
     from .metrics import results_markdown
 
-    body = results_markdown(json.loads(path.read_text()))
-    return f"{body}\n*From `{path.name}` of profile `{params.profile}`.*\n"
+    metrics = json.loads(path.read_text())
+    body = results_markdown(metrics)
+    source = f"*From `{path.name}` of profile `{params.profile}`.*"
+    if metrics.get("params_hash") != params.hash():
+        source = (
+            f"**These metrics were computed with other parameters** (hash "
+            f"`{metrics.get('params_hash')}`) than this run (`{params.hash()}`): run "
+            f"`neurodiff run --profile {params.profile}` through `05_metrics` to update them."
+        )
+    return f"{body}\n{source}\n"
 
 
 def reproducibility_markdown(record: Mapping[str, Any]) -> str:

@@ -111,3 +111,41 @@ def test_book_needs_the_executed_chapters(project):
     (project / "book" / "intro.md").write_text("# Intro\n")
     with pytest.raises(DataError, match="book/executed/01_first.*run `neurodiff run"):
         runner.build_book(root=project)
+
+
+def _metrics_json(params_hash: str) -> dict:
+    metric = {
+        "label": "FID (features)",
+        "value": 0.3,
+        "ci": [0.2, 0.4],
+        "baseline": 0.1,
+        "baseline_ci": [0.05, 0.15],
+        "better": "lower",
+    }
+    return {
+        "params_hash": params_hash,
+        "extractor": "random",
+        "n_synthetic": 8,
+        "n_real": 8,
+        "n_train": 16,
+        "bootstrap": {"n": 20},
+        "metrics": {"fid": metric},
+    }
+
+
+def test_results_summary_flags_metrics_of_other_parameters(project):
+    from neurodiff import config
+
+    params = config.resolve("smoke")
+    assert "No metrics have been computed" in runner._results_markdown(params)
+    path = params.stage_dir("metrics") / "metrics.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(_metrics_json(params.hash())))
+    text = runner._results_markdown(params)
+    assert "| FID (features) | 0.3 [0.2, 0.4] | 0.1 [0.05, 0.15] | 3.00 |" in text
+    assert "target (at most 2× the baseline, 0.2) is **not reached**" in text
+    assert "other parameters" not in text
+    path.write_text(json.dumps(_metrics_json("0123456789ab")))
+    assert "computed with other parameters** (hash `0123456789ab`)" in (
+        runner._results_markdown(params)
+    )
