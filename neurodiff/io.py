@@ -89,3 +89,20 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def folder_summary(folder: str | Path, show: int = 2, suffix: str = ".nii.gz") -> str:
+    """A short listing of what a stage wrote: file count and size, the top-level files, and the
+    first ``show`` files ending in ``suffix`` (e.g. the NIfTI images), for notebooks and logs."""
+    folder = Path(folder)
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    size_mb = sum(p.stat().st_size for p in files) / 1e6
+    matching = [p for p in files if p.name.endswith(suffix)]
+    lines = [f"{folder}: {len(files)} files, {size_mb:.1f} MB, {len(matching)} *{suffix}"]
+    listed = [p for p in files if p.parent == folder] + [
+        p for p in matching[:show] if p.parent != folder
+    ]
+    lines += [f"   {p.relative_to(folder)}  ({p.stat().st_size / 1e6:.2f} MB)" for p in listed]
+    if len(files) > len(listed):
+        lines.append("   ...")
+    return "\n".join(lines)

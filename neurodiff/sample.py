@@ -49,6 +49,7 @@ __all__ = [
     "generate",
     "load_synthetic",
     "make_scheduler",
+    "provenance",
     "reverse_process",
     "run",
     "sampler_table",
@@ -535,6 +536,14 @@ def _synthetic_dir(params_or_dir: Params | str | Path) -> Path:
     if isinstance(params_or_dir, Params):
         return params_or_dir.stage_dir("synthetic")
     return Path(params_or_dir)
+
+
+def provenance(out_dir: str | Path) -> dict[str, Any]:
+    """The ``GeneratedBy`` record of a synthetic cohort (checkpoint hash, sampler, steps, eta,
+    seed, parameters hash ...), without the long model configuration."""
+    path = Path(out_dir) / "dataset_description.json"
+    generated_by = json.loads(path.read_text())["GeneratedBy"][0]
+    return {k: v for k, v in generated_by.items() if k != "ModelConfig"}
 
 
 def load_synthetic(params_or_dir: Params | str | Path) -> np.ndarray:

@@ -461,3 +461,15 @@ def test_cli_sample(trained, capsys):
     out = capsys.readouterr().out
     assert "synthetic cohort: 2 images of 16x16" in out and "pndm, 4 network evaluations" in out
     assert len(load_synthetic(trained)) == 2
+
+
+def test_provenance_summarises_generated_by(trained, synthetic):
+    from neurodiff.io import folder_summary
+    from neurodiff.sample import provenance
+
+    out = trained.stage_dir("synthetic")
+    record = provenance(out)
+    assert record["Sampler"] == "ddim" and record["ParametersHash"] == trained.hash()
+    assert "ModelConfig" not in record and len(record["CheckpointSHA256"]) == 64
+    text = folder_summary(out)
+    assert "3 *.nii.gz" in text and "dataset_description.json" in text

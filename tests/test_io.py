@@ -1,0 +1,45 @@
+"""Atomic writes: nothing is half-written, a failed write leaves the old contents."""
+
+from __future__ import annotations
+
+import pytest
+
+from neurodiff.io import atomic_dir, atomic_path, atomic_write_json, file_sha256, folder_summary
+
+
+def test_atomic_path_replaces_on_success_and_keeps_old_on_failure(tmp_path):
+    target = tmp_path / "sub" / "out.nii.gz"
+    with atomic_path(target) as tmp:
+        assert tmp.name.endswith(".tmp.nii.gz") and tmp.parent == target.parent
+        tmp.write_text("new")
+    assert target.read_text() == "new"
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("interrupted")
+    assert target.read_text() == "new"
+    assert [p.name for p in target.parent.iterdir()] == ["out.nii.gz"]
+
+
+def test_atomic_dir_swaps_whole_folders(tmp_path):
+    target = tmp_path / "synthetic"
+    with atomic_dir(target) as tmp:
+        (tmp / "a.txt").write_text("1")
+    with pytest.raises(KeyboardInterrupt), atomic_dir(target) as tmp:
+        (tmp / "b.txt").write_text("2")
+        raise KeyboardInterrupt
+    assert sorted(p.name for p in target.iterdir()) == ["a.txt"]
+    with atomic_dir(target) as tmp:
+        (tmp / "c.txt").write_text("3")
+    assert sorted(p.name for p in target.iterdir()) == ["c.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["synthetic"]
+
+
+def test_json_checksum_and_summary(tmp_path):
+    path = atomic_write_json(tmp_path / "x.json", {"a": 1})
+    assert path.read_text() == '{\n  "a": 1\n}\n'
+    assert file_sha256(path) == file_sha256(tmp_path / "x.json") and len(file_sha256(path)) == 64
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "v.nii.gz").write_bytes(b"0" * 10)
+    text = folder_summary(tmp_path)
+    assert text.splitlines()[0].endswith("2 files, 0.0 MB, 1 *.nii.gz")
+    assert "d/v.nii.gz" in text and "x.json" in text
