@@ -474,4 +474,6 @@ def test_provenance_summarises_generated_by(trained, synthetic):
     assert record == {k: v for k, v in full.items() if k != "ModelConfig"}
     assert record["Sampler"] in ("ddpm", "ddim", "pndm") and len(record["CheckpointSHA256"]) == 64
     text = folder_summary(out)
-    assert "3 *.nii.gz" in text and "dataset_description.json" in text
+    n_nifti = len(list(out.rglob("*.nii.gz")))
+    assert n_nifti >= 1 and f", {n_nifti} *.nii.gz" in text
+    assert "dataset_description.json" in text
