@@ -63,18 +63,22 @@ def naive_bootstrap(r_img, s_img, r_f, s_f, nn_k, resamples, rng) -> float:
 
 def vectorised_bootstrap(r_img, s_img, r_f, s_f, b, rng) -> float:
     """Seconds for ``b`` resamples of the same metrics from cached kernel matrices."""
-    from neurodiff import metrics as M
+    from neurodiff.metrics.checks import sq_dists
+    from neurodiff.metrics.frechet import fid_replicates
+    from neurodiff.metrics.manifold import prdc_per_sample
+    from neurodiff.metrics.mmd import median_bandwidth, mmd2_replicates
+    from neurodiff.metrics.stage import _gram
 
     n = len(r_f)
     start = time.perf_counter()
     ia, ib = rng.integers(0, n, (b, n)), rng.integers(0, n, (b, n)) + n
-    g_img = M._gram(np.concatenate([r_img, s_img]))
-    M._mmd2_replicates(g_img, ia, ib)
+    g_img = _gram(np.concatenate([r_img, s_img]))
+    mmd2_replicates(g_img, ia, ib)
     pooled = np.concatenate([r_f, s_f])
-    d2 = M._sq_dists(pooled)
-    M._mmd2_replicates(np.exp(-d2 / (2 * M.median_bandwidth(d2) ** 2)), ia, ib)
-    M._fid_replicates(pooled @ pooled.T, ia, ib)
-    per = M.prdc_per_sample(r_f, s_f, 5)
+    d2 = sq_dists(pooled)
+    mmd2_replicates(np.exp(-d2 / (2 * median_bandwidth(d2) ** 2)), ia, ib)
+    fid_replicates(pooled @ pooled.T, ia, ib)
+    per = prdc_per_sample(r_f, s_f, 5)
     for v in per.values():
         v[rng.integers(0, len(v), (b, len(v)))].mean(1)
     return time.perf_counter() - start

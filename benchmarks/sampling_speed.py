@@ -22,7 +22,7 @@ import torch
 from neurodiff import config
 from neurodiff.device import resolve_device, resolve_precision
 from neurodiff.model import build_model
-from neurodiff.sample import generate
+from neurodiff.sampling import generate
 
 
 def _time(model, cfg, sampler, steps, batch, device, precision) -> float:

@@ -59,7 +59,7 @@ def _sync(device: torch.device) -> None:
 def load_images(params: config.Params, n_min: int) -> tuple[np.ndarray, str]:
     """The preprocessed training split if there is one, else random images of the same shape."""
     try:
-        from neurodiff.preprocess import load_split
+        from neurodiff.artifacts import load_split
 
         images, _ = load_split(params, "train")
         if len(images) >= n_min:

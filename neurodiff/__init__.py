@@ -1,9 +1,24 @@
 """neurodiff: augmenting scarce neuroimaging data with a diffusion model, reproducibly.
 
-Pipeline stages, one module each: :mod:`neurodiff.demo_data` (simulated cohort),
-:mod:`neurodiff.data` (cohort loading), :mod:`neurodiff.preprocess`, :mod:`neurodiff.model`,
-:mod:`neurodiff.train`, :mod:`neurodiff.sample`, :mod:`neurodiff.metrics`; parameters in
-:mod:`neurodiff.config`; notebooks run by :mod:`neurodiff.runner`.
+The package is a house with floors; a module imports only from its own floor or below.
+
+* **Lower floor** -- shared pieces: :mod:`~neurodiff.config` (parameters), :mod:`~neurodiff.errors`,
+  :mod:`~neurodiff.io` (atomic writes), :mod:`~neurodiff.device`, :mod:`~neurodiff.intensity`
+  (the [-1, 1] <-> [0, 1] conversions), :mod:`~neurodiff.templates` (MNI152),
+  :mod:`~neurodiff.cohort` (reading input scans), :mod:`~neurodiff.artifacts` (stage folders and
+  every reader of stage outputs), :mod:`~neurodiff.checkpoints`.
+* **Middle floor** -- the machinery: :mod:`~neurodiff.model` (UNet, noise schedule, loss),
+  :mod:`~neurodiff.sampling` (the sampler engine), :mod:`~neurodiff.features` (feature
+  extractors), the metric families of :mod:`~neurodiff.metrics` (``mmd``, ``frechet``,
+  ``similarity``, ``manifold``, ``memorisation``) and the figure kit :mod:`~neurodiff.viz`.
+* **Stages** -- one per chapter, never importing each other: :mod:`~neurodiff.demo_data`
+  (simulated cohort), :mod:`~neurodiff.explore`, :mod:`~neurodiff.preprocess`,
+  :mod:`~neurodiff.train`, :mod:`~neurodiff.sample`, :mod:`~neurodiff.metrics` (its ``stage``
+  and ``results``). Each has ``run(params)``.
+* **Top** -- :mod:`~neurodiff.runner` (notebooks through papermill, the book) and
+  :mod:`~neurodiff.cli`.
+
+CONTRIBUTING.md draws the data flow between the stages.
 """
 
 __version__ = "0.1.0"

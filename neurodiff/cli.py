@@ -106,89 +106,108 @@ def _print_problems(exc: CohortError) -> None:
         print(f"{path}: {problem}", file=sys.stderr)
 
 
-def _run(args: argparse.Namespace) -> int:
+def _demo_data(args: argparse.Namespace) -> int:
+    from .demo_data import make_demo_cohort
+
+    out = make_demo_cohort(
+        args.out, subjects=args.subjects, sites=args.sites, seed=args.seed, patients=args.patients
+    )
+    print(f"wrote simulated cohort to {out}")
+    return 0
+
+
+def _cohort(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .cohort import load_cohort
+
+    table = load_cohort(args.path, table=args.table, skip_bad=args.skip_bad)
+    with pd.option_context(
+        "display.max_rows", None, "display.width", 200, "display.max_columns", None
+    ):
+        print(table.drop(columns=["path"], errors="ignore").to_string(index=False))
+    skipped = table.attrs.get("skipped", [])
+    for path, problem in skipped:
+        print(f"skipped {path}: {problem}", file=sys.stderr)
+    print(
+        f"{len(table)} scans, {table['site'].nunique()} sites"
+        + (f", {len(skipped)} skipped" if skipped else ""),
+        file=sys.stderr,
+    )
+    if args.csv:
+        from .io import atomic_path
+
+        with atomic_path(args.csv) as tmp:
+            table.to_csv(tmp, index=False)
+    return 0
+
+
+def _fetch_ixi(args: argparse.Namespace) -> int:
+    from .cohort import fetch_ixi
+
+    kwargs = {"timeout": args.timeout}
+    if args.url:
+        kwargs["base_url"] = args.url
+    out = fetch_ixi(args.out, **kwargs)
+    print(f"IXI T1 scans and demographics in {out}")
+    return 0
+
+
+def _params(args: argparse.Namespace) -> int:
     from . import config
 
-    cmd = args.command
-    if cmd == "demo-data":
-        from .demo_data import make_demo_cohort
-
-        out = make_demo_cohort(
-            args.out,
-            subjects=args.subjects,
-            sites=args.sites,
-            seed=args.seed,
-            patients=args.patients,
-        )
-        print(f"wrote simulated cohort to {out}")
+    params = config.resolve(args.profile, args.overrides)
+    if args.json:
+        print(json.dumps(params.to_dict(), indent=2))
         return 0
-    if cmd == "cohort":
-        import pandas as pd
+    for name, spec in config.parameter_specs().items():
+        value = params[name]
+        flag = "" if value == spec.default else "  *"
+        print(f"{name:24s} {json.dumps(value):28s} {spec.help} [{', '.join(spec.stages)}]{flag}")
+    return 0
 
-        from .data import load_cohort
 
-        table = load_cohort(args.path, table=args.table, skip_bad=args.skip_bad)
-        with pd.option_context(
-            "display.max_rows", None, "display.width", 200, "display.max_columns", None
-        ):
-            print(table.drop(columns=["path"], errors="ignore").to_string(index=False))
-        skipped = table.attrs.get("skipped", [])
-        for path, problem in skipped:
-            print(f"skipped {path}: {problem}", file=sys.stderr)
-        print(
-            f"{len(table)} scans, {table['site'].nunique()} sites"
-            + (f", {len(skipped)} skipped" if skipped else ""),
-            file=sys.stderr,
-        )
-        if args.csv:
-            from .io import atomic_path
+def _run_notebooks(args: argparse.Namespace) -> int:
+    from .runner import run_notebooks
 
-            with atomic_path(args.csv) as tmp:
-                table.to_csv(tmp, index=False)
-        return 0
-    if cmd == "fetch-ixi":
-        from .fetch import fetch_ixi
+    run_notebooks(args.profile, args.overrides, only=args.only or None, output_dir=args.output_dir)
+    return 0
 
-        kwargs = {"timeout": args.timeout}
-        if args.url:
-            kwargs["base_url"] = args.url
-        out = fetch_ixi(args.out, **kwargs)
-        print(f"IXI T1 scans and demographics in {out}")
-        return 0
-    if cmd == "params":
-        params = config.resolve(args.profile, args.overrides)
-        if args.json:
-            print(json.dumps(params.to_dict(), indent=2))
-            return 0
-        specs = config.parameter_specs()
-        for name, spec in specs.items():
-            value = params[name]
-            flag = "" if value == spec.default else "  *"
-            print(
-                f"{name:24s} {json.dumps(value):28s} {spec.help} [{', '.join(spec.stages)}]{flag}"
-            )
-        return 0
-    if cmd == "run":
-        from .runner import run_notebooks
 
-        run_notebooks(
-            args.profile, args.overrides, only=args.only or None, output_dir=args.output_dir
-        )
-        return 0
-    if cmd == "book":
-        from .runner import build_book
+def _book(args: argparse.Namespace) -> int:
+    from .runner import build_book
 
-        out = build_book(strict=args.strict)
-        print(f"book built: {out}")
-        return 0
-    if cmd in STAGE_COMMANDS:
-        params = config.resolve(args.profile, args.overrides)
-        module = importlib.import_module(f"neurodiff.{cmd}")
-        result = module.run(params)
-        if result is not None:
-            print(result)
-        return 0
-    raise AssertionError(cmd)  # argparse guarantees a known command
+    out = build_book(strict=args.strict)
+    print(f"book built: {out}")
+    return 0
+
+
+def _stage(args: argparse.Namespace) -> int:
+    from . import config
+
+    params = config.resolve(args.profile, args.overrides)
+    module = importlib.import_module(f"neurodiff.{args.command}")
+    result = module.run(params)
+    if result is not None:
+        print(result)
+    return 0
+
+
+_COMMANDS = {
+    "demo-data": _demo_data,
+    "cohort": _cohort,
+    "fetch-ixi": _fetch_ixi,
+    "params": _params,
+    "run": _run_notebooks,
+    "book": _book,
+}
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Dispatch a parsed command line to its handler."""
+    if args.command in STAGE_COMMANDS:
+        return _stage(args)
+    return _COMMANDS[args.command](args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

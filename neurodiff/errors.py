@@ -68,3 +68,11 @@ class FetchError(NeurodiffError):
 
 class MetricError(NeurodiffError):
     """Inputs to a metric do not fit (shapes, too few samples, NaNs, unknown extractor)."""
+
+
+class NotebookError(NeurodiffError):
+    """A notebook failed while executing; ``.notebook`` names it, ``.path`` is the partial copy."""
+
+    def __init__(self, message: str, notebook: str, path: str | Path | None = None) -> None:
+        self.notebook = notebook
+        super().__init__(message, path)

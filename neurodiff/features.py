@@ -46,6 +46,7 @@ import torch
 from torch import nn
 
 from .errors import MetricError
+from .intensity import to_model_range
 
 __all__ = [
     "EXTRACTORS",
@@ -189,10 +190,6 @@ def _random_resnet(spatial_dims: int, seed: int) -> nn.Module:
             conv1_t_stride=2,
         )
     return net.eval()
-
-
-def _to_unit_range(x: torch.Tensor) -> torch.Tensor:
-    return x * 2.0 - 1.0
 
 
 def _zscore_foreground(x: torch.Tensor) -> torch.Tensor:
@@ -369,7 +366,7 @@ def get_extractor(
             f"random-resnet10 (seed {seed})",
             net,
             2,
-            _to_unit_range,
+            to_model_range,  # the random ResNet reads the model range [-1, 1]
             slices_per_axis=slices_per_axis,
             device=device,
             batch_size=batch_size,
@@ -380,7 +377,7 @@ def get_extractor(
             f"random-resnet10-3d (seed {seed})",
             net,
             3,
-            _to_unit_range,
+            to_model_range,  # the random ResNet reads the model range [-1, 1]
             device=device,
             batch_size=max(1, batch_size // 16),
         )

@@ -3,24 +3,28 @@
 MONAI keeps the pieces apart and so do we: :func:`build_model` is only the network,
 :func:`build_scheduler` only the noise maths (Ho et al. 2020), :func:`build_inferer` wires them for
 a training forward pass, and :func:`diffusion_loss` is the training objective. Samplers (DDIM,
-PNDM) for :mod:`neurodiff.sample` come from :func:`build_scheduler` too, so they share the exact
+PNDM) for :mod:`neurodiff.sampling` come from :func:`build_scheduler` too, so they share the exact
 noise schedule the model was trained with.
 
-Cost figures for the model summary: :func:`count_parameters` and :func:`estimate_train_flops`
-(FLOPs of one forward + backward pass, counted by :class:`torch.utils.flop_counter.FlopCounterMode`
-on the ``meta`` device, so even the paper's 3D model is counted in a second without memory).
+:func:`load_ema_model` rebuilds the network of a training checkpoint with its EMA weights, ready
+for sampling. Cost figures for the model summary: :func:`count_parameters` and
+:func:`estimate_train_flops` (FLOPs of one forward + backward pass, counted by
+:class:`torch.utils.flop_counter.FlopCounterMode` on the ``meta`` device, so even the paper's 3D
+model is counted in a second without memory).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from .config import ModelConfig
-from .errors import ConfigError
+from .checkpoints import load_ema_state
+from .config import ModelConfig, Params
+from .errors import CheckpointError, ConfigError
 
 __all__ = [
     "build_inferer",
@@ -30,7 +34,9 @@ __all__ = [
     "diffusion_loss",
     "diffusion_target",
     "estimate_train_flops",
+    "load_ema_model",
     "model_summary",
+    "summary_table",
     "schedule_args",
 ]
 
@@ -253,3 +259,63 @@ def model_summary(
         "flops_per_image": per_image,
         "flops_per_step": per_image * batch_size * grad_accum,
     }
+
+
+def summary_table(params: Params):
+    """The model of ``params`` in one table: input, levels, parameters and training cost.
+
+    Returns a one-column ``pandas.DataFrame`` (for notebook 03 and the log).
+    """
+    import pandas as pd
+
+    summary = model_summary(
+        params.stage(ModelConfig), batch_size=params.batch_size, grad_accum=params.grad_accum
+    )
+    return pd.Series(
+        {
+            "input (channels, *spatial)": summary["input_shape"],
+            "UNet levels": summary["levels"],
+            "parameters": f"{summary['parameters'] / 1e6:.2f} M",
+            "GFLOP per image (forward + backward)": round(summary["flops_per_image"] / 1e9, 2),
+            "GFLOP per optimiser step (one process)": round(summary["flops_per_step"] / 1e9, 1),
+            "per-process batch x accumulation": f"{params.batch_size} x {params.grad_accum}",
+        },
+        name="model",
+    ).to_frame()
+
+
+def load_ema_model(
+    params_or_train_dir: Params | str | Path, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, ModelConfig, Path]:
+    """The EMA weights of the latest checkpoint in a UNet, ready for sampling.
+
+    Parameters
+    ----------
+    params_or_train_dir : Params or path
+        ``Params``: the checkpoint must match ``params``' model configuration and is looked up in
+        ``params.stage_dir("train")``; a path: a train folder or a checkpoint file, whose own
+        model configuration is used.
+    device : str or torch.device
+        Where the model goes (``eval()`` mode).
+
+    Returns
+    -------
+    (model, model_config, checkpoint_path)
+
+    Raises
+    ------
+    CheckpointError
+        No checkpoint, a corrupt one, one of another model configuration, or EMA weights that do
+        not fit the network.
+    """
+    state, cfg, path = load_ema_state(params_or_train_dir)
+    model = build_model(cfg, flash_attention=torch.device(device).type == "cuda")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r}: the EMA weights do not fit the model "
+            f"({str(exc).splitlines()[0]})",
+            path=path,
+        ) from None
+    return model.to(device).eval(), cfg, path

@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from . import config
-from .errors import ConfigError, DataError, NeurodiffError
+from .artifacts import load_metrics_json, metrics_dir
+from .errors import ConfigError, DataError, NeurodiffError, NotebookError
 from .io import atomic_path, atomic_write_json, atomic_write_text
 
 __all__ = ["NotebookError", "RunReport", "build_book", "notebook_paths", "run_notebooks"]
@@ -69,14 +70,6 @@ _PACKAGES = (
     "papermill",
     "jupyter-book",
 )
-
-
-class NotebookError(NeurodiffError):
-    """A notebook failed while executing; ``.notebook`` names it, ``.path`` is the partial copy."""
-
-    def __init__(self, message: str, notebook: str, path: Path | None = None) -> None:
-        self.notebook = notebook
-        super().__init__(message, path)
 
 
 @dataclass
@@ -283,15 +276,15 @@ def _write_record(report: RunReport, out_dir: Path, root: Path) -> Path:
 
 def _results_markdown(params: config.Params) -> str:
     """The results summary the Discussion includes, from this profile's ``metrics.json``."""
-    path = params.stage_dir("metrics") / "metrics.json"
-    if not path.is_file():
+    metrics = load_metrics_json(params)
+    if metrics is None:
         return (
             "*No metrics have been computed for this run yet: run `neurodiff run "
             f"--profile {params.profile}` through `05_metrics`.*\n"
         )
-    from .metrics import results_markdown
+    from .metrics.results import results_markdown
 
-    metrics = json.loads(path.read_text())
+    path = metrics_dir(params) / "metrics.json"
     body = results_markdown(metrics)
     source = f"*From `{path.name}` of profile `{params.profile}`.*"
     if metrics.get("params_hash") != params.hash():

@@ -106,3 +106,35 @@ def write_nifti(
 def nifti_writer():
     """The :func:`write_nifti` helper, for tests that build their own small folders."""
     return write_nifti
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op torch thread for a module: the smoke model is tiny, and one thread is fastest,
+    far faster than two when the machine is busy (OpenMP threads then wait on each other)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def smoke_cfg():
+    """The smoke profile's model configuration: 2D 16^2, channels (16, 32), T = 50."""
+    from neurodiff import config
+    from neurodiff.config import ModelConfig
+
+    return config.resolve("smoke").stage(ModelConfig)
+
+
+@pytest.fixture(scope="module")
+def model(smoke_cfg):
+    """An untrained smoke UNet with seeded weights, in eval mode."""
+    import torch
+
+    from neurodiff.model import build_model
+
+    torch.manual_seed(0)
+    return build_model(smoke_cfg).eval()

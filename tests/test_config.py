@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from pathlib import Path
 
 import pytest
 import yaml
@@ -147,4 +148,41 @@ def test_stage_dir_and_paths(tmp_path, monkeypatch):
     monkeypatch.setenv("NEURODIFF_ROOT", str(tmp_path))
     p = config.resolve("smoke")
     assert p.stage_dir("train") == tmp_path / "data" / "derived" / "smoke" / "train"
-    assert p.path("/abs/x") == config.Path("/abs/x")
+    assert p.path("/abs/x") == Path("/abs/x")
+
+
+def test_shared_fields_are_declared_once():
+    """profile, derived_dir, seed, device and precision come from one mixin each."""
+    from neurodiff.config import fields as F
+
+    for cls in config.STAGES:
+        own = set(cls.__dataclass_fields__) - {
+            name
+            for base in cls.__mro__[1:]
+            if dataclasses.is_dataclass(base)
+            for name in base.__dataclass_fields__
+        }
+        assert not own & {"profile", "derived_dir", "seed", "device", "precision"}, cls
+    assert issubclass(TrainConfig, F.PrecisionFields) and issubclass(TrainConfig, F.RunFields)
+    assert issubclass(config.SampleConfig, F.PrecisionFields)
+    specs = config.parameter_specs()
+    assert specs["precision"].stages == ("train", "sample")
+    assert "sampling" in specs["precision"].help and "training" in specs["precision"].help
+
+
+@pytest.mark.parametrize(
+    ("override", "match"),
+    [
+        (
+            {"sampler": "ddim", "steps": 60},
+            r"'steps' \(60\) must be <= the model's timesteps \(50\)",
+        ),
+        ({"sampler": "pndm", "prediction_type": "v_prediction"}, "'pndm' needs an epsilon"),
+    ],
+)
+def test_checks_across_stages_run_when_params_are_built(override, match):
+    with pytest.raises(ConfigError, match=match) as err:
+        config.resolve("smoke", override)
+    assert err.value.parameter in ("steps", "sampler")
+    # ddpm always uses all timesteps: a larger 'steps' is not an error there
+    assert config.resolve("smoke", {"sampler": "ddpm", "steps": 60}).steps == 60

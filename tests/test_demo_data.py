@@ -11,9 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from neurodiff import demo_data
 from neurodiff.cli import main
-from neurodiff.demo_data import SITE_PROTOCOLS, make_demo_cohort, site_protocols
+from neurodiff.demo_data import SITE_PROTOCOLS, anatomy, cohort, make_demo_cohort, site_protocols
 from neurodiff.errors import ConfigError
 
 
@@ -113,14 +112,14 @@ def test_patients_add_a_group_and_keep_the_controls(tmp_path: Path) -> None:
 
 def test_patient_pattern_is_frontal_and_anterior_temporal() -> None:
     """Same seed as control and as patient: the difference is grey-matter loss at the front."""
-    tpl = demo_data._templates(2)
+    tpl = anatomy._templates(2)
     site = SITE_PROTOCOLS[0]
-    base = demo_data._site_base(tpl, site)
+    base = anatomy._site_base(tpl, site)
     volumes = {}
     for group in ("control", "patient"):
-        subject = demo_data._Subject("sub-1", 0, 60, "F", group, (7, 3, 0))
-        volumes[group] = demo_data._render(subject, site, base, tpl, 2).astype(float)
-    shape, affine = demo_data._site_grid(site, 2)
+        subject = anatomy._Subject("sub-1", 0, 60, "F", group, (7, 3, 0))
+        volumes[group] = anatomy._render(subject, site, base, tpl, 2).astype(float)
+    shape, affine = anatomy._site_grid(site, 2)
     ijk = np.indices(shape).reshape(3, -1)
     world = (affine[:3, :3] @ ijk + affine[:3, 3:4]).reshape(3, *shape)
     diff = volumes["patient"] - volumes["control"]
@@ -172,14 +171,14 @@ def test_refuses_to_replace_a_folder_it_did_not_write(tmp_path: Path) -> None:
 def test_interrupted_generation_leaves_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = demo_data._work
+    real = cohort._work
 
     def failing(index: int) -> int:
         if index == 1:
             raise RuntimeError("disk full")
         return real(index)
 
-    monkeypatch.setattr(demo_data, "_work", failing)
+    monkeypatch.setattr(cohort, "_work", failing)
     with pytest.raises(RuntimeError, match="disk full"):
         make_demo_cohort(
             tmp_path / "demo", subjects=2, sites=1, resolution=2, workers=1, progress=False

@@ -37,7 +37,9 @@ def test_atomic_dir_swaps_whole_folders(tmp_path):
 def test_json_checksum_and_summary(tmp_path):
     path = atomic_write_json(tmp_path / "x.json", {"a": 1})
     assert path.read_text() == '{\n  "a": 1\n}\n'
-    assert file_sha256(path) == file_sha256(tmp_path / "x.json") and len(file_sha256(path)) == 64
+    # the known digest of the file's bytes (printf '{\n  "a": 1\n}\n' | sha256sum)
+    assert file_sha256(path) == "5e36b6560513586ced65eca0e8b025fe88edbcab82ba2cb67a5fcb2d7b202383"
+    assert file_sha256(path, chunk=4) == file_sha256(path)  # read in pieces: the same digest
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "v.nii.gz").write_bytes(b"0" * 10)
     text = folder_summary(tmp_path)

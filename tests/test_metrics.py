@@ -15,6 +15,10 @@ from scipy.ndimage import gaussian_filter
 from neurodiff import metrics as M
 from neurodiff.errors import MetricError
 from neurodiff.features import get_extractor
+from neurodiff.metrics import frechet as fid_module
+from neurodiff.metrics import mmd as mmd_module
+from neurodiff.metrics import similarity as ssim_module
+from neurodiff.metrics import stage as stage_module
 
 # --------------------------------------------------------------------------------------------
 # Tiny brain-like phantoms: a head ellipse, a skull ring, textured "brain", ventricles
@@ -108,16 +112,18 @@ def test_fid_equals_scipy_closed_form_frechet_distance(n, d):
     # the bootstrap's Gram-matrix form gives the same value at the identity resample
     pooled = np.concatenate([x, y])
     ia, ib = np.arange(len(x))[None], np.arange(len(x), len(pooled))[None]
-    assert M._fid_replicates(pooled @ pooled.T, ia, ib)[0] == pytest.approx(expected, rel=1e-6)
+    assert fid_module.fid_replicates(pooled @ pooled.T, ia, ib)[0] == pytest.approx(
+        expected, rel=1e-6
+    )
 
 
 def test_fid_gram_form_matches_monai_with_fewer_samples_than_features():
     rng = np.random.default_rng(1)
     x, y = rng.normal(size=(20, 64)), rng.normal(size=(20, 64)) + 0.2
     pooled = np.concatenate([x, y])
-    gram_form = M._fid_replicates(pooled @ pooled.T, np.arange(20)[None], np.arange(20, 40)[None])[
-        0
-    ]
+    gram_form = fid_module.fid_replicates(
+        pooled @ pooled.T, np.arange(20)[None], np.arange(20, 40)[None]
+    )[0]
     assert M.fid(x, y) == pytest.approx(gram_form, rel=1e-5)
 
 
@@ -152,8 +158,8 @@ def test_linear_mmd_equals_brute_force_numpy_and_bootstrap_form(sets):
     xf, yf = x.reshape(10, -1).astype(np.float64), y.reshape(10, -1).astype(np.float64)
     expected = _brute_mmd2(xf, yf, lambda a, b: float(a @ b))
     assert M.mmd_linear(x, y) == pytest.approx(expected, rel=1e-9, abs=1e-9)
-    g = M._gram(np.concatenate([x, y]))
-    reps = M._mmd2_replicates(g, np.arange(10)[None], np.arange(10, 20)[None])
+    g = stage_module._gram(np.concatenate([x, y]))
+    reps = mmd_module.mmd2_replicates(g, np.arange(10)[None], np.arange(10, 20)[None])
     assert reps[0] == pytest.approx(expected, rel=1e-9, abs=1e-9)
 
 
@@ -172,7 +178,7 @@ def test_mmd_permutation_test_separates_distributions():
 def test_bootstrap_mmd_ignores_duplicated_pairs():
     # resampling one point twice must not count k(x, x) = 1 as a within-set pair
     k = np.eye(4) * 0 + np.exp(-np.abs(np.subtract.outer(np.arange(4.0), np.arange(4.0))))
-    reps = M._mmd2_replicates(k, np.array([[0, 0, 1]]), np.array([[2, 3, 3]]))
+    reps = mmd_module.mmd2_replicates(k, np.array([[0, 0, 1]]), np.array([[2, 3, 3]]))
     xx = k[0, 1]
     yy = k[2, 3]
     xy = k[np.ix_([0, 0, 1], [2, 3, 3])].mean()
@@ -220,7 +226,7 @@ def test_ms_ssim_of_identical_volumes_is_one():
 
 
 def test_diversity_pairs_are_distinct():
-    pairs = M._random_pairs(6, 100, np.random.default_rng(0))
+    pairs = ssim_module._random_pairs(6, 100, np.random.default_rng(0))
     assert len(pairs) == 15  # all 6 * 5 / 2 pairs, no more
     assert (pairs[:, 0] < pairs[:, 1]).all()
     assert len({tuple(p) for p in pairs}) == 15
@@ -314,7 +320,7 @@ def test_audit_flags_exact_copies_planted_among_synthetic(sets, extractor):
     assert set(top["synthetic"]) == set(planted)
     assert all(planted[s] == t for s, t in zip(top["synthetic"], top["train"]))
     np.testing.assert_allclose(top["ssim"], 1.0, atol=1e-5)
-    entry = M._audit_metrics(audit, extractor.name, 30, np.random.default_rng(0))
+    entry = stage_module._audit_metrics(audit, extractor.name, 30, np.random.default_rng(0))
     assert entry["memorised_fraction"].value >= 3 / 16
     assert entry["memorised_fraction"].baseline < 0.1
     assert entry["memorised_fraction"].ci[0] <= entry["memorised_fraction"].value
@@ -461,9 +467,8 @@ def test_inception_without_torch_fidelity_says_what_is_missing():
 
 @pytest.fixture
 def fake_stage_inputs(monkeypatch, sets):
-    """The preprocessing and sampling readers replaced by in-memory sets ([-1, 1] real)."""
-    import neurodiff.preprocess
-    import neurodiff.sample
+    """The readers of the preprocessed splits and the synthetic set replaced by in-memory sets
+    ([-1, 1] real)."""
 
     def load_split(params, split):
         images = sets[split] * 2 - 1
@@ -476,8 +481,8 @@ def fake_stage_inputs(monkeypatch, sets):
         )
         return images.astype(np.float32), index
 
-    monkeypatch.setattr(neurodiff.preprocess, "load_split", load_split)
-    monkeypatch.setattr(neurodiff.sample, "load_synthetic", lambda params: sets["synthetic"])
+    monkeypatch.setattr(stage_module, "load_split", load_split)
+    monkeypatch.setattr(stage_module, "load_synthetic", lambda params: sets["synthetic"])
 
 
 def test_run_writes_metrics_json(tmp_path, fake_stage_inputs, sets):
@@ -538,24 +543,42 @@ def test_cli_metrics_prints_the_table(tmp_path, fake_stage_inputs, capsys):
     assert "unknown feature extractor 'alexnet'" in capsys.readouterr().err
 
 
-def test_figures_are_returned(noise_results, sets):
+def test_figures_show_the_results(noise_results, sets):
     from matplotlib.figure import Figure
 
-    from neurodiff import metrics_plots as P
+    from neurodiff.viz import metrics as P
 
     r = noise_results[0.0]
-    figs = [
-        P.plot_comparison_table(r),
-        P.plot_metric_bars(r),
-        P.plot_nearest_neighbours(r, 4),
-        P.plot_nn_distances(r),
-        P.plot_per_site(r),
-        P.plot_intensity_histograms(sets["test"], sets["synthetic"]),
-    ]
-    assert all(isinstance(f, Figure) for f in figs)
-    assert len(figs[1].axes) >= 11
     table = M.comparison_table(r)
     assert "0.036" in table.loc[M.METRICS["mmd_linear"][0], "paper"]
+    fig = P.plot_comparison_table(table, n_subset=r.n_subset, extractor=r.extractor)
+    assert isinstance(fig, Figure)
+    cells = [c.get_text().get_text() for c in fig.axes[0].tables[0].get_celld().values()]
+    assert M.METRICS["fid"][0] in cells and "paper" in cells
+    assert f"n = {r.n_subset}" in fig.axes[0].get_title()
+
+    bars = P.plot_metric_bars(r)
+    titles = [ax.get_title() for ax in bars.axes if ax.get_title()]
+    assert len(titles) == len(r.metrics)
+    assert titles[0] == f"mmd_linear\n(better: {r.metrics['mmd_linear'].better})"
+    heights = [p.get_height() for p in bars.axes[0].patches]
+    assert heights == pytest.approx(
+        [r.metrics["mmd_linear"].value, r.metrics["mmd_linear"].baseline]
+    )
+
+    pairs = P.plot_nearest_neighbours(r, 4)
+    assert len([ax for ax in pairs.axes if ax.images]) == 8  # 4 synthetic above 4 training
+    shown = pairs.axes[0].images[0].get_array()
+    assert shown.shape == sets["synthetic"].shape[2:][::-1]
+
+    dist = P.plot_nn_distances(r)
+    assert f"({r.extractor})" in dist.axes[0].get_xlabel()
+    assert dist.axes[0].lines[0].get_xdata()[0] == pytest.approx(r.audit.threshold)
+
+    site = P.plot_per_site(r)
+    assert len(site.axes) == 2
+    hist = P.plot_real_vs_synthetic_histograms(sets["test"], sets["synthetic"])
+    assert [ax.get_title() for ax in hist.axes][2] == "mean intensity per image"
 
 
 def test_interpret_reads_ci_overlap(noise_results):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 from pathlib import Path
 
@@ -15,6 +14,8 @@ import pytest
 from neurodiff import config
 from neurodiff import preprocess as pp
 from neurodiff.errors import ConfigError, DataError
+from neurodiff.io import file_sha256
+from neurodiff.preprocess import pipeline, stage
 
 
 def make_params(cohort: Path, derived: Path, **overrides) -> config.Params:
@@ -98,7 +99,7 @@ def test_2d_outputs_shape_range_dtype(built, tiny_cohort: Path) -> None:
     }
     sources = manifest["sources"]
     rel = "sub-001/anat/sub-001_T1w.nii.gz"
-    assert sources[rel]["sha256"] == pp.file_sha256(tiny_cohort / rel)
+    assert sources[rel]["sha256"] == file_sha256(tiny_cohort / rel)
     assert "participants.tsv" in sources
     assert set(manifest["outputs"]) >= {
         "train.npy",
@@ -210,7 +211,7 @@ def test_split_subjects_is_seeded_and_proportional() -> None:
 def test_cache_reuse_and_invalidation(
     tiny_cohort: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import neurodiff.data
+    from neurodiff.preprocess import workers
 
     cohort = copy_cohort(tiny_cohort, tmp_path / "cohort")
     params = make_params(cohort, tmp_path / "derived")
@@ -223,8 +224,8 @@ def test_cache_reuse_and_invalidation(
         raise AssertionError("a cached run must not read the cohort or process scans")
 
     with monkeypatch.context() as m:  # reuse = no scan is read: only file sizes and dates
-        m.setattr(neurodiff.data, "load_cohort", no_work)
-        m.setattr(pp, "preprocess_scan", no_work)
+        m.setattr(stage, "load_cohort", no_work)
+        m.setattr(workers, "preprocess_scan", no_work)
         again = pp.run(params, workers=1)
     assert again.cached and not first.cached
     assert manifest.stat().st_mtime_ns == stamp
@@ -275,7 +276,7 @@ def test_interrupted_run_leaves_nothing_that_looks_complete(
         raise KeyboardInterrupt
 
     with monkeypatch.context() as m:
-        m.setattr(pp, "_write_arrays", crash)
+        m.setattr(stage, "_write_arrays", crash)
         with pytest.raises(KeyboardInterrupt):
             pp.run(params, workers=1)
     assert not folder.exists()
@@ -287,7 +288,7 @@ def test_interrupted_run_leaves_nothing_that_looks_complete(
     pp.run(params, workers=1)
     other = make_params(tiny_cohort, tmp_path, seed=3)
     with monkeypatch.context() as m:
-        m.setattr(pp, "_write_arrays", crash)
+        m.setattr(stage, "_write_arrays", crash)
         with pytest.raises(KeyboardInterrupt):
             pp.run(other, workers=1)
     assert pp.run(params, workers=1).cached
@@ -370,12 +371,12 @@ def test_rigid_registration_undoes_a_head_rotation(tiny_cohort: Path, tmp_path: 
 def test_brain_mask_keeps_the_template_brain_only(
     tiny_cohort: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(pp, "_register", lambda img, cfg: np.eye(4))  # the mask is the point
+    monkeypatch.setattr(pipeline, "_register", lambda img, cfg: np.eye(4))  # the mask is the point
     base = make_params(tiny_cohort, tmp_path, register="rigid").stage(config.PreprocessConfig)
     masked_cfg = dataclasses.replace(base, mask_brain=True)
     head = pp.preprocess_scan(scan(tiny_cohort, "sub-001"), base)
     brain = pp.preprocess_scan(scan(tiny_cohort, "sub-001"), masked_cfg)
-    outside = pp._template_final("rigid", 4.0, 56, 16) < 0.01  # far from the template brain
+    outside = pipeline._template_final("rigid", 4.0, 56, 16) < 0.01  # far from the template brain
     assert head.volume[outside].max() > 0.3  # scalp and skull
     assert brain.volume[outside].max() < 0.05
     assert brain.volume.max() == pytest.approx(1.0)
@@ -415,7 +416,7 @@ def test_qc_flags_and_excludes_a_scrambled_scan(tiny_cohort: Path, tmp_path: Pat
 def test_failed_registration_names_the_subject(
     tiny_cohort: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = pp._register
+    real = pipeline._register
 
     def flaky(img, cfg):
         if img.meta.get("filename_or_obj", "").endswith("sub-004_T1w.nii.gz"):
@@ -423,7 +424,7 @@ def test_failed_registration_names_the_subject(
         return np.eye(4)  # skip the real optimiser: this test is about the error path
 
     assert callable(real)
-    monkeypatch.setattr(pp, "_register", flaky)
+    monkeypatch.setattr(pipeline, "_register", flaky)
     params = make_params(tiny_cohort, tmp_path, register="rigid", qc_exclude=False)
     with pytest.raises(DataError, match=r"registration failed for subject sub-004 .*diverged"):
         pp.run(params, workers=1)
@@ -490,28 +491,50 @@ def test_too_few_subjects_for_a_split(tiny_cohort: Path, tmp_path: Path) -> None
 def test_figures_and_tables(built) -> None:
     from matplotlib.figure import Figure
 
-    from neurodiff import preprocess_plots as plots
+    from neurodiff import artifacts
+    from neurodiff.viz import preprocess as plots
 
     params, result = built
-    examples = plots.example_subjects(params)
-    assert len(examples) == 3  # one per site
-    for fn in (
-        plots.plot_before_after,
-        plots.plot_intensity_histograms,
-        plots.plot_split,
-        plots.plot_qc,
-        plots.plot_training_grid,
-        plots.plot_timing,
-    ):
-        fig = fn(params)
-        assert isinstance(fig, Figure) and fig.axes
-    assert len(plots.plot_before_after(params).axes) == 3 * 6
-    table = plots.split_summary(params)
+    subjects = pp.example_subjects(params)
+    assert len(subjects) == 3  # one per site
+    examples = pp.before_after_examples(params)
+    assert [e["subject"] for e in examples] == subjects
+    assert examples[0]["volume"].shape == (16, 16, 16)
+    assert len(examples[1]["stored_codes"]) == 3
+    fig = plots.plot_before_after(examples)
+    assert isinstance(fig, Figure) and len(fig.axes) == 3 * 6
+    assert fig.axes[0].get_ylabel().startswith(subjects[0])
+    assert fig.axes[3].images[0].get_array().shape == (16, 16)
+
+    hist = plots.plot_normalisation_histograms(
+        artifacts.load_histograms(params), params.normalise, params.clip_percentiles
+    )
+    assert [ax.get_title() for ax in hist.axes][0] == "before normalisation"
+    assert "percentile 0.5-99.5" in hist.axes[1].get_title()
+
+    table = pp.split_summary(params)
     assert table.loc["total", "total"] == 6
     assert table.loc["total", "train"] == result.n_train_subjects
-    timing = json.loads((params.stage_dir("preprocessed") / "manifest.json").read_text())["timing"]
+    split = plots.plot_split(table)
+    assert sum(p.get_height() for p in split.axes[0].patches) == 6
+
+    qc = pp.load_qc(params)
+    qc_fig = plots.plot_qc(qc, params.qc_threshold, params.qc_exclude)
+    assert qc_fig.axes[0].lines[0].get_ydata()[0] == params.qc_threshold
+    assert sum(len(c.get_offsets()) for c in qc_fig.axes[0].collections) == len(qc)
+
+    images, index = artifacts.load_split(params, "train")
+    grid = plots.plot_model_inputs(images, index, n=4)
+    assert len([ax for ax in grid.axes if ax.images]) == 4
+    assert grid.axes[0].images[0].get_array().shape == (16, 16)
+    assert grid.axes[0].get_title().startswith(index["subject"].iloc[0])
+
+    manifest = artifacts.load_manifest(params)
+    timing = manifest["timing"]
     assert set(timing["seconds_per_subject"]) == set(pp.STEPS)
-    assert list(plots.timing_table(params).index) == list(pp.STEPS)
-    summary = plots.summary_table(params)["value"]
+    bars = plots.plot_timing(timing, manifest["n"]["subjects"])
+    assert len(bars.axes[0].patches) == len(pp.STEPS)
+    assert list(pp.timing_table(params).index) == list(pp.STEPS)
+    summary = pp.summary_table(params)["value"]
     assert summary["parameters hash"] == result.params_hash
     assert summary["field of view"].startswith("224 mm cube = 56^3 voxels")

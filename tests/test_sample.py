@@ -1,196 +1,21 @@
-"""Sampling: schedulers, generation, the synthetic cohort on disk, errors."""
+"""Stage 4 (neurodiff.sample): the synthetic cohort on disk, its provenance and errors, the
+sampler table and the chapter's figures."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 
 from neurodiff import config
-from neurodiff.config import ModelConfig
+from neurodiff.artifacts import load_synthetic
 from neurodiff.errors import CheckpointError, ConfigError, DataError
-from neurodiff.model import build_model
-from neurodiff.sample import (
-    generate,
-    load_synthetic,
-    make_scheduler,
-    reverse_process,
-    sampler_table,
-    write_synthetic,
-)
+from neurodiff.sample import sampler_table, write_synthetic
+from neurodiff.sampling import generate, reverse_process
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """The smoke model is tiny: one intra-op thread is fastest, and far faster than two when the
-    machine is busy (OpenMP threads then wait on each other)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def smoke_cfg() -> ModelConfig:
-    return config.resolve("smoke").stage(ModelConfig)  # 2D 16^2, channels (16, 32), T = 50
-
-
-@pytest.fixture(scope="module")
-def model(smoke_cfg):
-    torch.manual_seed(0)
-    return build_model(smoke_cfg).eval()
-
-
-class CountingModel(torch.nn.Module):
-    """Wraps a model and counts forward calls and the images they saw."""
-
-    def __init__(self, inner: torch.nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-        self.calls = 0
-        self.images = 0
-
-    def forward(self, x, timesteps):
-        self.calls += 1
-        self.images += x.shape[0]
-        return self.inner(x, timesteps=timesteps)
-
-
-class GaussianOracle(torch.nn.Module):
-    """The exact noise predictor E[eps | x_t] for data x_0 ~ N(mu, s^2) per pixel."""
-
-    def __init__(self, alphas_cumprod: torch.Tensor, mu: float = 0.2, s: float = 0.3) -> None:
-        super().__init__()
-        self.register_buffer("ab", alphas_cumprod.clone())
-        self.mu, self.s = mu, s
-        self.dummy = torch.nn.Parameter(torch.zeros(()))  # gives the module a device
-
-    def forward(self, x, timesteps):
-        a = self.ab[timesteps].view(-1, *([1] * (x.dim() - 1)))
-        return (1 - a).sqrt() * (x - a.sqrt() * self.mu) / (a * self.s**2 + 1 - a)
-
-
-# --------------------------------------------------------------------------------------------
-# generation
-# --------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("sampler", "steps", "expected"),
-    [("ddim", 7, 7), ("pndm", 6, 6), ("ddpm", None, 50), ("ddim", 50, 50)],
-)
-def test_network_evaluations_equal_the_requested_steps(model, smoke_cfg, sampler, steps, expected):
-    counting = CountingModel(model)
-    x = generate(
-        counting, smoke_cfg, 5, sampler=sampler, steps=steps, batch_size=2, seed=0, progress=False
-    )
-    n_batches = 3  # 2 + 2 + 1
-    assert counting.calls == n_batches * expected
-    assert counting.images == 5 * expected
-    assert x.shape == (5, 1, 16, 16)
-    assert x.dtype == torch.float32
-    assert float(x.min()) >= -1.0 and float(x.max()) <= 1.0
-    assert torch.isfinite(x).all()
-
-
-@pytest.mark.parametrize(
-    ("sampler", "eta"), [("ddpm", 0.0), ("ddim", 0.0), ("ddim", 0.5), ("pndm", 0.0)]
-)
-def test_same_seed_gives_identical_samples(model, smoke_cfg, sampler, eta):
-    kw = {"sampler": sampler, "steps": 5, "eta": eta, "batch_size": 3, "progress": False}
-    a = generate(model, smoke_cfg, 4, seed=7, **kw)
-    torch.manual_seed(123)  # the global RNG plays no part
-    b = generate(model, smoke_cfg, 4, seed=7, **kw)
-    c = generate(model, smoke_cfg, 4, seed=8, **kw)
-    assert torch.equal(a, b)
-    assert not torch.allclose(a, c)
-
-
-def test_stochastic_samplers_use_the_generator_at_every_step(model, smoke_cfg):
-    # Same initial noise (seed) but the DDPM/DDIM-eta noise drawn later differs from the
-    # deterministic DDIM path, so the generator must reach the scheduler's step.
-    det = generate(model, smoke_cfg, 2, sampler="ddim", steps=10, eta=0.0, seed=1, progress=False)
-    sto = generate(model, smoke_cfg, 2, sampler="ddim", steps=10, eta=1.0, seed=1, progress=False)
-    assert not torch.allclose(det, sto)
-
-
-def _gaussian_case(timesteps: int, schedule: str = "cosine"):
-    cfg = ModelConfig(
-        image_size=16,
-        channels=(16, 32),
-        attention_levels=(False, True),
-        norm_num_groups=8,
-        num_head_channels=16,
-        timesteps=timesteps,
-        schedule=schedule,
-    )
-    oracle = GaussianOracle(make_scheduler(cfg, "ddpm").alphas_cumprod)
-    return cfg, oracle
-
-
-@pytest.mark.parametrize(
-    ("sampler", "steps"), [("ddpm", None), ("ddim", 250), ("ddim", 100), ("ddim", 50), ("pndm", 50)]
-)
-def test_samplers_recover_gaussian_data_with_the_exact_denoiser(sampler, steps):
-    # With the exact noise predictor of N(0.2, 0.3^2) data, each sampler must reproduce that
-    # distribution. DDIM-100 at T = 250 (steps not dividing T) checks the timestep bookkeeping:
-    # MONAI's own DDIMScheduler.step gives a standard deviation of 0.37 there.
-    cfg, oracle = _gaussian_case(250)
-    x = generate(
-        oracle, cfg, 64, sampler=sampler, steps=steps, batch_size=64, seed=0, progress=False
-    )
-    assert abs(float(x.mean()) - 0.2) < 0.01
-    assert abs(float(x.std()) - 0.3) < 0.015
-
-
-def test_reverse_process_snapshots(model, smoke_cfg):
-    rp = reverse_process(model, smoke_cfg, sampler="ddim", steps=10, n_snapshots=4, seed=3)
-    assert rp.timesteps[0] == 49 and rp.timesteps[-1] == 0
-    assert len(rp.timesteps) == 4 and rp.timesteps == sorted(rp.timesteps, reverse=True)
-    assert rp.x_t.shape == (4, 1, 16, 16) and rp.x0_pred.shape == (4, 1, 16, 16)
-    assert rp.final.shape == (1, 16, 16)
-    # the first snapshot is the initial noise, the finished sample is the seeded generate()
-    noise = torch.randn((1, 1, 16, 16), generator=torch.Generator().manual_seed(3))
-    assert torch.equal(rp.x_t[0], noise[0])
-    assert torch.equal(
-        rp.final, generate(model, smoke_cfg, 1, sampler="ddim", steps=10, seed=3, progress=False)[0]
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# bad input
-# --------------------------------------------------------------------------------------------
-
-
-def test_bad_requests_are_refused_with_the_parameter_named(model, smoke_cfg):
-    with pytest.raises(ConfigError, match="'n_samples' must be a positive integer; got 0"):
-        generate(model, smoke_cfg, 0, progress=False)
-    with pytest.raises(ConfigError, match=r"'steps' \(51\) must be <= the model's timesteps T = 5"):
-        generate(model, smoke_cfg, 2, sampler="ddim", steps=51, progress=False)
-    with pytest.raises(ConfigError, match="'steps' must be a positive integer .* got 0"):
-        generate(model, smoke_cfg, 2, sampler="pndm", steps=0, progress=False)
-    with pytest.raises(
-        ConfigError,
-        match=r"'sampler' must be one of \['ddpm', 'ddim', 'pndm'\]; "
-        "got 'euler'",
-    ):
-        generate(model, smoke_cfg, 2, sampler="euler", progress=False)
-    with pytest.raises(ConfigError, match="'sample_batch_size' must be a positive integer"):
-        generate(model, smoke_cfg, 2, batch_size=0, progress=False)
-    v_cfg = dataclasses.replace(smoke_cfg, prediction_type="v_prediction")
-    with pytest.raises(ConfigError, match="'pndm' needs an epsilon-prediction model"):
-        make_scheduler(v_cfg, "pndm", 10)
-
-
-def test_bad_parameters_are_refused_before_any_work(tmp_path):
-    with pytest.raises(ConfigError, match="n_samples"):
-        config.resolve("smoke", {"n_samples": 0, "derived_dir": str(tmp_path)})
-    with pytest.raises(ConfigError, match="sampler"):
-        config.resolve("smoke", {"sampler": "ddpn"})
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --------------------------------------------------------------------------------------------
@@ -237,10 +62,12 @@ def _with(params, **overrides):
 
 
 def test_run_writes_nifti_with_the_target_geometry_and_provenance(trained, synthetic):
+    from neurodiff.artifacts import load_manifest
+    from neurodiff.checkpoints import latest_checkpoint
+    from neurodiff.intensity import to_unit_range
     from neurodiff.io import file_sha256
-    from neurodiff.preprocess import load_manifest, target_affine
-    from neurodiff.sample import to_unit_range
-    from neurodiff.train import latest_checkpoint, load_ema_model
+    from neurodiff.model import load_ema_model
+    from neurodiff.templates import target_affine
 
     result = synthetic
     out = trained.stage_dir("synthetic")
@@ -288,8 +115,8 @@ def test_run_writes_nifti_with_the_target_geometry_and_provenance(trained, synth
 def test_interrupted_run_leaves_no_partial_nifti(trained, monkeypatch):
     import shutil
 
-    from neurodiff import sample_plots
     from neurodiff.sample import run
+    from neurodiff.sample import stage as sample_stage
 
     params = _with(trained, profile="interrupted")
     shutil.copytree(trained.stage_dir("train"), params.stage_dir("train"))
@@ -300,7 +127,7 @@ def test_interrupted_run_leaves_no_partial_nifti(trained, monkeypatch):
         raise KeyboardInterrupt
 
     with monkeypatch.context() as m:
-        m.setattr(sample_plots, "save_grid", boom)
+        m.setattr(sample_stage, "save_grid", boom)
         with pytest.raises(KeyboardInterrupt):
             run(params)
     assert not out.exists()
@@ -309,7 +136,7 @@ def test_interrupted_run_leaves_no_partial_nifti(trained, monkeypatch):
 
     run(params)  # a complete run, then an interrupted one with other sampler settings
     with monkeypatch.context() as m:
-        m.setattr(sample_plots, "save_grid", boom)
+        m.setattr(sample_stage, "save_grid", boom)
         with pytest.raises(KeyboardInterrupt):
             run(_with(params, steps=4))
     # the previous complete cohort is still there, unchanged
@@ -358,7 +185,7 @@ def test_load_synthetic_refuses_a_missing_or_foreign_folder(tmp_path):
 
 
 def test_synthetic_volumes_reload_through_the_cohort_loader(tmp_path):
-    from neurodiff.data import load_cohort
+    from neurodiff.cohort import load_cohort
 
     rng = np.random.default_rng(0)
     vols = rng.uniform(0, 1, (3, 1, 16, 16, 16)).astype(np.float32)
@@ -375,7 +202,7 @@ def test_synthetic_volumes_reload_through_the_cohort_loader(tmp_path):
 
 
 def test_synthetic_slices_reload_through_the_cohort_loader(trained, synthetic):
-    from neurodiff.data import load_cohort
+    from neurodiff.cohort import load_cohort
 
     table = load_cohort(trained.stage_dir("synthetic"))
     assert len(table) == 3 and set(table["site"]) == {"synthetic"}
@@ -383,9 +210,10 @@ def test_synthetic_slices_reload_through_the_cohort_loader(trained, synthetic):
 
 
 def test_sampler_table_on_the_real_test_split(trained):
-    from neurodiff.preprocess import load_split
-    from neurodiff.sample import default_table_rows, to_unit_range
-    from neurodiff.train import load_ema_model
+    from neurodiff.artifacts import load_split
+    from neurodiff.intensity import to_unit_range
+    from neurodiff.model import load_ema_model
+    from neurodiff.sample import compare_samplers, default_table_rows
 
     assert default_table_rows(50) == [
         ("ddpm", 50),
@@ -411,26 +239,54 @@ def test_sampler_table_on_the_real_test_split(trained):
         sampler_table(model, mcfg, test, n=1)
     with pytest.raises(DataError, match=r"real images must have shape \(M, 1, 16, 16\)"):
         sampler_table(model, mcfg, test[:, :, :8], n=2)
+    # the same table for the run's parameters, in one call (notebook 04)
+    rows = [("ddim", 5)]
+    for_run = compare_samplers(
+        config.Params({**trained.to_dict(), "sampler_table_samples": 2}), rows
+    )
+    assert list(for_run["label"]) == ["real (reference)", "ddim-5"]
+    assert for_run.attrs["n"] == 2
 
 
-def test_figures(model, smoke_cfg):
+def test_figures(model, smoke_cfg, trained):
     from matplotlib.figure import Figure
 
-    from neurodiff.sample_plots import (
+    from neurodiff.sample import reverse_processes
+    from neurodiff.viz.sample import (
         plot_orthogonal,
         plot_reverse_process,
+        plot_sampler_tradeoff,
         plot_synthetic_vs_real,
     )
 
     rng = np.random.default_rng(0)
     imgs = rng.uniform(0, 1, (5, 1, 16, 16))
     vols = rng.uniform(0, 1, (2, 1, 16, 16, 16))
-    assert isinstance(plot_synthetic_vs_real(imgs, imgs[::-1], n=4), Figure)
-    assert isinstance(plot_synthetic_vs_real(vols, vols, n=2), Figure)
+    fig = plot_synthetic_vs_real(imgs, imgs[::-1], n=4)
+    assert isinstance(fig, Figure) and len(fig.axes) == 8
+    assert [fig.axes[0].get_ylabel(), fig.axes[4].get_ylabel()] == ["real (test)", "synthetic"]
+    np.testing.assert_allclose(fig.axes[4].images[0].get_array(), imgs[::-1][0, 0].T, rtol=1e-6)
+    fig = plot_synthetic_vs_real(vols, vols, n=2)
+    assert fig.axes[0].images[0].get_array().shape == (16, 16)  # the central axial slice
     fig = plot_orthogonal(vols, n=2)
     assert len(fig.axes) == 6
+    assert [ax.get_title() for ax in fig.axes[:3]] == ["sagittal", "coronal", "axial"]
+    with pytest.raises(ValueError, match=r"'volumes' must be \(N, 1, X, Y, Z\)"):
+        plot_orthogonal(imgs)
     rp = reverse_process(model, smoke_cfg, steps=5, n_snapshots=3)
-    assert len(plot_reverse_process(rp).axes) == 8  # 2 rows x (3 snapshots + final)
+    fig = plot_reverse_process(rp)
+    assert len(fig.axes) == 8  # 2 rows x (3 snapshots + final)
+    assert [ax.get_title() for ax in fig.axes[:4]] == [f"t = {t}" for t in rp.timesteps] + [
+        "sample"
+    ]
+    both = reverse_processes(trained, n_snapshots=2)
+    assert both["ddpm"].sampler == "ddpm" and both["ddim"].sampler == "ddim"
+    assert both["ddpm"].timesteps[0] == trained.timesteps - 1
+    table = sampler_table(model, smoke_cfg, imgs, imgs, n=2, rows=[("ddim", 5), ("ddim", 2)])
+    fig = plot_sampler_tradeoff(table)
+    xs = fig.axes[0].lines[0].get_xdata()
+    assert len(xs) == 2 and list(xs) == sorted(xs)
+    assert fig.axes[0].lines[-1].get_label() == "real train vs real test"
 
 
 def test_cli_sample(trained, capsys):

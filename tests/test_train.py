@@ -17,18 +17,13 @@ import torch
 from matplotlib.figure import Figure
 
 from neurodiff import config
+from neurodiff.artifacts import preview_images, read_loss_log
+from neurodiff.checkpoints import CHECKPOINT_FORMAT, latest_checkpoint, load_checkpoint
 from neurodiff.config import ModelConfig
 from neurodiff.errors import CheckpointError, DataError
-from neurodiff.train import (
-    CHECKPOINT_FORMAT,
-    latest_checkpoint,
-    load_checkpoint,
-    load_ema_model,
-    lr_factor,
-    read_loss_log,
-    train,
-)
-from neurodiff.train_plots import (
+from neurodiff.model import load_ema_model
+from neurodiff.train import lr_factor, train
+from neurodiff.viz.train import (
     plot_forward_process,
     plot_loss_curve,
     plot_noise_schedules,
@@ -275,6 +270,36 @@ def test_resume_refuses_a_checkpoint_of_another_model(tmp_path, images):
         load_ema_model(tmp_path / "nowhere")
 
 
+# -- training in another process ----------------------------------------------------------
+
+
+@pytest.fixture
+def launch(tmp_path, images):
+    """Start a training script in a fresh Python process (as a user or torchrun would).
+
+    ``launch(source, overrides, out, prefix=(), wait=True)`` writes ``source`` (a template with
+    ``{overrides!r}``) and the test images under ``tmp_path`` and runs
+    ``python [prefix] script images.npy out``: to completion (a ``CompletedProcess``) or, with
+    ``wait=False``, in the background (a ``Popen`` with stderr piped).
+    """
+    data = tmp_path / "images.npy"
+    np.save(data, images)
+
+    def start(source, overrides, out, *, prefix=(), wait=True, env=None):
+        script = tmp_path / f"script_{len(list(tmp_path.glob('script_*.py')))}.py"
+        script.write_text(source.format(overrides=overrides))
+        cmd = [sys.executable, *prefix, str(script), str(data), str(out)]
+        if wait:
+            return subprocess.run(
+                cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240
+            )
+        return subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+
+    return start
+
+
 # -- exact resume after SIGKILL -------------------------------------------------------------
 
 _SCRIPT = """
@@ -294,7 +319,7 @@ train(params, images, sys.argv[2], progress=False, callback=slow_down)
 """
 
 
-def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path, images):
+def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path, images, launch):
     overrides = {
         "derived_dir": str(tmp_path),
         **BASE,
@@ -305,17 +330,8 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path, images):
         "grad_accum": 2,
         "ema_start": 2,
     }
-    data = tmp_path / "images.npy"
-    np.save(data, images)
-    script = tmp_path / "train_script.py"
-    script.write_text(_SCRIPT.format(overrides=overrides))
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(
-        [sys.executable, str(script), str(data), str(killed)],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    proc = launch(_SCRIPT, overrides, killed, wait=False)
     first = killed / "checkpoints" / "step-0000004.pt"
     deadline = time.monotonic() + 120
     while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -373,7 +389,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_ddp_two_cpu_processes_end_with_identical_weights(tmp_path, images):
+def test_ddp_two_cpu_processes_end_with_identical_weights(tmp_path, launch):
     overrides = {
         "derived_dir": str(tmp_path),
         **BASE,
@@ -383,26 +399,18 @@ def test_ddp_two_cpu_processes_end_with_identical_weights(tmp_path, images):
         "batch_size": 2,
         "grad_accum": 2,
     }
-    data = tmp_path / "images.npy"
-    np.save(data, images)
-    script = tmp_path / "ddp_script.py"
-    script.write_text(_DDP_SCRIPT.format(overrides=overrides))
     out = tmp_path / "ddp"
     out.mkdir()
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
+    torchrun = (
         "-m",
         "torch.distributed.run",
         "--nnodes=1",
         "--nproc_per_node=2",
         "--master_addr=127.0.0.1",
         f"--master_port={_free_port()}",
-        str(script),
-        str(data),
-        str(out),
-    ]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = launch(_DDP_SCRIPT, overrides, out, prefix=torchrun, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     r0, r1 = (torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert r0["world_size"] == r1["world_size"] == 2
@@ -423,12 +431,25 @@ def test_figures(smoke_run, images):
     mcfg = params.stage(ModelConfig)
     fig = plot_noise_schedules(250)
     assert isinstance(fig, Figure) and len(fig.axes[0].lines) == 2
+    assert [line.get_label() for line in fig.axes[0].lines] == ["linear", "cosine"]
+    abar = fig.axes[0].lines[1].get_ydata()
+    assert len(abar) == 250 and abar[0] > 0.99 and abar[-1] < 0.01 and np.all(np.diff(abar) < 0)
     fig = plot_forward_process(images[0], mcfg)
     assert isinstance(fig, Figure) and len(fig.axes) == 6
-    fig = plot_loss_curve(read_loss_log(params.stage_dir("train")), window=2)
+    assert fig.axes[0].get_title().startswith("t = 0\n")
+    assert fig.axes[0].images[0].get_array().shape == images[0, 0].T.shape
+    shown = np.asarray(fig.axes[0].images[0].get_array()).ravel()
+    assert np.corrcoef(shown, images[0, 0].T.ravel())[0, 1] > 0.95  # t = 0: the clean image
+    loss = read_loss_log(params.stage_dir("train"))
+    fig = plot_loss_curve(loss, window=2)
     assert isinstance(fig, Figure)
-    fig = plot_previews(params.stage_dir("train"))
+    np.testing.assert_array_equal(fig.axes[0].lines[0].get_xdata(), loss["step"])
+    previews = preview_images(params.stage_dir("train"))
+    assert [step for step, _ in previews] == [3, 6]
+    assert previews[0][1].ndim == 3  # an RGB(A) image
+    fig = plot_previews(previews)
     assert isinstance(fig, Figure) and [a.get_title() for a in fig.axes] == ["step 3", "step 6"]
+    assert fig.axes[1].images[0].get_array().shape == previews[1][1].shape
 
 
 def test_select_subjects_spans_sites_and_keeps_whole_subjects():

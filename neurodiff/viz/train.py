@@ -1,18 +1,17 @@
-"""Figures of the training stage (notebook 03). Each function takes data and returns a Figure."""
+"""Figures of chapter 3 (training). Each function takes data and returns a Figure."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from .config import ModelConfig
-from .model import build_scheduler
+from ..config import ModelConfig
+from ..model import build_scheduler
+from ._base import figure, show
 
 __all__ = [
     "plot_forward_process",
@@ -39,7 +38,7 @@ def plot_noise_schedules(
 ) -> Figure:
     """alpha-bar_t (the fraction of the clean image's variance left at step t) and the signal-to-
     noise ratio alpha-bar_t / (1 - alpha-bar_t) of each schedule, for ``timesteps`` steps."""
-    fig = Figure(figsize=(9, 3.4), layout="constrained")
+    fig = figure(figsize=(9, 3.4), layout="constrained")
     ax1, ax2 = fig.subplots(1, 2)
     t = np.arange(timesteps)
     for name in schedules:
@@ -65,18 +64,6 @@ def plot_noise_schedules(
     return fig
 
 
-def _as_2d(image: np.ndarray | torch.Tensor) -> np.ndarray:
-    arr = np.asarray(image.detach().cpu() if isinstance(image, torch.Tensor) else image)
-    arr = np.squeeze(arr.astype(np.float32))
-    if arr.ndim == 3:  # a volume (X, Y, Z) in RAS: central axial slice, anterior up
-        arr = np.rot90(arr[..., arr.shape[-1] // 2])
-    if arr.ndim != 2:
-        raise ValueError(
-            f"expected one image (1, H, W) or volume (1, X, Y, Z); got shape {np.shape(image)}"
-        )
-    return arr
-
-
 def plot_forward_process(
     image: np.ndarray | torch.Tensor,
     model_config: ModelConfig | None = None,
@@ -95,13 +82,13 @@ def plot_forward_process(
     gen = torch.Generator().manual_seed(seed)
     noise = torch.randn(x0.shape, generator=gen)
     steps = [int(round(f * (cfg.timesteps - 1))) for f in fractions]
-    fig = Figure(figsize=(2.0 * len(steps), 2.4), layout="constrained")
+    fig = figure(figsize=(2.0 * len(steps), 2.4), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(steps)))
     abar = sched.alphas_cumprod
     for ax, t in zip(axes, steps):
         # x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps  (Ho et al. 2020, eq. 4)
         xt = sched.add_noise(x0, noise, torch.tensor([t]))[0]
-        ax.imshow(_as_2d(xt), cmap="gray", vmin=-1, vmax=1)
+        show(ax, xt, -1.0, 1.0)
         ax.set_title(f"t = {t}\n" + r"$\bar\alpha_t$" + f" = {float(abar[t]):.2f}", fontsize=9)
         ax.set_axis_off()
     return fig
@@ -110,13 +97,13 @@ def plot_forward_process(
 def plot_loss_curve(loss: Any, window: int | None = None) -> Figure:
     """Training loss per step (raw, faint) and smoothed (running mean), with the learning rate.
 
-    ``loss`` is the DataFrame of :func:`neurodiff.train.read_loss_log` (columns step, loss, lr).
+    ``loss`` is the DataFrame of :func:`neurodiff.artifacts.read_loss_log` (columns step, loss, lr).
     ``window`` defaults to ~2 % of the steps (at least 5).
     """
     steps = np.asarray(loss["step"], dtype=float)
     values = np.asarray(loss["loss"], dtype=float)
     window = window or max(5, len(values) // 50)
-    fig = Figure(figsize=(8, 3.4), layout="constrained")
+    fig = figure(figsize=(8, 3.4), layout="constrained")
     ax = fig.subplots()
     ax.plot(steps, values, color="C0", alpha=0.3, lw=0.8, label="loss per step")
     if len(values) >= window:
@@ -146,27 +133,26 @@ def plot_loss_curve(loss: Any, window: int | None = None) -> Figure:
     return fig
 
 
-def plot_previews(train_dir: str | Path, max_panels: int = 4) -> Figure:
-    """The preview grids saved during training (``previews/step-XXXXXXX.png``), oldest to newest.
+def plot_previews(previews: Sequence[tuple[int, np.ndarray]], max_panels: int = 4) -> Figure:
+    """The preview grids saved during training, oldest to newest.
 
-    Up to ``max_panels`` grids, evenly spaced over training, the last one always included.
+    ``previews`` are ``(step, image)`` pairs as :func:`neurodiff.artifacts.preview_images` reads
+    them. Up to ``max_panels`` grids are drawn, evenly spaced over training, the last one always
+    included.
     """
-    import matplotlib.image
-
-    files = sorted(Path(train_dir, "previews").glob("step-*.png"))
-    fig = Figure(figsize=(3.2 * max(1, min(max_panels, len(files))), 3.5), layout="constrained")
-    if not files:
+    previews = list(previews)
+    fig = figure(figsize=(3.2 * max(1, min(max_panels, len(previews))), 3.5), layout="constrained")
+    if not previews:
         ax = fig.subplots()
         ax.text(0.5, 0.5, "no previews (preview_every = 0?)", ha="center", va="center")
         ax.set_axis_off()
         return fig
-    if len(files) > max_panels:
-        idx = np.unique(np.linspace(0, len(files) - 1, max_panels).round().astype(int))
-        files = [files[i] for i in idx]
-    axes = np.atleast_1d(fig.subplots(1, len(files)))
-    for ax, f in zip(axes, files):
-        ax.imshow(matplotlib.image.imread(f), cmap="gray")
-        m = re.search(r"step-(\d+)", f.name)
-        ax.set_title(f"step {int(m.group(1)) if m else f.stem}", fontsize=10)
+    if len(previews) > max_panels:
+        idx = np.unique(np.linspace(0, len(previews) - 1, max_panels).round().astype(int))
+        previews = [previews[i] for i in idx]
+    axes = np.atleast_1d(fig.subplots(1, len(previews)))
+    for ax, (step, image) in zip(axes, previews, strict=True):
+        ax.imshow(image, cmap="gray")
+        ax.set_title(f"step {step}", fontsize=10)
         ax.set_axis_off()
     return fig

@@ -5,7 +5,7 @@ three London hospitals (Guy's, Hammersmith and the Institute of Psychiatry), rel
 Creative Commons CC BY-SA 3.0 licence. This module downloads ``IXI-T1.tar`` (4.5 GB, 581 T1
 volumes named like ``IXI002-Guys-0828-T1.nii.gz``) and the demographics table ``IXI.xls``,
 checks the archive's MD5, and unpacks the scans next to the table, which is exactly the IXI-style
-layout :func:`neurodiff.data.load_cohort` reads.
+layout :func:`neurodiff.cohort.load_cohort` reads.
 
 The download resumes: bytes go to ``<out>/.download/IXI-T1.tar.part`` and an interrupted run
 continues from there with an HTTP ``Range`` request. A manually downloaded ``IXI-T1.tar`` (and
@@ -27,8 +27,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .errors import FetchError
-from .io import atomic_path
+from ..errors import FetchError
+from ..io import atomic_path
 
 __all__ = ["IXI_BASE_URL", "IXI_T1_ARCHIVE", "IXI_T1_MD5", "IXI_TABLE", "fetch_ixi"]
 

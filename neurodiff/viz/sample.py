@@ -1,70 +1,20 @@
-"""Figures of the sampling stage. Each function takes arrays and returns a Figure.
-
-Images are ``(N, 1, X, Y)`` axial slices or ``(N, 1, X, Y, Z)`` volumes in RAS voxel order,
-float in [0, 1] (or [-1, 1] where said). Slices are drawn like nilearn does: the first array axis
-left to right, the second bottom to top (``imshow(a.T, origin='lower')``).
-"""
+"""Figures of chapter 4 (sampling). Each function takes arrays and returns a Figure."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
+from matplotlib.figure import Figure
 
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+from ._base import figure, show
 
 __all__ = [
     "plot_orthogonal",
     "plot_reverse_process",
     "plot_sampler_tradeoff",
     "plot_synthetic_vs_real",
-    "save_grid",
 ]
-
-
-def _figure(*args, **kwargs) -> Figure:
-    # Figures are built with the object API, not pyplot, so that writing PNGs from a worker
-    # process or a headless run needs no display and leaves no global state behind.
-    from matplotlib.figure import Figure
-
-    return Figure(*args, **kwargs)
-
-
-def _axial(img: np.ndarray) -> np.ndarray:
-    """One displayable 2D array from ``(1, X, Y)`` or ``(1, X, Y, Z)`` (central axial slice)."""
-    a = np.asarray(img, dtype=np.float32)[0]
-    if a.ndim == 3:
-        a = a[:, :, a.shape[2] // 2]
-    return a
-
-
-def _show(ax, a: np.ndarray, vmin: float = 0.0, vmax: float = 1.0) -> None:
-    ax.imshow(a.T, origin="lower", cmap="gray", vmin=vmin, vmax=vmax, interpolation="nearest")
-    ax.set_xticks([])
-    ax.set_yticks([])
-
-
-def save_grid(
-    images: np.ndarray, path: str | Path, max_images: int = 64, ncols: int = 8, dpi: int = 100
-) -> Path:
-    """Write a PNG grid of (the central axial slices of) up to ``max_images`` images in [0, 1]."""
-    images = np.asarray(images)[:max_images]
-    n = len(images)
-    ncols = min(ncols, n)
-    nrows = int(np.ceil(n / ncols))
-    fig = _figure(figsize=(1.2 * ncols, 1.2 * nrows))
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    for k, ax in enumerate(axes.ravel()):
-        if k < n:
-            _show(ax, _axial(images[k]))
-        else:
-            ax.axis("off")
-    fig.subplots_adjust(0, 0, 1, 1, 0.02, 0.02)
-    fig.savefig(path, dpi=dpi, facecolor="black")
-    return Path(path)
 
 
 def plot_synthetic_vs_real(
@@ -75,11 +25,11 @@ def plot_synthetic_vs_real(
     n = min(n, len(real), len(synthetic))
     real = np.asarray(real)[np.sort(rng.choice(len(real), n, replace=False))]
     synthetic = np.asarray(synthetic)[:n]
-    fig = _figure(figsize=(1.6 * n, 3.6), layout="constrained")
+    fig = figure(figsize=(1.6 * n, 3.6), layout="constrained")
     axes = fig.subplots(2, n, squeeze=False)
     for k in range(n):
-        _show(axes[0, k], _axial(real[k]))
-        _show(axes[1, k], _axial(synthetic[k]))
+        show(axes[0, k], real[k])
+        show(axes[1, k], synthetic[k])
     axes[0, 0].set_ylabel("real (test)")
     axes[1, 0].set_ylabel("synthetic")
     if np.asarray(real).ndim == 5:
@@ -91,9 +41,11 @@ def plot_orthogonal(volumes: np.ndarray, n: int = 4, titles: Sequence[str] | Non
     """Sagittal, coronal and axial central slices of ``n`` volumes ``(N, 1, X, Y, Z)`` in [0, 1]."""
     volumes = np.asarray(volumes)
     if volumes.ndim != 5:
-        raise ValueError(f"plot_orthogonal needs volumes (N, 1, X, Y, Z); got {volumes.shape}")
+        raise ValueError(
+            f"plot_orthogonal: 'volumes' must be (N, 1, X, Y, Z); got shape {volumes.shape}"
+        )
     n = min(n, len(volumes))
-    fig = _figure(figsize=(6, 2.1 * n), layout="constrained")
+    fig = figure(figsize=(6, 2.1 * n), layout="constrained")
     axes = fig.subplots(n, 3, squeeze=False)
     for k in range(n):
         v = volumes[k, 0]
@@ -101,7 +53,7 @@ def plot_orthogonal(volumes: np.ndarray, n: int = 4, titles: Sequence[str] | Non
         for j, (a, name) in enumerate(
             ((v[cx], "sagittal"), (v[:, cy], "coronal"), (v[:, :, cz], "axial"))
         ):
-            _show(axes[k, j], a)
+            show(axes[k, j], a)
             if k == 0:
                 axes[k, j].set_title(name)
         axes[k, 0].set_ylabel(titles[k] if titles else f"sample {k + 1}")
@@ -112,20 +64,20 @@ def plot_reverse_process(process) -> Figure:
     """The noisy image ``x_t`` (top) and the model's estimate of the clean image (bottom) at
     several timesteps of one sample's reverse process, then the finished sample.
 
-    ``process`` is a :class:`neurodiff.sample.ReverseProcess` (values in [-1, 1]).
+    ``process`` is a :class:`neurodiff.sampling.ReverseProcess` (values in [-1, 1]).
     """
     x_t = process.x_t.numpy()
     x0 = None if process.x0_pred is None else process.x0_pred.numpy()
     k = len(process.timesteps)
     rows = 1 if x0 is None else 2
-    fig = _figure(figsize=(1.7 * (k + 1), 1.9 * rows + 0.3), layout="constrained")
+    fig = figure(figsize=(1.7 * (k + 1), 1.9 * rows + 0.3), layout="constrained")
     axes = fig.subplots(rows, k + 1, squeeze=False)
     for j, t in enumerate(process.timesteps):
-        _show(axes[0, j], _axial(x_t[j]), -1.0, 1.0)
+        show(axes[0, j], x_t[j], -1.0, 1.0)
         axes[0, j].set_title(f"t = {t}")
         if x0 is not None:
-            _show(axes[1, j], _axial(x0[j]), -1.0, 1.0)
-    _show(axes[0, k], _axial(process.final.numpy()), -1.0, 1.0)
+            show(axes[1, j], x0[j], -1.0, 1.0)
+    show(axes[0, k], process.final, -1.0, 1.0)
     axes[0, k].set_title("sample")
     axes[0, 0].set_ylabel(r"$x_t$")
     if x0 is not None:
@@ -140,7 +92,7 @@ def plot_sampler_tradeoff(table, metric: str = "mmd_rbf") -> Figure:
     ``table`` is the DataFrame of :func:`neurodiff.sample.sampler_table`; its ``real`` row, if
     present, is drawn as a horizontal reference line.
     """
-    fig = _figure(figsize=(6.5, 4), layout="constrained")
+    fig = figure(figsize=(6.5, 4), layout="constrained")
     ax = fig.subplots()
     markers = {"ddpm": "s", "ddim": "o", "pndm": "^"}
     synth = table[table["sampler"] != "real"]

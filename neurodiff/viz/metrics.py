@@ -1,8 +1,8 @@
-"""Figures of the metrics stage. Each function takes data (usually a
-:class:`~neurodiff.metrics.MetricsResult`) and returns a :class:`matplotlib.figure.Figure`.
+"""Figures of chapter 5 (metrics). Each function takes arrays, a table or a metrics result and
+returns a Figure.
 
-Images are ``(N, 1, H, W)`` or ``(N, 1, H, W, D)`` in [0, 1]; volumes are shown by their central
-axial slice (the last axis).
+``result`` arguments are :class:`neurodiff.metrics.MetricsResult` objects (their numbers, and for
+some figures the arrays kept in ``result.data``); this module reads them and imports no stage.
 """
 
 from __future__ import annotations
@@ -10,22 +10,22 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from .errors import MetricError
-from .metrics import METRICS, MetricsResult, comparison_table
+from ..errors import MetricError
+from ._base import figure, show
 
 __all__ = [
     "plot_comparison_table",
-    "plot_intensity_histograms",
     "plot_metric_bars",
     "plot_nearest_neighbours",
     "plot_nn_distances",
     "plot_per_site",
+    "plot_real_vs_synthetic_histograms",
 ]
 
 _REAL, _SYN, _BASE = "#1f77b4", "#d62728", "#7f7f7f"
 
 
-def _data(result: MetricsResult):
+def _data(result):
     if result.data is None:
         raise MetricError(
             "this figure needs the arrays of the run (result.data); results read "
@@ -34,18 +34,12 @@ def _data(result: MetricsResult):
     return result.data
 
 
-def _slice2d(img: np.ndarray) -> np.ndarray:
-    """(1, H, W) -> (H, W); (1, H, W, D) -> the central slice along D. Transposed for display."""
-    img = img[0]
-    if img.ndim == 3:
-        img = img[..., img.shape[-1] // 2]
-    return img.T
+def plot_comparison_table(table, *, n_subset: int, extractor: str) -> Figure:
+    """A results table (:func:`neurodiff.metrics.comparison_table`) drawn as a figure.
 
-
-def plot_comparison_table(result: MetricsResult) -> Figure:
-    """The results table beside the paper's values, as a figure (for the book)."""
-    table = comparison_table(result)
-    fig = Figure(figsize=(13, 0.27 * (len(table) + 3)), layout="constrained")
+    ``n_subset`` (samples per set) and ``extractor`` (the feature space) go into the title.
+    """
+    fig = figure(figsize=(13, 0.27 * (len(table) + 3)), layout="constrained")
     ax = fig.add_subplot()
     ax.axis("off")
     cells = [[idx, *row] for idx, row in zip(table.index, table.to_numpy().tolist())]
@@ -63,8 +57,8 @@ def plot_comparison_table(result: MetricsResult) -> Figure:
         if r == 0:
             cell.set_text_props(weight="bold")
     ax.set_title(
-        f"synthetic vs real test and real train vs real test, n = {result.n_subset} "
-        f"each; 95% bootstrap CIs; features: {result.extractor}.\nThe paper's data, "
+        f"synthetic vs real test and real train vs real test, n = {n_subset} "
+        f"each; 95% bootstrap CIs; features: {extractor}.\nThe paper's data, "
         "image size and feature space differ: compare each value with its baseline, "
         "not with the paper.",
         fontsize=9,
@@ -72,7 +66,7 @@ def plot_comparison_table(result: MetricsResult) -> Figure:
     return fig
 
 
-def plot_intensity_histograms(
+def plot_real_vs_synthetic_histograms(
     real: np.ndarray, synthetic: np.ndarray, *, bins: int = 60, foreground: float = 0.02
 ) -> Figure:
     """Voxel intensity histograms (foreground, > ``foreground``) and per-image mean intensity.
@@ -82,7 +76,7 @@ def plot_intensity_histograms(
     real, synthetic : np.ndarray
         ``(N, 1, *spatial)`` in [0, 1].
     """
-    fig = Figure(figsize=(11, 3.6), layout="constrained")
+    fig = figure(figsize=(11, 3.6), layout="constrained")
     ax1, ax2, ax3 = fig.subplots(1, 3)
     edges = np.linspace(0, 1, bins + 1)
     for x, name, color in ((real, "real (test)", _REAL), (synthetic, "synthetic", _SYN)):
@@ -114,14 +108,14 @@ def _pca2(x: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
     return [(a - mu) @ vt[:2].T for a in (x, *others)]
 
 
-def plot_per_site(result: MetricsResult) -> Figure:
+def plot_per_site(result) -> Figure:
     """Left: 2D PCA of the features, real coloured by site, synthetic as crosses. Right: MMD^2
     of the synthetic set to each site, beside the site's MMD^2 to the other sites' real data."""
     data = _data(result)
     real_f = np.concatenate([data.features["real"], data.features["train"]])
     syn_f = data.features["synthetic"]
     has_sites = data.real_sites is not None and data.train_sites is not None
-    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    fig = figure(figsize=(11, 4.2), layout="constrained")
     ax1, ax2 = fig.subplots(1, 2)
     p_real, p_syn = _pca2(real_f, syn_f)
     if has_sites:
@@ -151,12 +145,12 @@ def plot_per_site(result: MetricsResult) -> Figure:
     return fig
 
 
-def plot_metric_bars(result: MetricsResult) -> Figure:
+def plot_metric_bars(result) -> Figure:
     """One panel per metric: synthetic vs real and real vs real, with 95 % CIs."""
     names = list(result.metrics)
     cols = 4
     rows = int(np.ceil(len(names) / cols))
-    fig = Figure(figsize=(3.0 * cols, 2.6 * rows), layout="constrained")
+    fig = figure(figsize=(3.0 * cols, 2.6 * rows), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
     for ax, name in zip(axes, names):
         m = result.metrics[name]
@@ -172,7 +166,7 @@ def plot_metric_bars(result: MetricsResult) -> Figure:
         )
         ax.axhline(0, color="k", lw=0.5)
         ax.set_xticks([0, 1], ["synthetic\nvs real", "real\nvs real"], fontsize=8)
-        ax.set_title(f"{name}\n(better: {METRICS[name][1]})", fontsize=9)
+        ax.set_title(f"{name}\n(better: {m.better})", fontsize=9)
         ax.tick_params(axis="y", labelsize=8)
     for ax in axes[len(names) :]:
         ax.axis("off")
@@ -183,7 +177,7 @@ def plot_metric_bars(result: MetricsResult) -> Figure:
     return fig
 
 
-def plot_nearest_neighbours(result: MetricsResult, n_pairs: int = 6) -> Figure:
+def plot_nearest_neighbours(result, n_pairs: int = 6) -> Figure:
     """The synthetic samples closest to a training sample (top) above that sample (bottom).
 
     Titles give the feature distance and the SSIM; pairs flagged by the audit are marked red.
@@ -191,20 +185,15 @@ def plot_nearest_neighbours(result: MetricsResult, n_pairs: int = 6) -> Figure:
     data = _data(result)
     closest = result.audit.closest(min(n_pairs, len(data.synthetic)))
     k = len(closest)
-    fig = Figure(figsize=(1.9 * k, 4.4), layout="constrained")
+    fig = figure(figsize=(1.9 * k, 4.4), layout="constrained")
     axes = np.array(fig.subplots(2, k, squeeze=False))
     for c, row in enumerate(closest.itertuples(index=False)):
         top, bottom = axes[0, c], axes[1, c]
-        top.imshow(
-            _slice2d(data.synthetic[row.synthetic]), cmap="gray", vmin=0, vmax=1, origin="lower"
-        )
-        bottom.imshow(_slice2d(data.train[row.train]), cmap="gray", vmin=0, vmax=1, origin="lower")
+        show(top, data.synthetic[row.synthetic])
+        show(bottom, data.train[row.train])
         color = "red" if row.flagged else "black"
         top.set_title(f"synthetic {row.synthetic}\nd={row.distance:.3g}", fontsize=8, color=color)
         bottom.set_title(f"train {row.train}\nSSIM={row.ssim:.2f}", fontsize=8, color=color)
-        for ax in (top, bottom):
-            ax.set_xticks([])
-            ax.set_yticks([])
     axes[0, 0].set_ylabel("synthetic")
     axes[1, 0].set_ylabel("nearest training")
     fig.suptitle(
@@ -215,10 +204,10 @@ def plot_nearest_neighbours(result: MetricsResult, n_pairs: int = 6) -> Figure:
     return fig
 
 
-def plot_nn_distances(result: MetricsResult) -> Figure:
+def plot_nn_distances(result) -> Figure:
     """Distances to the nearest training sample: synthetic vs real test, with the threshold."""
     audit = result.audit
-    fig = Figure(figsize=(6.5, 3.6), layout="constrained")
+    fig = figure(figsize=(6.5, 3.6), layout="constrained")
     ax = fig.add_subplot()
     both = np.concatenate([audit.syn_distance, audit.test_distance])
     edges = np.linspace(0, both.max() * 1.05 if both.max() > 0 else 1, 30)

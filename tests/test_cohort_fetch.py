@@ -17,9 +17,9 @@ import pytest
 from conftest import write_nifti
 
 from neurodiff.cli import main
-from neurodiff.data import load_cohort
+from neurodiff.cohort import load_cohort
+from neurodiff.cohort.fetch import IXI_BASE_URL, fetch_ixi
 from neurodiff.errors import FetchError
-from neurodiff.fetch import IXI_BASE_URL, fetch_ixi
 
 NAMES = ["IXI002-Guys-0828-T1.nii.gz", "IXI012-HH-1211-T1.nii.gz"]
 TABLE = 'IXI_ID,"SEX_ID (1=m, 2=f)",AGE\n2,2,35.8\n12,1,38.78\n'

@@ -15,7 +15,7 @@ import pytest
 from conftest import write_nifti
 
 from neurodiff.cli import main
-from neurodiff.data import check_scan, detect_layout, load_cohort
+from neurodiff.cohort import check_scan, detect_layout, load_cohort
 from neurodiff.errors import CohortError
 
 

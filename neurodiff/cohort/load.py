@@ -23,265 +23,30 @@ listed in ``table.attrs["skipped"]``.
 
 from __future__ import annotations
 
-import gzip
 import logging
 import os
-import re
-import struct
-import warnings
-import zlib
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import numpy as np
+from ..errors import CohortError
+from .scans import (
+    _COLUMNS,
+    _NIFTI_SUFFIXES,
+    _OTHER_IMAGE_SUFFIXES,
+    _SUBJECT_COLUMNS,
+    _TABLE_SUFFIXES,
+    IXI_PATTERN,
+    _Scan,
+    _summarise,
+)
 
-from .errors import CohortError
-
-__all__ = ["IXI_PATTERN", "MIN_SIDE", "check_scan", "detect_layout", "load_cohort"]
+__all__ = ["detect_layout", "load_cohort"]
 
 log = logging.getLogger(__name__)
 
+
 #: IXI file names: subject number, site, scan number, modality.
-IXI_PATTERN = re.compile(
-    r"^IXI(?P<num>\d+)-(?P<site>[A-Za-z]+)-(?P<scan>\d+)-(?P<mod>[A-Za-z0-9]+)"
-    r"\.nii(\.gz)?$"
-)
-#: Fewest voxels along each axis for a scan to count as a 3D volume.
-MIN_SIDE = 8
-
-_NIFTI_SUFFIXES = (".nii", ".nii.gz")
-# Image formats that are not NIfTI: reported as such rather than ignored.
-_OTHER_IMAGE_SUFFIXES = (
-    ".mgz",
-    ".mgh",
-    ".img",
-    ".hdr",
-    ".dcm",
-    ".nrrd",
-    ".nhdr",
-    ".mha",
-    ".mhd",
-    ".mnc",
-)
-_TABLE_SUFFIXES = (".csv", ".tsv")
-_SUBJECT_COLUMNS = ("subject", "participant_id")
-_COLUMNS = [
-    "subject",
-    "site",
-    "path",
-    "shape",
-    "voxel_size",
-    "orientation",
-    "dtype",
-    "p1",
-    "p50",
-    "p99",
-]
-
-
-# --------------------------------------------------------------------------------------------
-# One scan
-# --------------------------------------------------------------------------------------------
-
-
-class _ScanProblem(Exception):
-    """Internal: one file's problem (message without the path)."""
-
-
-def _read_bytes(path: Path) -> bytes:
-    """Cheap checks, then the file's (decompressed) bytes with a NIfTI header checked.
-
-    A .nii.gz is inflated here in one go rather than by nibabel: that verifies the gzip
-    checksum and length, which nibabel's lazy reader never reaches, so a corrupt or truncated
-    archive is reported instead of silently decoding garbage.
-    """
-    if path.is_symlink() and not path.exists():
-        raise _ScanProblem(
-            f"dangling symbolic link (its target {os.readlink(path)} does not exist)"
-        )
-    if not path.exists():
-        raise _ScanProblem("does not exist")
-    if path.is_dir():
-        raise _ScanProblem("is a directory, expected a NIfTI file")
-    if not path.is_file():
-        raise _ScanProblem("is not a regular file")
-    name = path.name.lower()
-    if not name.endswith(_NIFTI_SUFFIXES):
-        raise _ScanProblem(
-            f"not a NIfTI file (expected .nii or .nii.gz, found "
-            f"{''.join(path.suffixes) or 'no extension'})"
-        )
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise _ScanProblem(f"cannot be read ({exc.strerror or exc})") from None
-    if not raw:
-        raise _ScanProblem("empty file (0 bytes)")
-    if name.endswith(".gz"):
-        if raw[:2] != b"\x1f\x8b":
-            raise _ScanProblem("named .nii.gz but not gzip-compressed")
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise _ScanProblem(f"truncated or corrupt gzip data ({exc})") from None
-    if len(raw) < 348:
-        raise _ScanProblem(
-            f"not a NIfTI file, or truncated: {len(raw)} bytes, a NIfTI header alone needs 348"
-        )
-    sizeof_hdr = {struct.unpack("<i", raw[:4])[0], struct.unpack(">i", raw[:4])[0]}
-    if 348 in sizeof_hdr:
-        if raw[344:348] != b"n+1\x00":
-            raise _ScanProblem(
-                "not a single-file NIfTI-1 image (no 'n+1' magic in the header; an Analyze or "
-                ".hdr/.img pair must be converted to .nii)"
-            )
-    elif 540 not in sizeof_hdr:  # NIfTI-2 header size
-        raise _ScanProblem("not a NIfTI file (the header does not start with a NIfTI size field)")
-    return raw
-
-
-def _load(raw: bytes):
-    import nibabel as nib
-    from nibabel.filebasedimages import ImageFileError
-    from nibabel.spatialimages import HeaderDataError
-
-    cls = (
-        nib.Nifti2Image
-        if 540 in {struct.unpack("<i", raw[:4])[0], struct.unpack(">i", raw[:4])[0]}
-        else nib.Nifti1Image
-    )
-    try:
-        with warnings.catch_warnings(), np.errstate(all="ignore"):
-            warnings.simplefilter("ignore")
-            return cls.from_bytes(raw)
-    except (
-        ImageFileError,
-        HeaderDataError,
-        OSError,
-        EOFError,
-        ValueError,
-        TypeError,
-        struct.error,
-    ) as exc:
-        raise _ScanProblem(f"cannot be read as NIfTI ({exc})") from None
-
-
-def _check_image(path: Path) -> tuple[Any, np.ndarray]:
-    """All checks; return ``(image, data)`` with ``data`` float32 3D (the image caches it)."""
-
-    img = _load(_read_bytes(path))
-    shape = img.shape
-    if len(shape) > 3 and all(s == 1 for s in shape[3:]):
-        squeeze = True
-    elif len(shape) != 3:
-        extra = f" with {shape[3]} volumes" if len(shape) == 4 else ""
-        raise _ScanProblem(
-            f"is {len(shape)}D{extra} (shape {tuple(shape)}); expected one 3D T1 volume"
-        )
-    else:
-        squeeze = False
-    # A single axial slice stored as (H, W, 1) is accepted: the 2D synthetic cohorts use it.
-    sides = sorted(shape[:3])
-    if sides[1] < MIN_SIDE or (sides[0] < MIN_SIDE and shape[2] != 1):
-        raise _ScanProblem(
-            f"shape {tuple(shape)} is too small; expected a 3D volume with at "
-            f"least {MIN_SIDE} voxels along each axis (or one (H, W, 1) slice)"
-        )
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore")
-        affine = img.affine
-        det = float(np.linalg.det(affine[:3, :3])) if np.all(np.isfinite(affine)) else 0.0
-    if not np.all(np.isfinite(affine)):
-        raise _ScanProblem("affine contains non-finite values")
-    if abs(det) < 1e-8:
-        raise _ScanProblem(
-            f"singular affine (determinant {det:.3g}): the voxel-to-world mapping is degenerate"
-        )
-    try:
-        if squeeze:
-            data = np.asarray(img.dataobj, dtype=np.float32).reshape(shape[:3])
-            img = type(img)(data, affine, img.header)
-        data = img.get_fdata(dtype=np.float32)
-    except (OSError, EOFError, ValueError, TypeError, zlib.error) as exc:
-        raise _ScanProblem(f"truncated or corrupt image data ({exc})") from None
-    finite = np.isfinite(data)
-    if not finite.all():
-        bad = int(data.size - np.count_nonzero(finite))
-        raise _ScanProblem(f"contains {bad} non-finite voxel values (NaN or infinity)")
-    lo, hi = float(data.min()), float(data.max())
-    if lo == hi:
-        raise _ScanProblem(f"constant image (every voxel is {lo:g})")
-    return img, data
-
-
-def check_scan(path: str | Path):
-    """Validate one T1 scan and return it as a nibabel image.
-
-    Parameters
-    ----------
-    path : str or Path
-        A ``.nii`` or ``.nii.gz`` file.
-
-    Returns
-    -------
-    nibabel.Nifti1Image or nibabel.Nifti2Image
-        The image, 3D (a 4D file with a single volume is squeezed), held in memory: its data
-        are already read and cached, so ``img.get_fdata(dtype=np.float32)`` costs nothing.
-
-    Raises
-    ------
-    CohortError
-        Naming the file and the problem: missing, a directory, a dangling link, empty, not
-        NIfTI, truncated or corrupt gzip, not 3D, too small, singular affine, non-finite values,
-        constant image.
-    """
-    path = Path(path)
-    try:
-        img, _ = _check_image(path)
-    except _ScanProblem as exc:
-        raise CohortError(f"{path}: {exc}", path=path, problems=[(path, str(exc))]) from None
-    return img
-
-
-@dataclass(frozen=True)
-class _Scan:
-    subject: str
-    site: str
-    path: Path
-
-
-def _summarise(scan: _Scan) -> dict[str, Any] | str:
-    """Row of the cohort table, or the problem as a string."""
-    import nibabel as nib
-
-    try:
-        img, data = _check_image(scan.path)
-    except _ScanProblem as exc:
-        return str(exc)
-    # Percentiles on every 2nd voxel along each axis: the same figures to ~0.1 %, 8x cheaper.
-    p1, p50, p99 = np.percentile(data[::2, ::2, ::2], [1, 50, 99])
-    return {
-        "subject": scan.subject,
-        "site": scan.site,
-        "path": str(scan.path),
-        "shape": tuple(int(s) for s in img.shape[:3]),
-        "voxel_size": tuple(round(float(z), 3) for z in img.header.get_zooms()[:3]),
-        "orientation": "".join(nib.aff2axcodes(img.affine)),
-        "dtype": str(img.get_data_dtype()),
-        "p1": float(p1),
-        "p50": float(p50),
-        "p99": float(p99),
-    }
-
-
-# --------------------------------------------------------------------------------------------
-# Layouts
-# --------------------------------------------------------------------------------------------
-
-
 def detect_layout(path: str | Path) -> str:
     """``"bids"``, ``"ixi"`` or ``"flat"`` for a cohort folder (see the module docstring)."""
     root = Path(path)
@@ -536,6 +301,31 @@ def load_cohort(path: str | Path, table: str | Path | None = None, skip_bad: boo
     """
     import pandas as pd
 
+    root, table_path = _check_paths(path, table)
+    layout = detect_layout(root)
+    scans = _find_scans(root, layout)
+    demo, used_table = {"bids": _bids_table, "ixi": _ixi_table, "flat": _flat_table}[layout](
+        root, scans, table_path
+    )
+    rows, problems = _summarise_all(root, scans, skip_bad)
+    df = pd.DataFrame(rows, columns=_COLUMNS)
+    if demo is not None:
+        df = _merge_demographics(df, demo, layout, used_table)
+    cols = _COLUMNS + [c for c in df.columns if c not in _COLUMNS]
+    df = df[cols].sort_values("subject", kind="stable").reset_index(drop=True)
+    df.attrs.update(
+        layout=layout,
+        root=str(root),
+        table=str(used_table) if used_table is not None else None,
+        skipped=problems,
+    )
+    for p, problem in problems:
+        log.warning("skipped %s: %s", p, problem)
+    return df
+
+
+def _check_paths(path: str | Path, table: str | Path | None) -> tuple[Path, Path | None]:
+    """The cohort folder and the table path, checked to exist."""
     root = Path(path).expanduser()
     if not root.exists():
         raise CohortError(
@@ -548,8 +338,11 @@ def load_cohort(path: str | Path, table: str | Path | None = None, skip_bad: boo
     table_path = Path(table).expanduser() if table not in (None, "") else None
     if table_path is not None and not table_path.is_file():
         raise CohortError(f"demographics table {table_path} does not exist", path=table_path)
+    return root, table_path
 
-    layout = detect_layout(root)
+
+def _find_scans(root: Path, layout: str) -> list[_Scan]:
+    """The scans of a layout; at least one, at most one per subject."""
     scans = {"bids": _bids_scans, "ixi": _ixi_scans, "flat": _flat_scans}[layout](root)
     if not scans:
         raise CohortError(
@@ -565,10 +358,11 @@ def load_cohort(path: str | Path, table: str | Path | None = None, skip_bad: boo
             "expected one T1 scan per subject",
             path=root,
         )
-    demo, used_table = {"bids": _bids_table, "ixi": _ixi_table, "flat": _flat_table}[layout](
-        root, scans, table_path
-    )
+    return scans
 
+
+def _summarise_all(root: Path, scans: list[_Scan], skip_bad: bool):
+    """Every scan checked and summarised: ``(rows, problems)``; CohortError unless ``skip_bad``."""
     # Reading is mostly gzip inflation, which releases the GIL: a few threads help.
     workers = min(4, os.cpu_count() or 1, len(scans))
     with ThreadPoolExecutor(workers) as pool:
@@ -592,38 +386,29 @@ def load_cohort(path: str | Path, table: str | Path | None = None, skip_bad: boo
         raise CohortError(
             f"none of the {len(scans)} scans in {root} can be used", path=root, problems=problems
         )
+    return rows, problems
 
-    df = pd.DataFrame(rows, columns=_COLUMNS)
-    if demo is not None:
-        extra = demo.drop(columns=["path"], errors="ignore").rename(columns={"subject": "_key"})
-        if layout == "ixi":  # the site is in the file name
-            extra = extra.drop(columns=["site"], errors="ignore")
-        values = [c for c in extra.columns if c != "_key"]
-        # BIDS: sessions/runs of one participant share the participants.tsv row
-        df["_key"] = df["subject"].str.split("_").str[0] if layout == "bids" else df["subject"]
-        if "site" in values:
-            df = df.drop(columns="site")
-        df = df.merge(extra, on="_key", how="left")
-        if "site" in values:
-            df["site"] = df["site"].astype(object).where(df["site"].notna(), "unknown").astype(str)
-        if values:
-            unlisted = df.loc[df[values].isna().all(axis=1), "subject"].tolist()
-            if unlisted:
-                log.warning(
-                    "%d scan(s) have no row in %s: %s",
-                    len(unlisted),
-                    used_table,
-                    ", ".join(unlisted[:10]),
-                )
-        df = df.drop(columns="_key")
-    cols = _COLUMNS + [c for c in df.columns if c not in _COLUMNS]
-    df = df[cols].sort_values("subject", kind="stable").reset_index(drop=True)
-    df.attrs.update(
-        layout=layout,
-        root=str(root),
-        table=str(used_table) if used_table is not None else None,
-        skipped=problems,
-    )
-    for p, problem in problems:
-        log.warning("skipped %s: %s", p, problem)
-    return df
+
+def _merge_demographics(df, demo, layout: str, used_table: Path | None):
+    """The scan table with the demographics table's columns joined on the subject."""
+    extra = demo.drop(columns=["path"], errors="ignore").rename(columns={"subject": "_key"})
+    if layout == "ixi":  # the site is in the file name
+        extra = extra.drop(columns=["site"], errors="ignore")
+    values = [c for c in extra.columns if c != "_key"]
+    # BIDS: sessions/runs of one participant share the participants.tsv row
+    df["_key"] = df["subject"].str.split("_").str[0] if layout == "bids" else df["subject"]
+    if "site" in values:
+        df = df.drop(columns="site")
+    df = df.merge(extra, on="_key", how="left")
+    if "site" in values:
+        df["site"] = df["site"].astype(object).where(df["site"].notna(), "unknown").astype(str)
+    if values:
+        unlisted = df.loc[df[values].isna().all(axis=1), "subject"].tolist()
+        if unlisted:
+            log.warning(
+                "%d scan(s) have no row in %s: %s",
+                len(unlisted),
+                used_table,
+                ", ".join(unlisted[:10]),
+            )
+    return df.drop(columns="_key")

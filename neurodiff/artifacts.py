@@ -1,0 +1,328 @@
+"""Where each stage writes, and the readers of everything it writes.
+
+Stage folders live under ``<derived_dir>/<profile>/`` and are named by the constants below. Every
+function that reads a stage's outputs (the preprocessing manifest, the splits and their index
+tables, the QC table, the training loss log and previews, the synthetic cohort and its
+provenance, ``metrics.json``) is here, so that a later stage, a figure or the runner never reads
+another stage's files by hand -- and never needs to import that stage.
+
+Each reader takes the run's :class:`~neurodiff.config.Params` (the folder is then derived from
+them, and where it matters checked against them) or a folder path.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .config import ConfigError, Params, PreprocessConfig
+from .errors import DataError
+
+__all__ = [
+    "LOCATION_PARAMS",
+    "METRICS",
+    "PREPROCESSED",
+    "PREPROCESSED_FORMAT",
+    "SYNTHETIC",
+    "TRAIN",
+    "load_histograms",
+    "load_manifest",
+    "load_metrics_json",
+    "load_preprocessed_cohort",
+    "load_preprocessed_volume",
+    "load_qc",
+    "load_split",
+    "load_split_table",
+    "load_synthetic",
+    "metrics_dir",
+    "preprocessed_dir",
+    "preview_images",
+    "provenance",
+    "read_loss_log",
+    "synthetic_dir",
+    "train_dir",
+]
+
+#: Stage folder names under ``<derived_dir>/<profile>/``.
+PREPROCESSED = "preprocessed"
+TRAIN = "train"
+SYNTHETIC = "synthetic"
+METRICS = "metrics"
+
+#: Written into the preprocessing manifest; bumped when the pipeline changes so that old caches
+#: are rebuilt and old folders are refused by the readers.
+PREPROCESSED_FORMAT = "neurodiff-preprocessed/1"
+#: Parameters that choose where outputs go, not what they contain.
+LOCATION_PARAMS = ("profile", "derived_dir")
+
+_PREVIEW_RE = re.compile(r"step-(\d+)")
+
+
+def _folder(params_or_dir: Params | str | Path, name: str) -> Path:
+    if isinstance(params_or_dir, Params):
+        return params_or_dir.stage_dir(name)
+    return Path(params_or_dir)
+
+
+def preprocessed_dir(params_or_dir: Params | str | Path) -> Path:
+    """``<derived_dir>/<profile>/preprocessed`` of ``params``, or the folder given."""
+    return _folder(params_or_dir, PREPROCESSED)
+
+
+def train_dir(params_or_dir: Params | str | Path) -> Path:
+    """``<derived_dir>/<profile>/train`` of ``params``, or the folder given."""
+    return _folder(params_or_dir, TRAIN)
+
+
+def synthetic_dir(params_or_dir: Params | str | Path) -> Path:
+    """``<derived_dir>/<profile>/synthetic`` of ``params``, or the folder given."""
+    return _folder(params_or_dir, SYNTHETIC)
+
+
+def metrics_dir(params_or_dir: Params | str | Path) -> Path:
+    """``<derived_dir>/<profile>/metrics`` of ``params``, or the folder given."""
+    return _folder(params_or_dir, METRICS)
+
+
+# --------------------------------------------------------------------------------------------
+# Preprocessing
+# --------------------------------------------------------------------------------------------
+
+
+def _missing(folder: Path, what: str, params_or_dir: Any) -> DataError:
+    profile = (
+        params_or_dir.profile
+        if isinstance(params_or_dir, Params)
+        else folder.parent.name or "<profile>"
+    )
+    return DataError(
+        f"no complete preprocessed data in {folder} ({what}); run "
+        f"`neurodiff preprocess --profile {profile}` first",
+        path=folder,
+    )
+
+
+def load_manifest(params_or_dir: Params | str | Path) -> dict:
+    """The manifest of a preprocessed folder (``Params`` or a path); DataError if incomplete.
+
+    Given ``Params``, the manifest must also match their preprocessing parameters.
+    """
+    folder = preprocessed_dir(params_or_dir)
+    path = folder / "manifest.json"
+    if not path.is_file():
+        raise _missing(folder, "manifest.json is missing", params_or_dir)
+    try:
+        manifest = json.loads(path.read_text())
+    except ValueError as exc:
+        raise DataError(
+            f"{path} is not valid JSON ({exc}); run `neurodiff preprocess` again", path=path
+        ) from None
+    if manifest.get("format") != PREPROCESSED_FORMAT:
+        raise _missing(
+            folder,
+            f"format {manifest.get('format')!r}, expected {PREPROCESSED_FORMAT!r}",
+            params_or_dir,
+        )
+    if isinstance(params_or_dir, Params):
+        cfg = params_or_dir.stage(PreprocessConfig)
+        stored = manifest.get("params", {})
+        diff = [
+            f"{k}={stored.get(k)!r} (now {v!r})"
+            for k, v in cfg.to_dict().items()
+            if k not in LOCATION_PARAMS and stored.get(k) != v
+        ]
+        if diff:
+            raise DataError(
+                f"the preprocessed data in {folder} were built with other "
+                f"parameters: {', '.join(diff)}; run "
+                f"`neurodiff preprocess --profile {cfg.profile}` with the same "
+                "parameters first",
+                path=folder,
+            )
+    return manifest
+
+
+def load_split(
+    params_or_dir: Params | str | Path, split: str = "train", mmap: bool = False
+) -> tuple[np.ndarray, pd.DataFrame]:
+    """One split of the preprocessed dataset.
+
+    Parameters
+    ----------
+    params_or_dir : Params or str or Path
+        The run's parameters (the data must have been built with the same preprocessing
+        parameters) or a preprocessed folder.
+    split : {"train", "test"}
+    mmap : bool
+        Memory-map the array read-only instead of reading it (large 3D datasets).
+
+    Returns
+    -------
+    images : np.ndarray
+        float32 ``(N, 1, H, W)`` (2D) or ``(N, 1, D, H, W)`` (3D), in [-1, 1].
+    index : pandas.DataFrame
+        One row per image: ``row, subject, site, slice`` (``slice`` = -1 for volumes).
+    """
+    if split not in ("train", "test"):
+        raise ConfigError(f"split must be 'train' or 'test'; got {split!r}", parameter="split")
+    folder = preprocessed_dir(params_or_dir)
+    manifest = load_manifest(params_or_dir)
+    arr_path, idx_path = folder / f"{split}.npy", folder / f"{split}_index.tsv"
+    for p in (arr_path, idx_path):
+        if not p.is_file():
+            raise _missing(folder, f"{p.name} is missing", params_or_dir)
+    try:
+        images = np.load(arr_path, mmap_mode="r" if mmap else None)
+    except (OSError, ValueError) as exc:
+        raise DataError(
+            f"{arr_path} cannot be read ({exc}); run `neurodiff preprocess` again", path=arr_path
+        ) from None
+    index = pd.read_csv(idx_path, sep="\t", dtype={"subject": str, "site": str})
+    expected = manifest["shapes"][split]
+    if list(images.shape) != expected or images.dtype != np.float32 or len(index) != len(images):
+        raise DataError(
+            f"{arr_path} holds {images.dtype} {list(images.shape)} with "
+            f"{len(index)} index rows; the manifest expects float32 {expected}; "
+            "run `neurodiff preprocess` again",
+            path=arr_path,
+        )
+    return images, index
+
+
+def load_split_table(params_or_dir: Params | str | Path) -> pd.DataFrame:
+    """``split.tsv``: subject, site, split (``train`` | ``test`` | ``excluded``)."""
+    folder = preprocessed_dir(params_or_dir)
+    load_manifest(params_or_dir)
+    return pd.read_csv(folder / "split.tsv", sep="\t", dtype={"subject": str, "site": str})
+
+
+def load_qc(params_or_dir: Params | str | Path) -> pd.DataFrame:
+    """``qc.tsv``: subject, site, ncc, flagged, excluded, note."""
+    folder = preprocessed_dir(params_or_dir)
+    load_manifest(params_or_dir)
+    qc = pd.read_csv(folder / "qc.tsv", sep="\t", dtype={"subject": str, "site": str})
+    qc["note"] = ["" if pd.isna(v) else str(v) for v in qc["note"]]
+    return qc
+
+
+def load_preprocessed_cohort(params_or_dir: Params | str | Path) -> pd.DataFrame:
+    """``cohort.tsv`` of a preprocessed folder: one row per source scan (subject, site, path...)."""
+    folder = preprocessed_dir(params_or_dir)
+    load_manifest(params_or_dir)
+    return pd.read_csv(folder / "cohort.tsv", sep="\t", dtype={"subject": str, "site": str})
+
+
+def load_preprocessed_volume(params_or_dir: Params | str | Path, subject: str):
+    """The preprocessed volume of ``subject`` as a nibabel image (float32 in [0, 1], RAS)."""
+    import nibabel as nib
+
+    path = preprocessed_dir(params_or_dir) / "volumes" / f"{subject}.nii.gz"
+    if not path.is_file():
+        raise DataError(
+            f"no preprocessed volume for subject {subject!r}: {path} is missing", path=path
+        )
+    return nib.load(path)
+
+
+def load_histograms(params_or_dir: Params | str | Path) -> dict[str, np.ndarray]:
+    """``histograms.npz``: per subject (``subject``, ``site``), intensity samples of the same head
+    voxels ``before`` and ``after`` normalisation, ``(n_subjects, K)`` padded with NaN."""
+    folder = preprocessed_dir(params_or_dir)
+    load_manifest(params_or_dir)
+    with np.load(folder / "histograms.npz") as h:
+        return {k: h[k] for k in h.files}
+
+
+# --------------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------------
+
+
+def read_loss_log(params_or_dir: Params | str | Path) -> pd.DataFrame:
+    """``loss.csv`` of a training folder as a DataFrame (step, loss, lr, grad_norm, seconds)."""
+    path = train_dir(params_or_dir) / "loss.csv"
+    if not path.is_file():
+        raise DataError(f"no loss log {str(path)!r}; train first", path=path)
+    return pd.read_csv(path)
+
+
+def preview_images(params_or_dir: Params | str | Path) -> list[tuple[int, np.ndarray]]:
+    """The preview grids saved during training, oldest first: ``(step, RGBA array)`` pairs."""
+    import matplotlib.image
+
+    out = []
+    for f in sorted(train_dir(params_or_dir).joinpath("previews").glob("step-*.png")):
+        m = _PREVIEW_RE.search(f.name)
+        out.append((int(m.group(1)) if m else -1, matplotlib.image.imread(f)))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Sampling and metrics
+# --------------------------------------------------------------------------------------------
+
+
+def provenance(out_dir: str | Path) -> dict[str, Any]:
+    """The ``GeneratedBy`` record of a synthetic cohort (checkpoint hash, sampler, steps, eta,
+    seed, parameters hash ...), without the long model configuration."""
+    path = Path(out_dir) / "dataset_description.json"
+    generated_by = json.loads(path.read_text())["GeneratedBy"][0]
+    return {k: v for k, v in generated_by.items() if k != "ModelConfig"}
+
+
+def load_synthetic(params_or_dir: Params | str | Path) -> np.ndarray:
+    """Read a synthetic cohort written by :func:`run`.
+
+    Returns
+    -------
+    np.ndarray
+        ``(N, 1, H, W)`` (2D) or ``(N, 1, D, H, W)`` (3D) float32 in [0, 1], in participant order.
+    """
+    import nibabel as nib
+
+    root = synthetic_dir(params_or_dir)
+    desc_path = root / "dataset_description.json"
+    if not desc_path.is_file():
+        raise DataError(
+            f"no synthetic cohort in {root} (dataset_description.json missing); run "
+            "`neurodiff sample --profile <profile>` first",
+            path=root,
+        )
+    try:
+        spatial_dims = int(json.loads(desc_path.read_text())["GeneratedBy"][0]["SpatialDims"])
+    except (ValueError, KeyError, IndexError, TypeError):
+        raise DataError(
+            f"{desc_path} is not a neurodiff synthetic dataset description "
+            "(GeneratedBy[0].SpatialDims missing)",
+            path=desc_path,
+        ) from None
+    files = sorted(root.glob("sub-*/anat/sub-*_T1w.nii.gz"))
+    if not files:
+        raise DataError(f"no sub-*/anat/sub-*_T1w.nii.gz files in {root}", path=root)
+    arrays = []
+    for f in files:
+        data = np.asarray(nib.load(f).dataobj, dtype=np.float32)
+        if spatial_dims == 2:
+            if data.ndim != 3 or data.shape[2] != 1:
+                raise DataError(
+                    f"{f}: expected a 2D slice stored as (H, W, 1); got shape {data.shape}", path=f
+                )
+            data = data[:, :, 0]
+        arrays.append(data[None])
+    shapes = {a.shape for a in arrays}
+    if len(shapes) != 1:
+        raise DataError(f"synthetic images in {root} differ in shape: {sorted(shapes)}", path=root)
+    return np.stack(arrays)
+
+
+def load_metrics_json(params_or_dir: Params | str | Path) -> dict[str, Any] | None:
+    """``metrics.json`` of a run as a dict, or None when the metrics were not computed yet."""
+    path = metrics_dir(params_or_dir) / "metrics.json"
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())

@@ -1,0 +1,61 @@
+"""Parameters: one flat namespace shared by all notebooks, profiles and command-line subcommands.
+
+Each pipeline stage owns a small frozen dataclass (:class:`CohortConfig`,
+:class:`PreprocessConfig`, :class:`ModelConfig`, :class:`TrainConfig`, :class:`SampleConfig`,
+:class:`MetricsConfig`, in :mod:`.stages`). Their fields *are* the parameter names that appear in
+the notebooks' ``parameters`` cells and in the profile YAML files (``neurodiff/profiles/*.yaml``).
+A name used by several stages is declared once, in a mixin of :mod:`.fields`.
+
+Values flow like this::
+
+    profile YAML  ->  -p key=value overrides  ->  Params (validated)  ->  stage configs
+
+Nothing heavy is imported here (no torch, no MONAI), so validating parameters is instant and
+happens before any long work starts. Code reads parameters by attribute (``params.image_size``);
+``Params`` is also a read-only mapping, for ``**params`` and iteration.
+"""
+
+from ..errors import ConfigError
+from .fields import StageConfig, param
+from .params import (
+    Params,
+    ParamSpec,
+    available_profiles,
+    from_namespace,
+    load_profile,
+    parameter_specs,
+    parse_override,
+    project_root,
+    resolve,
+)
+from .stages import (
+    STAGES,
+    CohortConfig,
+    MetricsConfig,
+    ModelConfig,
+    PreprocessConfig,
+    SampleConfig,
+    TrainConfig,
+)
+
+__all__ = [
+    "STAGES",
+    "CohortConfig",
+    "ConfigError",
+    "MetricsConfig",
+    "ModelConfig",
+    "ParamSpec",
+    "Params",
+    "PreprocessConfig",
+    "SampleConfig",
+    "StageConfig",
+    "TrainConfig",
+    "available_profiles",
+    "from_namespace",
+    "load_profile",
+    "param",
+    "parameter_specs",
+    "parse_override",
+    "project_root",
+    "resolve",
+]

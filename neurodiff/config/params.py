@@ -1,0 +1,262 @@
+"""Profiles, overrides and the validated parameter namespace of one run (:class:`Params`).
+
+Values flow like this::
+
+    profile YAML  ->  -p key=value overrides  ->  Params (validated)  ->  stage configs
+
+Each stage config checks its own fields; :func:`_check_across_stages` checks what involves two
+stages (a sampler's steps against the model's timesteps, ...), so that every parameter mistake is
+reported before any long work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import os
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import ConfigError
+from .fields import StageConfig, coerce
+from .stages import STAGES, ModelConfig, SampleConfig
+
+__all__ = [
+    "ParamSpec",
+    "Params",
+    "available_profiles",
+    "from_namespace",
+    "load_profile",
+    "parameter_specs",
+    "parse_override",
+    "project_root",
+    "resolve",
+]
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One parameter of the shared namespace."""
+
+    name: str
+    type: Any
+    default: Any
+    help: str
+    choices: tuple[Any, ...] | None
+    stages: tuple[str, ...]
+
+
+def parameter_specs() -> dict[str, ParamSpec]:
+    """All parameter names with type, default, help and the stages that use them."""
+    specs: dict[str, ParamSpec] = {}
+    for cls in STAGES:
+        hints = typing.get_type_hints(cls)
+        for f in fields(cls):
+            if f.name in specs:
+                s = specs[f.name]
+                specs[f.name] = dataclasses.replace(s, stages=s.stages + (cls.stage,))
+            else:
+                specs[f.name] = ParamSpec(
+                    f.name,
+                    hints[f.name],
+                    f.default,
+                    f.metadata["help"],
+                    f.metadata["choices"],
+                    (cls.stage,),
+                )
+    return specs
+
+
+def project_root() -> Path:
+    """The folder relative paths in parameters are resolved against.
+
+    ``$NEURODIFF_ROOT`` if set, else the nearest parent of the working directory holding both
+    ``pyproject.toml`` and ``neurodiff/``, else the working directory.
+    """
+    env = os.environ.get("NEURODIFF_ROOT")
+    if env:
+        return Path(env).resolve()
+    cwd = Path.cwd().resolve()
+    for d in (cwd, *cwd.parents):
+        if (d / "pyproject.toml").is_file() and (d / "neurodiff").is_dir():
+            return d
+    return cwd
+
+
+def available_profiles() -> list[str]:
+    """Names of the profiles shipped with the package."""
+    pkg = resources.files("neurodiff") / "profiles"
+    return sorted(p.name[:-5] for p in pkg.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_profile(profile: str | Path) -> tuple[str, dict[str, Any]]:
+    """Read a profile by name (``demo``) or path (``my.yaml``); return ``(name, values)``.
+
+    Values are validated later, together with overrides, by :func:`resolve`.
+    """
+    text: str
+    p = Path(profile)
+    if str(profile).endswith((".yaml", ".yml")) or p.is_file():
+        if not p.is_file():
+            raise ConfigError(
+                f"profile file {str(p)!r} does not exist", parameter="profile", path=p
+            )
+        name, text = p.stem, p.read_text()
+    else:
+        res = resources.files("neurodiff") / "profiles" / f"{profile}.yaml"
+        if not res.is_file():
+            raise ConfigError(
+                f"unknown profile {profile!r}; expected one of "
+                f"{available_profiles()} or a path to a .yaml file",
+                parameter="profile",
+            )
+        name, text = str(profile), res.read_text()
+        p = Path(str(res))
+    try:
+        values = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"profile {str(p)!r} is not valid YAML: {exc}", path=p) from None
+    if not isinstance(values, dict):
+        raise ConfigError(
+            f"profile {str(p)!r} must be a mapping of parameter: value; "
+            f"got {type(values).__name__}",
+            path=p,
+        )
+    values.setdefault("profile", name)
+    return name, values
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse ``key=value`` (value read as YAML: ``64``, ``true``, ``[32, 64]``, ``ddim``)."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"override {text!r} must look like key=value, e.g. -p image_size=64")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+class Params(Mapping[str, Any]):
+    """The validated, complete parameter namespace of one run (read-only mapping).
+
+    Missing names take their defaults; every stage config is built (and so validated) on
+    construction. ``params.image_size`` and ``params["image_size"]`` both work.
+    """
+
+    def __init__(self, values: Mapping[str, Any], source: str = "") -> None:
+        specs = parameter_specs()
+        unknown = [k for k in values if k not in specs]
+        if unknown:
+            k = unknown[0]
+            close = difflib.get_close_matches(k, list(specs), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            where = f" in {source}" if source else ""
+            raise ConfigError(
+                f"unknown parameter {k!r}{where}{hint} (`neurodiff params` lists them all)",
+                parameter=k,
+            )
+        merged = {n: s.default for n, s in specs.items()}
+        for k, v in values.items():
+            merged[k] = coerce(k, v, specs[k].type, source)
+        self._stages = {cls: cls.from_params(merged) for cls in STAGES}
+        self._values = merged
+        _check_across_stages(self)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self.__dict__["_values"][key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def __iter__(self):
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"Params(profile={self._values['profile']!r}, {len(self)} values)"
+
+    def stage(self, cls: type[StageConfig]) -> Any:
+        """The validated config of one stage, e.g. ``params.stage(TrainConfig)``."""
+        return self._stages[cls]
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(self._values))
+
+    def hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+
+    def path(self, value: str | Path) -> Path:
+        """Resolve a path parameter against :func:`project_root` (absolute paths unchanged)."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else project_root() / p
+
+    def stage_dir(self, name: str) -> Path:
+        """``<derived_dir>/<profile>/<name>``, e.g. ``data/derived/demo/preprocessed``."""
+        return self.path(self._values["derived_dir"]) / self._values["profile"] / name
+
+
+def resolve(
+    profile: str | Path = "demo", overrides: Mapping[str, Any] | Iterable[str] = ()
+) -> Params:
+    """Profile + overrides -> validated :class:`Params`.
+
+    ``overrides`` is a mapping or an iterable of ``"key=value"`` strings (as given to ``-p``).
+    """
+    name, values = load_profile(profile)
+    Params(values, source=f"profile {name!r}")  # report profile mistakes as such
+    if isinstance(overrides, Mapping):
+        extra = dict(overrides)
+    else:
+        extra = dict(parse_override(o) for o in overrides)
+    return Params({**values, **extra}, source=f"profile {name!r} with overrides")
+
+
+def from_namespace(namespace: Mapping[str, Any]) -> Params:
+    """Build :class:`Params` from a notebook's globals: every known parameter name found there.
+
+    Used right after a notebook's ``parameters`` cell: ``params = from_namespace(globals())``.
+    """
+    specs = parameter_specs()
+    return Params(
+        {k: v for k, v in namespace.items() if k in specs and not k.startswith("_")},
+        source="notebook parameters",
+    )
+
+
+def _check_across_stages(params: Params) -> None:
+    """Checks that involve the fields of two stages (each stage checks its own on construction).
+
+    The sampler's ``steps`` must be reachable with the model's ``timesteps`` (DDIM and PNDM can
+    only skip timesteps), and PNDM needs an epsilon-prediction model.
+    """
+    model: ModelConfig = params.stage(ModelConfig)
+    sample: SampleConfig = params.stage(SampleConfig)
+    if sample.sampler != "ddpm" and sample.steps > model.timesteps:
+        raise ConfigError(
+            f"parameter 'steps' ({sample.steps}) must be <= the model's timesteps "
+            f"({model.timesteps}) for sampler {sample.sampler!r}: it can only skip timesteps, "
+            "not add them",
+            parameter="steps",
+        )
+    if sample.sampler == "pndm" and model.prediction_type != "epsilon":
+        raise ConfigError(
+            f"sampler 'pndm' needs an epsilon-prediction model; prediction_type is "
+            f"{model.prediction_type!r} (use sampler=ddim or ddpm)",
+            parameter="sampler",
+        )

@@ -1,0 +1,264 @@
+"""The stage configurations: one small frozen dataclass per pipeline stage.
+
+Their fields *are* the parameter names of the notebooks' ``parameters`` cells and of the profile
+YAML files. Fields shared by several stages come from the mixins of :mod:`.fields`. Defaults are
+the ``demo`` profile (the default report on a 2-core CPU).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from ..errors import ConfigError
+from .fields import (
+    CohortFields,
+    DeviceFields,
+    ImageFields,
+    PrecisionFields,
+    RunFields,
+    StageConfig,
+    param,
+)
+
+__all__ = [
+    "STAGES",
+    "CohortConfig",
+    "MetricsConfig",
+    "ModelConfig",
+    "PreprocessConfig",
+    "SampleConfig",
+    "TrainConfig",
+]
+
+
+@dataclass(frozen=True)
+class CohortConfig(CohortFields, RunFields):
+    """Where the input cohort lives (notebook 01 and preprocessing)."""
+
+    stage: ClassVar[str] = "cohort"
+
+
+@dataclass(frozen=True)
+class PreprocessConfig(ImageFields, CohortFields, RunFields):
+    """Reorientation, resampling, optional registration, normalisation, 2D/3D extraction, split."""
+
+    stage: ClassVar[str] = "preprocess"
+    target_spacing: float = param(
+        2.0, "isotropic voxel size (mm) before crop/pad", min=0, min_inclusive=False
+    )
+    fov_mm: float = param(
+        224.0,
+        "side (mm) of the cubic field of view cropped/padded around the head before resizing "
+        "to image_size",
+        min=0,
+        min_inclusive=False,
+    )
+    register: str = param("rigid", "registration to MNI152", choices=("none", "rigid", "affine"))
+    mask_brain: bool = param(False, "apply the template brain mask after registration")
+    normalise: str = param("percentile", "intensity scaling", choices=("percentile", "minmax"))
+    clip_percentiles: tuple[float, ...] = param(
+        (0.5, 99.5), "low/high percentiles for 'percentile'", min=0, max=100
+    )
+    slice_range: tuple[float, ...] = param(
+        (0.45, 0.65), "2D: axial slice range as fractions of the volume height", min=0, max=1
+    )
+    slices_per_subject: int = param(
+        8, "2D: slices taken evenly from slice_range (at most all it covers)", min=1
+    )
+    test_fraction: float = param(
+        0.25,
+        "fraction of subjects held out (stratified by site)",
+        min=0,
+        max=0.9,
+        min_inclusive=False,
+    )
+    qc_threshold: float = param(
+        0.5, "registration QC: minimum NCC with the template", min=-1, max=1
+    )
+    qc_exclude: bool = param(True, "leave out (and list) subjects under qc_threshold")
+
+    def validate(self) -> None:
+        if (
+            len(self.clip_percentiles) != 2
+            or not self.clip_percentiles[0] < self.clip_percentiles[1]
+        ):
+            raise ConfigError(
+                "parameter 'clip_percentiles' must be [low, high] with low < high; "
+                f"got {list(self.clip_percentiles)}",
+                parameter="clip_percentiles",
+            )
+        if len(self.slice_range) != 2 or not self.slice_range[0] < self.slice_range[1]:
+            raise ConfigError(
+                "parameter 'slice_range' must be [start, stop] fractions with "
+                f"start < stop; got {list(self.slice_range)}",
+                parameter="slice_range",
+            )
+        if self.image_size > self.fov_voxels:
+            raise ConfigError(
+                f"parameter 'image_size' ({self.image_size}) is not reachable: the field of view "
+                f"of {self.fov_mm:g} mm holds only {self.fov_voxels} voxels at target_spacing "
+                f"{self.target_spacing:g} mm, and resizing up would invent detail; use "
+                f"target_spacing <= {self.fov_mm / self.image_size:.3g} or image_size <= "
+                f"{self.fov_voxels}",
+                parameter="image_size",
+            )
+        if self.mask_brain and self.register == "none":
+            raise ConfigError(
+                "parameter 'mask_brain' needs a registration: the brain mask lives in template "
+                "space; set register=rigid or register=affine, or mask_brain=false",
+                parameter="mask_brain",
+            )
+
+    @property
+    def fov_voxels(self) -> int:
+        """Voxels per side of the field of view at ``target_spacing`` (before resizing)."""
+        return int(round(self.fov_mm / self.target_spacing + 1e-6))
+
+    def _slice_bounds(self) -> tuple[int, int]:
+        last = self.image_size - 1
+        return int(round(self.slice_range[0] * last)), int(round(self.slice_range[1] * last))
+
+    def slice_indices(self, n: int | None = None) -> list[int]:
+        """Axial slice indices (into an ``image_size`` volume) taken evenly from ``slice_range``.
+
+        ``n`` defaults to ``slices_per_subject``; it is capped at the slices the range covers
+        (e.g. 7 for the default range of a 32-voxel volume).
+        """
+        lo, hi = self._slice_bounds()
+        n = min(self.slices_per_subject if n is None else n, hi - lo + 1)
+        if n == 1:
+            return [int(round((lo + hi) / 2))]
+        return sorted({int(round(x)) for x in [lo + i * (hi - lo) / (n - 1) for i in range(n)]})
+
+
+@dataclass(frozen=True)
+class ModelConfig(ImageFields):
+    """MONAI DiffusionModelUNet + DDPM noise schedule + training objective."""
+
+    stage: ClassVar[str] = "model"
+    channels: tuple[int, ...] = param((32, 64, 128), "UNet channels per level", min=1)
+    attention_levels: tuple[bool, ...] = param((False, False, True), "self-attention per level")
+    num_res_blocks: int = param(1, "residual blocks per level", min=1)
+    num_head_channels: int = param(32, "channels per attention head", min=1)
+    norm_num_groups: int = param(32, "GroupNorm groups (must divide every channel count)", min=1)
+    timesteps: int = param(250, "diffusion steps T", min=1)
+    schedule: str = param(
+        "cosine", "noise schedule", choices=("linear_beta", "scaled_linear_beta", "cosine")
+    )
+    prediction_type: str = param(
+        "epsilon", "what the network predicts", choices=("epsilon", "v_prediction", "sample")
+    )
+    loss: str = param("l1", "training loss", choices=("l1", "l2"))
+
+    def validate(self) -> None:
+        n = len(self.channels)
+        if len(self.attention_levels) != n:
+            raise ConfigError(
+                f"parameter 'attention_levels' must have one entry per level of "
+                f"'channels' ({n}); got {len(self.attention_levels)}",
+                parameter="attention_levels",
+            )
+        factor = 2 ** (n - 1)
+        if self.image_size % factor:
+            raise ConfigError(
+                f"parameter 'image_size' must be divisible by the UNet's "
+                f"downsampling factor 2**(len(channels)-1) = {factor}; "
+                f"got {self.image_size}",
+                parameter="image_size",
+            )
+        for c in self.channels:
+            if c % self.norm_num_groups:
+                raise ConfigError(
+                    f"parameter 'norm_num_groups' ({self.norm_num_groups}) must divide "
+                    f"every channel count; {c} in channels={list(self.channels)} "
+                    "is not divisible",
+                    parameter="norm_num_groups",
+                )
+        for c, att in zip(self.channels, self.attention_levels, strict=True):
+            if att and c % self.num_head_channels:
+                raise ConfigError(
+                    f"parameter 'num_head_channels' ({self.num_head_channels}) must "
+                    f"divide the channels of every attention level; {c} is not "
+                    "divisible",
+                    parameter="num_head_channels",
+                )
+
+    @property
+    def downsample_factor(self) -> int:
+        return 2 ** (len(self.channels) - 1)
+
+
+@dataclass(frozen=True)
+class TrainConfig(PrecisionFields, DeviceFields, RunFields):
+    """Optimisation, EMA, precision, checkpoints."""
+
+    stage: ClassVar[str] = "train"
+    optimizer: str = param("adamw", "optimiser", choices=("adam", "adamw"))
+    lr: float = param(1e-3, "peak learning rate", min=0, min_inclusive=False)
+    weight_decay: float = param(0.0, "AdamW weight decay", min=0)
+    lr_schedule: str = param("cosine", "after warm-up", choices=("cosine", "constant"))
+    warmup_steps: int = param(100, "linear LR warm-up steps", min=0)
+    batch_size: int = param(
+        8, "per-process batch size (effective batch = batch_size x processes x grad_accum)", min=1
+    )
+    grad_accum: int = param(1, "gradient accumulation steps", min=1)
+    train_steps: int = param(1800, "optimiser steps", min=1)
+    train_subjects: int = param(
+        0,
+        "train on N training subjects only, drawn evenly across sites with the seed (0 = all): "
+        "the data-scarcity experiment",
+        min=0,
+    )
+    grad_clip: float = param(1.0, "max gradient norm (0 = off)", min=0)
+    ema_decay: float = param(0.995, "EMA decay of the weights used for sampling", min=0, max=1)
+    ema_start: int = param(0, "first step that updates the EMA", min=0)
+    ema_every: int = param(1, "EMA update interval (steps)", min=1)
+    compile: bool = param(False, "torch.compile the UNet")
+    channels_last: bool = param(False, "channels_last memory format")
+    checkpoint_every: int = param(500, "checkpoint interval (steps)", min=1)
+    keep_checkpoints: int = param(2, "checkpoints kept (oldest removed)", min=1)
+    preview_every: int = param(300, "preview-sample interval (steps, 0 = off)", min=0)
+    resume: bool = param(True, "continue from the latest checkpoint if one exists")
+    num_workers: int = param(0, "DataLoader workers", min=0)
+
+
+@dataclass(frozen=True)
+class SampleConfig(PrecisionFields, DeviceFields, RunFields):
+    """Generating the synthetic cohort."""
+
+    stage: ClassVar[str] = "sample"
+    sampler: str = param("ddim", "sampler", choices=("ddpm", "ddim", "pndm"))
+    steps: int = param(50, "sampler steps (ddpm always uses all timesteps)", min=1)
+    eta: float = param(0.0, "DDIM eta (0 = deterministic)", min=0, max=1)
+    n_samples: int = param(64, "synthetic images/volumes to generate", min=1)
+    sample_batch_size: int = param(32, "samples per forward batch", min=1)
+    sampler_table_samples: int = param(
+        8, "samples per row of the sampler speed/quality table", min=2
+    )
+
+
+@dataclass(frozen=True)
+class MetricsConfig(DeviceFields, RunFields):
+    """Realism, diversity and memorisation metrics."""
+
+    stage: ClassVar[str] = "metrics"
+    extractor: str = param(
+        "random",
+        "feature extractor: random (2D; 2.5D for volumes) | random3d | inception | "
+        "medicalnet:<path to weights>",
+    )
+    n_bootstrap: int = param(200, "bootstrap resamples for 95% CIs", min=10)
+    n_permutations: int = param(200, "permutations for the MMD test", min=10)
+    msssim_pairs: int = param(100, "random pairs for MS-SSIM diversity", min=2)
+    nn_k: int = param(5, "k of the k-NN manifolds (precision/recall, density/coverage)", min=1)
+
+
+STAGES: tuple[type[StageConfig], ...] = (
+    CohortConfig,
+    PreprocessConfig,
+    ModelConfig,
+    TrainConfig,
+    SampleConfig,
+    MetricsConfig,
+)

@@ -1,0 +1,360 @@
+"""Result containers (one metric, one run), the tables and plain readings built from them, and
+the Markdown summary of ``metrics.json`` that the book's Discussion includes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .memorisation import MemorisationAudit
+
+__all__ = [
+    "METRICS",
+    "PAPER_RESULTS",
+    "QUALITY_TARGET_RATIO",
+    "MetricValue",
+    "MetricsData",
+    "MetricsResult",
+    "comparison_table",
+    "interpret",
+    "jsonable",
+    "results_markdown",
+]
+
+
+# name -> (label, which way is better, lower bound, upper bound)
+METRICS: dict[str, tuple[str, str, float | None, float | None]] = {
+    "mmd_linear": ("MMD (linear kernel, images; MONAI)", "lower", None, None),
+    "mmd_rbf": ("MMD^2 (RBF kernel, features)", "lower", None, None),
+    "fid": ("FID (features)", "lower", 0.0, None),
+    "ms_ssim_diversity": ("MS-SSIM within set (diversity)", "close to baseline", 0.0, 1.0),
+    "precision": ("precision", "higher", 0.0, 1.0),
+    "recall": ("recall", "higher", 0.0, 1.0),
+    "density": ("density", "higher (about 1)", 0.0, None),
+    "coverage": ("coverage", "higher", 0.0, 1.0),
+    "memorised_fraction": (
+        "memorised fraction (closer to train than 99% of test)",
+        "lower",
+        0.0,
+        1.0,
+    ),
+    "nn_distance": ("median distance to nearest training sample", "close to baseline", 0.0, None),
+    "nn_ssim": ("mean SSIM to nearest training sample", "close to baseline", -1.0, 1.0),
+}
+
+
+PAPER_RESULTS: dict[str, str] = {
+    "mmd_linear": "0.036 (kernel, features and image size not reported)",
+    "mmd_rbf": "0.036 (kernel, features and image size not reported)",
+    "fid": "'suboptimal' (no value reported)",
+    "ms_ssim_diversity": "'suboptimal' (no value reported)",
+}
+"""What the paper (Basile et al. 2024, CEUR Vol-3880 paper 24) reports, by metric."""
+
+
+@dataclass
+class MetricValue:
+    """One metric: synthetic vs real, and real vs real, each with a 95 % CI."""
+
+    name: str
+    value: float
+    ci: tuple[float, float]
+    baseline: float
+    baseline_ci: tuple[float, float]
+    extractor: str
+    n_real: int
+    n_synthetic: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return METRICS[self.name][0]
+
+    @property
+    def better(self) -> str:
+        return METRICS[self.name][1]
+
+    def to_dict(self, params_hash: str | None = None) -> dict[str, Any]:
+        d = {
+            "label": self.label,
+            "value": self.value,
+            "ci": list(self.ci),
+            "baseline": self.baseline,
+            "baseline_ci": list(self.baseline_ci),
+            "better": self.better,
+            "extractor": self.extractor,
+            "n_real": self.n_real,
+            "n_synthetic": self.n_synthetic,
+            **self.extra,
+        }
+        if params_hash is not None:
+            d["params_hash"] = params_hash
+        return d
+
+
+@dataclass
+class MetricsData:
+    """Arrays kept for the figures (not written to disk).
+
+    Images ``(N, 1, *spatial)`` in [0, 1]; features ``(N, F)``; ``*_sites`` per sample or None;
+    ``subset`` holds the indices of the equal-size subsets used for the set-level metrics.
+    """
+
+    real: np.ndarray
+    synthetic: np.ndarray
+    train: np.ndarray
+    features: dict[str, np.ndarray]
+    subset: dict[str, np.ndarray]
+    real_sites: np.ndarray | None = None
+    train_sites: np.ndarray | None = None
+    train_index: pd.DataFrame | None = None
+
+
+@dataclass
+class MetricsResult:
+    """All metrics of one run; ``str()`` is a table, :meth:`to_dict` the JSON written to disk."""
+
+    metrics: dict[str, MetricValue]
+    extractor: str
+    n_subset: int
+    n_real: int
+    n_synthetic: int
+    n_train: int
+    n_bootstrap: int
+    ms_ssim_kernel: int
+    ms_ssim_weights: tuple[float, ...]
+    audit: MemorisationAudit
+    per_site: pd.DataFrame | None = None
+    params_hash: str | None = None
+    config: dict[str, Any] | None = None
+    path: Path | None = None
+    data: MetricsData | None = field(default=None, repr=False)
+
+    def table(self) -> pd.DataFrame:
+        """One row per metric: value [CI], baseline [CI], which way is better, features, n."""
+        rows = []
+        for m in self.metrics.values():
+            rows.append(
+                {
+                    "metric": m.name,
+                    "synthetic vs real": _with_ci(m.value, m.ci),
+                    "real vs real": _with_ci(m.baseline, m.baseline_ci),
+                    "better": m.better,
+                    "features": m.extractor,
+                    "n real/synth": f"{m.n_real}/{m.n_synthetic}",
+                }
+            )
+        return pd.DataFrame(rows).set_index("metric")
+
+    def __str__(self) -> str:
+        with pd.option_context(
+            "display.width", 200, "display.max_colwidth", 60, "display.max_columns", None
+        ):
+            body = self.table().to_string()
+        where = f"\nwritten to {self.path}" if self.path else ""
+        return (
+            f"metrics: synthetic vs real test, baseline real train vs real test, on "
+            f"equal-size subsets of {self.n_subset} (of {self.n_synthetic} synthetic, "
+            f"{self.n_real} test, {self.n_train} train; the memorisation audit uses all); "
+            f"features: {self.extractor}; 95% CIs from {self.n_bootstrap} bootstrap "
+            f"resamples\n"
+            f"{body}\n{int(self.audit.flagged.sum())} synthetic sample(s) flagged as "
+            f"possible copies of training samples{where}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        closest = self.audit.closest(10)
+        index = self.data.train_index if self.data is not None else None
+        if isinstance(index, pd.DataFrame) and len(index) == self.n_train:
+            for col in ("subject", "site", "slice"):
+                if col in index:
+                    closest[f"train_{col}"] = index[col].to_numpy()[closest["train"].to_numpy()]
+        d: dict[str, Any] = {
+            "format": "neurodiff-metrics/1",
+            "params_hash": self.params_hash,
+            "extractor": self.extractor,
+            "n_subset": self.n_subset,
+            "n_real": self.n_real,
+            "n_synthetic": self.n_synthetic,
+            "n_train": self.n_train,
+            "baseline": "real test subset vs an equal-size subset of the training split",
+            "bootstrap": {
+                "n": self.n_bootstrap,
+                "level": 0.95,
+                "interval": "bootstrap spread around its median, on the estimate",
+            },
+            "ms_ssim": {
+                "kernel_size": self.ms_ssim_kernel,
+                "scales": len(self.ms_ssim_weights),
+                "weights": list(self.ms_ssim_weights),
+            },
+            "metrics": {k: m.to_dict(self.params_hash) for k, m in self.metrics.items()},
+            "memorisation": {
+                "quantile": self.audit.quantile,
+                "threshold": self.audit.threshold,
+                "n_flagged": int(self.audit.flagged.sum()),
+                "flagged": [int(i) for i in np.flatnonzero(self.audit.flagged)],
+                "closest": closest.astype({"flagged": bool}).to_dict(orient="records"),
+            },
+        }
+        if self.per_site is not None:
+            d["per_site"] = self.per_site.reset_index().to_dict(orient="records")
+        if self.config is not None:
+            d["config"] = self.config
+        return d
+
+
+def _with_ci(value: float, ci: tuple[float, float]) -> str:
+    return f"{_fmt(value)} [{_fmt(ci[0])}, {_fmt(ci[1])}]"
+
+
+def _fmt(v: float) -> str:
+    if v is None or not np.isfinite(v):
+        return "nan"
+    return f"{v:.3g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
+
+
+def comparison_table(result: MetricsResult) -> pd.DataFrame:
+    """Our values next to the real-vs-real baseline and the paper's reported values."""
+    rows = []
+    for m in result.metrics.values():
+        rows.append(
+            {
+                "metric": m.label,
+                "this run (synthetic vs real)": _with_ci(m.value, m.ci),
+                "real vs real": _with_ci(m.baseline, m.baseline_ci),
+                "paper": PAPER_RESULTS.get(m.name, "not reported"),
+                "better": m.better,
+            }
+        )
+    return pd.DataFrame(rows).set_index("metric")
+
+
+_CLOSE_READINGS = {
+    "ms_ssim_diversity": (
+        "less diverse than real data (mode collapse?)",
+        "more varied than real data (noise or artefacts?)",
+    ),
+    "nn_distance": (
+        "farther from the training data than unseen real data (off the manifold)",
+        "closer to the training data than unseen real data (memorisation?)",
+    ),
+    "nn_ssim": (
+        "more alike to training samples than unseen real data (copying?)",
+        "less alike to training samples than unseen real data",
+    ),
+}
+
+
+def interpret(result: MetricsResult) -> pd.DataFrame:
+    """A plain reading of each metric: does its CI overlap the real-vs-real CI, and which way?
+
+    Overlapping CIs read "within real-vs-real variability" -- not "equal": with few samples the
+    CIs are wide and a real difference can hide inside them.
+    """
+    rows = []
+    for m in result.metrics.values():
+        better = METRICS[m.name][1]
+        above = m.ci[0] > m.baseline_ci[1]
+        below = m.ci[1] < m.baseline_ci[0]
+        if not (above or below):
+            reading = "within real-vs-real variability (CIs overlap)"
+        elif m.name in _CLOSE_READINGS:
+            reading = _CLOSE_READINGS[m.name][0 if above else 1]
+        elif better.startswith("higher"):
+            reading = (
+                "worse than real vs real"
+                if below
+                else "better than real vs real (check the memorisation audit)"
+            )
+        elif m.name == "memorised_fraction":
+            reading = (
+                "more near-copies of training samples than chance"
+                if above
+                else "fewer near-copies than chance"
+            )
+        else:
+            reading = (
+                "worse than real vs real"
+                if above
+                else "better than real vs real (check the memorisation audit)"
+            )
+        rows.append(
+            {
+                "metric": m.name,
+                "synthetic vs real": _fmt(m.value),
+                "real vs real": _fmt(m.baseline),
+                "reading": reading,
+            }
+        )
+    return pd.DataFrame(rows).set_index("metric")
+
+
+def jsonable(obj: Any) -> Any:
+    """``obj`` with numpy scalars made Python numbers and NaN/inf made None (valid JSON)."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+#: The report's quality target: synthetic-vs-real at most this many times the real-vs-real value.
+QUALITY_TARGET_RATIO = 2.0
+
+
+def results_markdown(metrics_json: Mapping[str, Any]) -> str:
+    """A Markdown summary of ``metrics.json`` for the book's Discussion.
+
+    One row per metric with the synthetic-vs-real value, the real-vs-real baseline, their ratio
+    and the paper's figure, then whether the report's quality target (RBF-MMD and FID at most
+    :data:`QUALITY_TARGET_RATIO` times their baselines) was reached in this run.
+    """
+    metrics = metrics_json["metrics"]
+    lines = [
+        f"Features: `{metrics_json['extractor']}`; {metrics_json['n_synthetic']} synthetic, "
+        f"{metrics_json['n_real']} real test and {metrics_json['n_train']} real training "
+        f"images; 95 % intervals from {metrics_json['bootstrap']['n']} bootstrap resamples.",
+        "",
+        "| metric | synthetic vs real | real vs real | ratio | better | paper |",
+        "|---|---|---|---:|---|---|",
+    ]
+    for key, m in metrics.items():
+        base = m["baseline"]
+        ratio = m["value"] / base if base and np.isfinite(base) and abs(base) > 1e-12 else None
+        ratio_s = f"{ratio:.2f}" if ratio is not None else "–"
+        paper = PAPER_RESULTS.get(key, "–")
+        lines.append(
+            f"| {m['label']} | {_with_ci(m['value'], tuple(m['ci']))} | "
+            f"{_with_ci(base, tuple(m['baseline_ci']))} | {ratio_s} | {m['better']} | {paper} |"
+        )
+    verdicts = []
+    for key in ("mmd_rbf", "fid"):
+        if key not in metrics:
+            continue
+        m = metrics[key]
+        limit = QUALITY_TARGET_RATIO * max(m["baseline"], 0.0)
+        ok = m["value"] <= limit
+        verdicts.append(
+            f"- **{m['label']}**: {_fmt(m['value'])} against a real-vs-real baseline of "
+            f"{_fmt(m['baseline'])} — the target (at most {QUALITY_TARGET_RATIO:g}× the baseline, "
+            f"{_fmt(limit)}) is **{'reached' if ok else 'not reached'}**."
+        )
+    memo = metrics_json.get("memorisation", {})
+    if memo:
+        verdicts.append(
+            f"- **Memorisation audit**: {memo['n_flagged']} of {metrics_json['n_synthetic']} "
+            "synthetic samples are closer to a training image than 99 % of real test images are."
+        )
+    return "\n".join(lines + ["", *verdicts, ""])

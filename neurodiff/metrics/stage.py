@@ -1,0 +1,459 @@
+"""Stage 5 itself: every metric with its real-vs-real baseline and CI, from arrays
+(:func:`evaluate`) or from a run's outputs (:func:`run`, which writes ``metrics.json``)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..artifacts import load_split, load_synthetic, metrics_dir
+from ..config import MetricsConfig
+from ..device import resolve_device
+from ..errors import MetricError
+from ..features import FeatureExtractor, get_extractor
+from ..intensity import to_unit_range
+from ..io import atomic_write_json
+from .bootstrap import percentile_ci, resampled_means, subset
+from .checks import check_images, check_pair, sq_dists
+from .frechet import fid, fid_replicates
+from .manifold import prdc_metrics, prdc_per_sample
+from .memorisation import MemorisationAudit, audit_fraction_replicates, memorisation_audit
+from .mmd import mmd2_replicates, mmd_linear, mmd_rbf, per_site_mmd
+from .results import METRICS, MetricsData, MetricsResult, MetricValue, jsonable
+from .similarity import diversity, ms_ssim_settings
+
+__all__ = ["evaluate", "load_inputs", "run"]
+
+log = logging.getLogger(__name__)
+
+_PIXELS = "pixels"
+
+
+def _entry(
+    name: str,
+    value: float,
+    reps: np.ndarray,
+    baseline: float,
+    base_reps: np.ndarray,
+    extractor: str,
+    n_real: int,
+    n_syn: int,
+    **extra: Any,
+) -> MetricValue:
+    bounds = METRICS[name][2:]
+    return MetricValue(
+        name,
+        float(value),
+        percentile_ci(value, reps, bounds),
+        float(baseline),
+        percentile_ci(baseline, base_reps, bounds),
+        extractor,
+        n_real,
+        n_syn,
+        {k: v for k, v in extra.items() if v is not None},
+    )
+
+
+def _gram(x: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
+    """``x x^T`` of flattened samples in float64, accumulated over voxel chunks (3D-safe)."""
+    flat = x.reshape(len(x), -1)
+    g = np.zeros((len(x), len(x)))
+    for s in range(0, flat.shape[1], chunk):
+        c = flat[:, s : s + chunk].astype(np.float64)
+        g += c @ c.T
+    return g
+
+
+def evaluate(
+    real: np.ndarray,
+    synthetic: np.ndarray,
+    train: np.ndarray,
+    *,
+    extractor: Any = "random",
+    n_bootstrap: int = 200,
+    n_permutations: int = 200,
+    msssim_pairs: int = 100,
+    nn_k: int = 5,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    real_sites: Any = None,
+    train_sites: Any = None,
+) -> MetricsResult:
+    """All metrics, baselines and CIs from arrays.
+
+    Parameters
+    ----------
+    real : np.ndarray
+        Held-out real images (the test split), ``(N, 1, *spatial)`` in [0, 1].
+    synthetic : np.ndarray
+        Generated images, same per-sample shape, in [0, 1].
+    train : np.ndarray
+        The model's training images, same shape, in [0, 1]: the real-vs-real baseline and the
+        reference of the memorisation audit.
+    extractor : str or FeatureExtractor
+        ``random`` | ``random3d`` | ``inception`` | ``medicalnet:<path>`` (see
+        :mod:`neurodiff.features`).
+    real_sites, train_sites : array-like, optional
+        Site of each real / training sample, for the per-site view.
+
+    Notes
+    -----
+    Set-level metrics compare equal-size sets: ``n = min(N_test, N_synthetic, N_train)`` samples
+    are drawn (seeded) from each, so that the synthetic comparison (test vs synthetic) and the
+    baseline (test vs train) share their reference and their sizes. The memorisation audit uses
+    every sample. Features are extracted once per set.
+    """
+    real, synthetic, train = _check_inputs(real, synthetic, train, nn_k)
+    kernel, weights = ms_ssim_settings(real.shape[2:])  # fails early for tiny images
+    extractor = _extractor(extractor, seed, device, real.ndim - 2)
+    ext_name = extractor.name_for(real.ndim - 2)
+    log.info(
+        "metrics on %s: %d real, %d synthetic, %d train; features %s; %d bootstrap",
+        device,
+        len(real),
+        len(synthetic),
+        len(train),
+        ext_name,
+        n_bootstrap,
+    )
+
+    feats = {"real": extractor(real), "synthetic": extractor(synthetic), "train": extractor(train)}
+    rng = np.random.default_rng(seed)
+    n = min(len(real), len(synthetic), len(train))
+    sub = {
+        k: subset(len(x), n, rng)
+        for k, x in (("real", real), ("synthetic", synthetic), ("train", train))
+    }
+    images = (real[sub["real"]], synthetic[sub["synthetic"]], train[sub["train"]])
+    features = tuple(feats[k][sub[k]] for k in ("real", "synthetic", "train"))
+    metrics = _set_metrics(
+        images,
+        features,
+        ext_name,
+        n_bootstrap,
+        n_permutations,
+        msssim_pairs,
+        nn_k,
+        seed,
+        device,
+        rng,
+    )
+    audit = memorisation_audit(
+        train, real, synthetic, feats["train"], feats["real"], feats["synthetic"], device=device
+    )
+    metrics.update(_audit_metrics(audit, ext_name, n_bootstrap, rng))
+
+    data = MetricsData(
+        real,
+        synthetic,
+        train,
+        feats,
+        sub,
+        None if real_sites is None else np.asarray(real_sites),
+        None if train_sites is None else np.asarray(train_sites),
+    )
+    per_site = _per_site(data, seed)
+    return MetricsResult(
+        metrics,
+        ext_name,
+        n,
+        len(real),
+        len(synthetic),
+        len(train),
+        n_bootstrap,
+        kernel,
+        weights,
+        audit,
+        per_site=per_site,
+        data=data,
+    )
+
+
+def _check_inputs(real, synthetic, train, nn_k: int) -> tuple[np.ndarray, ...]:
+    """The three image sets checked (shape, range, size) and made float32 arrays."""
+    names = ("real (test)", "synthetic", "train")
+    n_min = max(2, nn_k + 1)
+    why = (
+        f"precision/recall/density/coverage with nn_k={nn_k} need nn_k + 1 = {nn_k + 1}; "
+        "MMD, FID and MS-SSIM need 2"
+    )
+    real, synthetic, train = (
+        check_images(x, nm, min_samples=n_min, why=why)
+        for x, nm in zip((real, synthetic, train), names)
+    )
+    check_pair(real, synthetic, names[:2])
+    check_pair(real, train, (names[0], names[2]))
+    return real, synthetic, train
+
+
+def _extractor(extractor: Any, seed: int, device, image_dims: int) -> FeatureExtractor:
+    """A :class:`FeatureExtractor` from a name or an extractor, checked against the images."""
+    if isinstance(extractor, str):
+        extractor = get_extractor(extractor, seed=seed, device=device)
+    elif not isinstance(extractor, FeatureExtractor):
+        raise MetricError(
+            f"argument 'extractor' must be a name or a FeatureExtractor; "
+            f"got {type(extractor).__name__}"
+        )
+    extractor.check(image_dims)
+    return extractor
+
+
+def _per_site(data: MetricsData, seed: int) -> pd.DataFrame | None:
+    """Per-site MMD of the synthetic set (None without site labels)."""
+    if data.real_sites is None or data.train_sites is None:
+        return None
+    feats = data.features
+    return per_site_mmd(
+        np.concatenate([feats["real"], feats["train"]]),
+        np.concatenate([data.real_sites, data.train_sites]),
+        feats["synthetic"],
+        seed=seed,
+    )
+
+
+def _set_metrics(
+    images, features, ext_name, b, n_permutations, msssim_pairs, nn_k, seed, device, rng
+) -> dict[str, MetricValue]:
+    """MMD (images, features), FID, MS-SSIM diversity and PRDC on the equal-size subsets
+    ``(real, synthetic, train)``: value = real vs synthetic, baseline = real vs train.
+
+    The order of the draws from ``rng`` is part of the result (same seed, same numbers): the four
+    bootstrap index arrays first, then the diversity and PRDC resamples.
+    """
+    n = len(images[0])
+    # Bootstrap indices into the pooled order [real_n; synthetic_n; train_n].
+    ia = rng.integers(0, n, (b, n))
+    ib = rng.integers(0, n, (b, n)) + n  # synthetic
+    ja = rng.integers(0, n, (b, n))
+    jb = rng.integers(0, n, (b, n)) + 2 * n  # train
+    boot = (ia, ib, ja, jb)
+    metrics: dict[str, MetricValue] = {}
+    metrics.update(_mmd_entries(images, features, ext_name, boot, n_permutations, seed))
+    metrics["fid"] = _fid_entry(features, ext_name, boot)
+    metrics["ms_ssim_diversity"] = _diversity_entry(images, msssim_pairs, b, seed, device, rng)
+    metrics.update(_prdc_entries(features, ext_name, nn_k, b, rng))
+    return metrics
+
+
+def _mmd_entries(images, features, ext_name, boot, n_permutations, seed) -> dict[str, MetricValue]:
+    """Linear MMD on images (MONAI) and RBF MMD^2 on features, replicates from pooled kernels."""
+    r_img, s_img, t_img = images
+    r_f, s_f, t_f = features
+    ia, ib, ja, jb = boot
+    n = len(r_img)
+    g_img = _gram(np.concatenate([r_img, s_img, t_img]))
+    linear = _entry(
+        "mmd_linear",
+        mmd_linear(r_img, s_img),
+        mmd2_replicates(g_img, ia, ib),
+        mmd_linear(r_img, t_img),
+        mmd2_replicates(g_img, ja, jb),
+        _PIXELS,
+        n,
+        n,
+    )
+    # RBF kernel, bandwidth by the median heuristic of each pooled pair
+    d2 = sq_dists(np.concatenate([r_f, s_f, t_f]))
+    test_s = mmd_rbf(r_f, s_f, n_permutations=n_permutations, seed=seed)
+    test_b = mmd_rbf(r_f, t_f, n_permutations=n_permutations, seed=seed + 1)
+    rbf = _entry(
+        "mmd_rbf",
+        test_s.value,
+        mmd2_replicates(np.exp(-d2 / (2 * test_s.bandwidth**2)), ia, ib),
+        test_b.value,
+        mmd2_replicates(np.exp(-d2 / (2 * test_b.bandwidth**2)), ja, jb),
+        ext_name,
+        n,
+        n,
+        p_value=test_s.p_value,
+        baseline_p_value=test_b.p_value,
+        bandwidth=test_s.bandwidth,
+        n_permutations=n_permutations,
+    )
+    return {"mmd_linear": linear, "mmd_rbf": rbf}
+
+
+def _fid_entry(features, ext_name, boot) -> MetricValue:
+    """FID (MONAI), replicates from the pooled feature Gram matrix."""
+    r_f, s_f, t_f = features
+    ia, ib, ja, jb = boot
+    pooled = np.concatenate([r_f, s_f, t_f])
+    g_f = pooled @ pooled.T
+    n = len(r_f)
+    return _entry(
+        "fid",
+        fid(r_f, s_f),
+        fid_replicates(g_f, ia, ib),
+        fid(r_f, t_f),
+        fid_replicates(g_f, ja, jb),
+        ext_name,
+        n,
+        n,
+    )
+
+
+def _diversity_entry(images, msssim_pairs, b, seed, device, rng) -> MetricValue:
+    """MS-SSIM diversity within the synthetic and within the train subset; replicates resample
+    the pairs."""
+    _r_img, s_img, t_img = images
+    kernel, weights = ms_ssim_settings(s_img.shape[2:])
+    div_s = diversity(s_img, msssim_pairs, seed=seed, device=device)
+    div_t = diversity(t_img, msssim_pairs, seed=seed + 1, device=device)
+    n = len(s_img)
+    return _entry(
+        "ms_ssim_diversity",
+        div_s.mean(),
+        resampled_means(div_s, b, rng),
+        div_t.mean(),
+        resampled_means(div_t, b, rng),
+        _PIXELS,
+        n,
+        n,
+        n_pairs=len(div_s),
+        kernel_size=kernel,
+        scales=len(weights),
+    )
+
+
+def _prdc_entries(features, ext_name, nn_k, b, rng) -> dict[str, MetricValue]:
+    """Precision / recall / density / coverage (prdc); replicates resample per-sample terms."""
+    r_f, s_f, t_f = features
+    n = len(r_f)
+    p_s, p_t = prdc_metrics(r_f, s_f, nn_k), prdc_metrics(r_f, t_f, nn_k)
+    per_s, per_t = prdc_per_sample(r_f, s_f, nn_k), prdc_per_sample(r_f, t_f, nn_k)
+    out = {}
+    for key in ("precision", "recall", "density", "coverage"):
+        out[key] = _entry(
+            key,
+            p_s[key],
+            resampled_means(per_s[key], b, rng),
+            p_t[key],
+            resampled_means(per_t[key], b, rng),
+            ext_name,
+            n,
+            n,
+            nn_k=nn_k,
+        )
+    return out
+
+
+def _audit_metrics(
+    audit: MemorisationAudit, ext_name: str, b: int, rng: np.random.Generator
+) -> dict[str, MetricValue]:
+    """The memorisation audit's three metrics, on every synthetic and test sample."""
+    n_s, n_t = len(audit.syn_distance), len(audit.test_distance)
+    i_syn = rng.integers(0, n_s, (b, n_s))
+    i_test = rng.integers(0, n_t, (b, n_t))
+    loo = audit.loo_test_flags().astype(float)
+    metrics: dict[str, MetricValue] = {}
+    metrics["memorised_fraction"] = _entry(
+        "memorised_fraction",
+        audit.fraction,
+        audit_fraction_replicates(audit, i_syn, i_test),
+        loo.mean(),
+        loo[i_test].mean(1),
+        ext_name,
+        n_t,
+        n_s,
+        threshold=audit.threshold,
+        n_flagged=int(audit.flagged.sum()),
+    )
+    metrics["nn_distance"] = _entry(
+        "nn_distance",
+        np.median(audit.syn_distance),
+        np.median(audit.syn_distance[i_syn], axis=1),
+        np.median(audit.test_distance),
+        np.median(audit.test_distance[i_test], axis=1),
+        ext_name,
+        n_t,
+        n_s,
+    )
+    metrics["nn_ssim"] = _entry(
+        "nn_ssim",
+        audit.syn_ssim.mean(),
+        audit.syn_ssim[i_syn].mean(1),
+        audit.test_ssim.mean(),
+        audit.test_ssim[i_test].mean(1),
+        f"{_PIXELS} (nearest by {ext_name})",
+        n_t,
+        n_s,
+    )
+    return metrics
+
+
+def load_inputs(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The stage's inputs in [0, 1]: test and train splits (with their index tables) and the
+    synthetic set.
+
+    The preprocessed splits are stored in [-1, 1] and mapped here with ``(x + 1) / 2``; the
+    synthetic set is already in [0, 1].
+    """
+    out: dict[str, Any] = {}
+    for split in ("test", "train"):
+        images, index = load_split(params, split)
+        images = np.asarray(images, dtype=np.float32)
+        if images.size and (images.min() < -1 - 1e-3 or images.max() > 1 + 1e-3):
+            raise MetricError(
+                f"preprocessed {split} split must lie in [-1, 1]; found "
+                f"[{images.min():.3g}, {images.max():.3g}]"
+            )
+        out[split] = to_unit_range(images)
+        out[f"{split}_index"] = index
+    out["synthetic"] = np.asarray(load_synthetic(params), dtype=np.float32)
+    return out
+
+
+def run(params: Any) -> MetricsResult:
+    """Stage 5: compute every metric and write ``<stage_dir("metrics")>/metrics.json``.
+
+    Real = the held-out **test** split vs the synthetic set. Baseline = the same test samples vs
+    an equal-size subset of the **training** split. Why this baseline: train and test hold
+    different subjects from the same sites and pipeline, so their distance is what two
+    independent real samples of this size show -- the value a perfect generator would reach. Using
+    the test set as the reference in both comparisons makes them differ only in the second set.
+    Training samples are also what a memorising model would reproduce, which the audit checks.
+
+    The JSON holds, per metric, the value, CI, baseline and its CI, extractor, n_real,
+    n_synthetic and the parameters hash; it is written atomically.
+    """
+    cfg = params.stage(MetricsConfig)
+    device = resolve_device(cfg.device)
+    extractor = get_extractor(cfg.extractor, seed=cfg.seed, device=device)  # fail early
+    inputs = load_inputs(params)
+    sites = {}
+    for split in ("test", "train"):
+        index = inputs[f"{split}_index"]
+        sites[split] = (
+            index["site"].to_numpy()
+            if isinstance(index, pd.DataFrame)
+            and "site" in index
+            and len(index) == len(inputs[split])
+            else None
+        )
+    result = evaluate(
+        inputs["test"],
+        inputs["synthetic"],
+        inputs["train"],
+        extractor=extractor,
+        n_bootstrap=cfg.n_bootstrap,
+        n_permutations=cfg.n_permutations,
+        msssim_pairs=cfg.msssim_pairs,
+        nn_k=cfg.nn_k,
+        seed=cfg.seed,
+        device=device,
+        real_sites=sites["test"],
+        train_sites=sites["train"],
+    )
+    result.params_hash = params.hash()
+    result.data.train_index = inputs["train_index"]
+    result.config = {**cfg.to_dict(), "config_hash": cfg.hash()}
+    path = metrics_dir(params) / "metrics.json"
+    atomic_write_json(path, jsonable(result.to_dict()))
+    result.path = path
+    return result

@@ -1,0 +1,140 @@
+"""Tables about a preprocessed build (notebook 02), read from its outputs through
+:mod:`neurodiff.artifacts`, and the examples the figures of :mod:`neurodiff.viz.preprocess` draw."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..artifacts import (
+    load_manifest,
+    load_preprocessed_cohort,
+    load_preprocessed_volume,
+    load_split_table,
+)
+from ..cohort import check_scan
+from ..config import Params
+from .pipeline import STEPS
+
+__all__ = [
+    "before_after_examples",
+    "example_subjects",
+    "split_summary",
+    "summary_table",
+    "timing_table",
+]
+
+
+def example_subjects(params_or_dir: Params | str | Path) -> list[str]:
+    """The first subject (by name) of each site: the examples the figures show."""
+    cohort = load_preprocessed_cohort(params_or_dir).sort_values("subject")
+    return cohort.groupby("site", sort=True)["subject"].first().tolist()
+
+
+def split_summary(params_or_dir: Params | str | Path) -> pd.DataFrame:
+    """Subjects per site and split (``train``, ``test``, ``excluded``), with totals."""
+    split = load_split_table(params_or_dir)
+    table = pd.crosstab(split["site"], split["split"], margins=True, margins_name="total")
+    cols = [c for c in ("train", "test", "excluded") if c in table.columns] + ["total"]
+    table = table[cols]
+    table.index.name = "site"
+    table.columns.name = None
+    return table
+
+
+def summary_table(params_or_dir: Params | str | Path) -> pd.DataFrame:
+    """The key facts of a build, from its manifest: grid, sizes, counts, cache key, time."""
+    m = load_manifest(params_or_dir)
+    t, ds, n, p = m["target"], m["downsampling"], m["n"], m["params"]
+    dims = "2D axial slices" if p["spatial_dims"] == 2 else "3D volumes"
+    rows = [
+        ("space", t["space"]),
+        ("registration", p["register"]),
+        ("brain mask", "yes" if p["mask_brain"] else "no (whole head)"),
+        (
+            "normalisation",
+            p["normalise"]
+            + (
+                f" {p['clip_percentiles'][0]:g}-{p['clip_percentiles'][1]:g} %"
+                if p["normalise"] == "percentile"
+                else ""
+            ),
+        ),
+        (
+            "field of view",
+            f"{t['fov_mm']:g} mm cube = {t['fov_voxels']}^3 voxels of {t['spacing_mm']:g} mm",
+        ),
+        (
+            "resized to",
+            f"{ds['image_size']}^3 (x{1 / ds['resize_factor']:.3g}), voxels of "
+            f"{t['volume_spacing_mm']:.3g} mm",
+        ),
+        ("model input", f"{dims}, {m['shapes']['train'][1:]} float32 in [-1, 1]"),
+        (
+            "UNet downsampling factor",
+            f"{ds['unet_downsample_factor']} (image_size divisible: {ds['divisible']})",
+        ),
+        (
+            "subjects",
+            f"{n['subjects']}: {n['train_subjects']} train, {n['test_subjects']} test, "
+            f"{n['excluded']} excluded by QC",
+        ),
+        ("images", f"{n['train_images']} train, {n['test_images']} test"),
+        ("source files (checksummed)", str(len(m["sources"]))),
+        ("parameters hash", m["params_hash"]),
+        (
+            "built",
+            f"{m['created']} in {m['timing']['wall_seconds']:.1f} s with "
+            f"{m['timing']['workers']} process(es)",
+        ),
+    ]
+    return pd.DataFrame(rows, columns=["", "value"]).set_index("")
+
+
+def timing_table(params_or_dir: Params | str | Path) -> pd.DataFrame:
+    """Seconds per subject and share of the total for each step."""
+    per = load_manifest(params_or_dir)["timing"]["seconds_per_subject"]
+    table = pd.DataFrame(
+        {"seconds per subject": [per[s] for s in STEPS if s in per]},
+        index=pd.Index([s for s in STEPS if s in per], name="step"),
+    )
+    table["share"] = table["seconds per subject"] / table["seconds per subject"].sum()
+    return table.round({"seconds per subject": 3, "share": 3})
+
+
+def before_after_examples(
+    params_or_dir: Params | str | Path, subjects: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
+    """One scan per site (default: :func:`example_subjects`) as stored and as preprocessed.
+
+    Returns one record per subject: ``subject``, ``site``; the stored array ``stored`` with its
+    axis codes ``stored_codes`` (e.g. ``"LPS"``), voxel size ``stored_zooms`` and
+    ``stored_dtype``; the preprocessed ``volume`` (RAS, [0, 1]) with ``volume_zooms``. For
+    :func:`neurodiff.viz.preprocess.plot_before_after`.
+    """
+    import nibabel as nib
+
+    cohort = load_preprocessed_cohort(params_or_dir).set_index("subject")
+    subjects = list(subjects) if subjects is not None else example_subjects(params_or_dir)
+    out = []
+    for subject in subjects:
+        rec = cohort.loc[subject]
+        raw = check_scan(rec["path"])
+        done = load_preprocessed_volume(params_or_dir, subject)
+        out.append(
+            {
+                "subject": subject,
+                "site": rec["site"],
+                "stored": np.asarray(raw.dataobj, dtype=np.float32),
+                "stored_codes": "".join(nib.aff2axcodes(raw.affine)),
+                "stored_zooms": [float(z) for z in raw.header.get_zooms()[:3]],
+                "stored_dtype": str(raw.get_data_dtype()),
+                "volume": np.asarray(done.dataobj, dtype=np.float32),
+                "volume_zooms": [float(z) for z in done.header.get_zooms()[:3]],
+            }
+        )
+    return out

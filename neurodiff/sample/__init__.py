@@ -1,0 +1,42 @@
+"""Stage 4: a synthetic cohort from the trained model's EMA weights, written as NIfTI.
+
+The samplers themselves (DDPM, DDIM, PNDM; MONAI schedulers, one seeded loop) are in
+:mod:`neurodiff.sampling`. This package runs them for the stage (:mod:`.stage`: :func:`run`,
+:func:`write_synthetic`) and compares them (:mod:`.table`: :func:`sampler_table`,
+:func:`compare_samplers`, :func:`reverse_processes`).
+
+``neurodiff sample --profile P [-p sampler=ddim -p steps=50 -p n_samples=64]`` calls :func:`run`,
+which writes ``<derived_dir>/<profile>/synthetic/`` (see CONTRIBUTING.md), readable by
+:func:`neurodiff.artifacts.load_synthetic` and by :func:`neurodiff.cohort.load_cohort` like any
+real cohort.
+"""
+
+from ..artifacts import load_synthetic, provenance
+from ..sampling import SAMPLERS, ReverseProcess, generate, reverse_process
+from .stage import SampleResult, run, write_synthetic
+from .table import (
+    TABLE_DDIM_STEPS,
+    TABLE_PNDM_STEPS,
+    compare_samplers,
+    default_table_rows,
+    reverse_processes,
+    sampler_table,
+)
+
+__all__ = [
+    "SAMPLERS",
+    "TABLE_DDIM_STEPS",
+    "TABLE_PNDM_STEPS",
+    "ReverseProcess",
+    "SampleResult",
+    "compare_samplers",
+    "default_table_rows",
+    "generate",
+    "load_synthetic",
+    "provenance",
+    "reverse_process",
+    "reverse_processes",
+    "run",
+    "sampler_table",
+    "write_synthetic",
+]

@@ -1,0 +1,429 @@
+"""The sampling engine: MONAI schedulers turned into samplers, one seeded loop, one dispatch.
+
+Every sampler name is checked and dispatched here (:func:`check_sampler_args`,
+:func:`make_scheduler`, :func:`generate`), for the synthetic cohort (stage 4), the training
+previews and the teaching figures alike.
+
+Samplers (all MONAI schedulers, with the noise schedule the model was trained with):
+
+``ddpm``
+    Ancestral sampling (Ho et al. 2020), one network evaluation per training timestep: ``T``
+    evaluations, a fresh Gaussian draw at every step. This is what the paper used (T = 250).
+``ddim``
+    Song et al. 2021: the same trained network, a deterministic (``eta = 0``) or partly stochastic
+    update that may skip timesteps, so ``steps`` evaluations with ``steps <= T``.
+``pndm``
+    Liu et al. 2022's pseudo linear multi-step update (PLMS, MONAI ``PNDMScheduler`` with
+    ``skip_prk_steps=True``): ``steps`` evaluations; ε-prediction models only.
+
+Everything is seeded by one :class:`torch.Generator` (the initial noise and every DDPM/DDIM noise
+draw), so the same seed, batch size and device give identical samples. On CUDA the network runs
+under bf16 autocast (``precision=auto``); the sample itself is kept in fp32.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from .config import ModelConfig
+from .device import autocast, resolve_device, resolve_precision
+from .errors import ConfigError
+from .model import build_scheduler, schedule_args
+
+__all__ = [
+    "SAMPLERS",
+    "ReverseProcess",
+    "StepCallback",
+    "check_sampler_args",
+    "generate",
+    "make_scheduler",
+    "preview_samples",
+    "reverse_process",
+]
+
+log = logging.getLogger(__name__)
+
+SAMPLERS = ("ddpm", "ddim", "pndm")
+
+
+#: ``callback(step_index, t, x_t, x0_pred)`` of :func:`generate`: ``x_t`` is the batch entering
+#: timestep ``t`` (before the update), ``x0_pred`` the scheduler's prediction of the clean image
+#: from it (``None`` for PNDM).
+StepCallback = Callable[[int, int, torch.Tensor, "torch.Tensor | None"], None]
+
+
+def _ddim_class():
+    from monai.networks.schedulers import DDIMScheduler
+
+    class ScheduleConsistentDDIM(DDIMScheduler):
+        """MONAI's DDIM, with the previous timestep read from the inference schedule.
+
+        MONAI 1.6 ``DDIMScheduler.set_timesteps`` spaces the timesteps with
+        ``linspace(T - 1, 0, steps)``, but ``step`` assumes the uniform stride ``T // steps``.
+        When ``steps`` does not divide ``T`` (100 of 250, 20 of 50, ...) every update then lands on
+        a noise level other than the one the network is evaluated at next; with an exact
+        denoiser of Gaussian data, DDIM-100 at T = 250 gives samples 25 % too wide. The same bug
+        is reported for diffusers (huggingface/diffusers#12633, #11347). Only the lookup of the
+        previous timestep differs from ``DDIMScheduler.step``; the update is the same
+        (Song et al. 2021, eqs. 12 and 16).
+        """
+
+        def previous_timestep(self, timestep: int) -> int:
+            ts = self.timesteps.tolist()
+            i = ts.index(int(timestep))
+            return ts[i + 1] if i + 1 < len(ts) else -1
+
+        def step(self, model_output, timestep, sample, eta=0.0, generator=None):
+            prev_timestep = self.previous_timestep(timestep)
+            alpha_prod_t = self.alphas_cumprod[timestep]
+            alpha_prod_t_prev = (
+                self.alphas_cumprod[prev_timestep]
+                if prev_timestep >= 0
+                else self.final_alpha_cumprod
+            )
+            beta_prod_t = 1 - alpha_prod_t
+            # predicted x_0 and ε from the network output (eq. 12 "predicted x_0")
+            if self.prediction_type == "epsilon":
+                pred_original_sample = (
+                    sample - beta_prod_t**0.5 * model_output
+                ) / alpha_prod_t**0.5
+                pred_epsilon = model_output
+            elif self.prediction_type == "sample":
+                pred_original_sample = model_output
+                pred_epsilon = (sample - alpha_prod_t**0.5 * model_output) / beta_prod_t**0.5
+            else:  # v_prediction
+                pred_original_sample = alpha_prod_t**0.5 * sample - beta_prod_t**0.5 * model_output
+                pred_epsilon = alpha_prod_t**0.5 * model_output + beta_prod_t**0.5 * sample
+            if self.clip_sample:
+                pred_original_sample = torch.clamp(pred_original_sample, *self.clip_sample_values)
+            # σ_t(η) = η sqrt((1 − ᾱ_{t−1}) / (1 − ᾱ_t)) sqrt(1 − ᾱ_t / ᾱ_{t−1})   (eq. 16)
+            std_dev_t = eta * self._get_variance(timestep, prev_timestep) ** 0.5
+            # x_{t−1} = sqrt(ᾱ_{t−1}) x̂_0 + sqrt(1 − ᾱ_{t−1} − σ_t²) ε̂ + σ_t z   (eq. 12)
+            direction = (1 - alpha_prod_t_prev - std_dev_t**2) ** 0.5 * pred_epsilon
+            pred_prev_sample = alpha_prod_t_prev**0.5 * pred_original_sample + direction
+            if eta > 0:
+                noise = torch.randn(
+                    model_output.shape,
+                    dtype=model_output.dtype,
+                    generator=generator,
+                    device=model_output.device,
+                )
+                pred_prev_sample = pred_prev_sample + std_dev_t * noise
+            return pred_prev_sample, pred_original_sample
+
+    return ScheduleConsistentDDIM
+
+
+def check_sampler_args(
+    model_config: ModelConfig, sampler: str, steps: int | None, eta: float = 0.0
+) -> int:
+    """Validate a sampler request against the model; return the number of network evaluations.
+
+    Raises
+    ------
+    ConfigError
+        Unknown sampler; ``steps`` <= 0 or > T for ddim/pndm; ``eta`` outside [0, 1];
+        pndm with a non-epsilon ``prediction_type``.
+    """
+    T = model_config.timesteps
+    if sampler not in SAMPLERS:
+        raise ConfigError(
+            f"parameter 'sampler' must be one of {list(SAMPLERS)}; got {sampler!r}",
+            parameter="sampler",
+        )
+    if not 0.0 <= float(eta) <= 1.0:
+        raise ConfigError(f"parameter 'eta' must be in [0, 1]; got {eta!r}", parameter="eta")
+    if sampler == "ddpm":
+        return T
+    if steps is None or isinstance(steps, bool) or int(steps) != steps or steps <= 0:
+        raise ConfigError(
+            f"parameter 'steps' must be a positive integer for sampler {sampler!r}; got {steps!r}",
+            parameter="steps",
+        )
+    if steps > T:
+        raise ConfigError(
+            f"parameter 'steps' ({steps}) must be <= the model's timesteps T = {T} "
+            f"for sampler {sampler!r}: it can only skip timesteps, not add them",
+            parameter="steps",
+        )
+    if sampler == "pndm" and model_config.prediction_type != "epsilon":
+        raise ConfigError(
+            f"sampler 'pndm' needs an epsilon-prediction model; this model has "
+            f"prediction_type={model_config.prediction_type!r} (use sampler=ddim "
+            "or ddpm)",
+            parameter="sampler",
+        )
+    return int(steps)
+
+
+def make_scheduler(model_config: ModelConfig, sampler: str = "ddim", steps: int | None = 50):
+    """The MONAI scheduler for ``sampler`` with the training noise schedule, timesteps set.
+
+    DDPM and PNDM come from :func:`neurodiff.model.build_scheduler` (the schedule training used);
+    DDIM is MONAI's ``DDIMScheduler`` built with the same arguments, with the previous-timestep
+    fix described in :func:`_ddim_class`. ``ddpm`` always uses all ``T`` timesteps (MONAI's DDPM
+    step goes from ``t`` to ``t - 1``); ``steps`` is then ignored.
+    """
+    n_evals = check_sampler_args(model_config, sampler, steps)
+    if sampler == "ddim":
+        sched = _ddim_class()(
+            num_train_timesteps=model_config.timesteps,
+            schedule=model_config.schedule,
+            prediction_type=model_config.prediction_type,
+            clip_sample=True,
+            **schedule_args(model_config),
+        )
+    else:
+        sched = build_scheduler(model_config, sampler)
+    sched.set_timesteps(n_evals)
+    return sched
+
+
+def _step(
+    scheduler,
+    sampler: str,
+    output: torch.Tensor,
+    t: int,
+    x: torch.Tensor,
+    eta: float,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    if sampler == "ddpm":
+        return scheduler.step(output, t, x, generator=generator)
+    if sampler == "ddim":
+        return scheduler.step(output, t, x, eta=eta, generator=generator)
+    return scheduler.step(output, t, x)
+
+
+@torch.inference_mode()
+def generate(
+    model: torch.nn.Module,
+    model_config: ModelConfig,
+    n: int,
+    *,
+    sampler: str = "ddim",
+    steps: int | None = 50,
+    eta: float = 0.0,
+    batch_size: int = 32,
+    seed: int = 0,
+    generator: torch.Generator | None = None,
+    device: str | torch.device | None = None,
+    precision: str = "auto",
+    progress: bool = True,
+    callback: StepCallback | None = None,
+) -> torch.Tensor:
+    """Draw ``n`` samples from a diffusion model.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The denoising network (e.g. MONAI ``DiffusionModelUNet``, EMA weights), called as
+        ``model(x, timesteps=t)`` with ``x`` of shape ``(B, 1, *spatial)`` and ``t`` ``(B,)``.
+        It is moved to ``device`` and left in ``eval()`` mode.
+    model_config : ModelConfig
+        Gives the image shape and the training noise schedule.
+    n : int
+        Number of samples (> 0).
+    sampler : {'ddpm', 'ddim', 'pndm'}
+    steps : int, optional
+        Network evaluations for ddim/pndm, 1..T; ignored for ddpm (always T).
+    eta : float
+        DDIM noise scale in [0, 1] (0 = deterministic, 1 = DDPM-like posterior variance).
+    batch_size : int
+        Samples per forward pass.
+    seed : int
+        Seed of a fresh generator on ``device`` (ignored when ``generator`` is given).
+    generator : torch.Generator, optional
+        Source of all randomness: the initial noise and each DDPM/DDIM noise draw.
+    device : str or torch.device, optional
+        ``None`` = the model's device; a string goes through
+        :func:`neurodiff.device.resolve_device` (``auto``, ``cpu``, ``cuda`` ...).
+    precision : {'auto', 'fp32', 'bf16'}
+        Autocast of the network (``auto`` = bf16 on CUDA, fp32 elsewhere).
+    progress : bool
+        Show a tqdm bar counting network evaluations.
+    callback : callable, optional
+        ``callback(step_index, t, x_t, x0_pred)`` for every step of every batch (see
+        :data:`StepCallback`); used for the reverse-process figure.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(n, 1, *spatial)`` float32 on the CPU, clamped to the model's range [-1, 1].
+
+    Notes
+    -----
+    The loop is written here rather than calling ``monai.inferers.DiffusionInferer.sample``
+    because the inferer passes no generator to ``scheduler.step`` (DDPM noise would come from the
+    global RNG, not the seed), has no DDIM ``eta``, no autocast, and no per-step hook for the
+    intermediate images. The maths stays in the MONAI schedulers.
+    """
+    from tqdm.auto import tqdm
+
+    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+        raise ConfigError(
+            f"parameter 'n_samples' must be a positive integer; got {n!r}", parameter="n_samples"
+        )
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise ConfigError(
+            f"parameter 'sample_batch_size' must be a positive integer; got {batch_size!r}",
+            parameter="sample_batch_size",
+        )
+    scheduler = make_scheduler(model_config, sampler, steps)
+    if sampler == "ddpm" and steps not in (None, model_config.timesteps):
+        log.info("ddpm uses all T = %d timesteps (steps=%s ignored)", model_config.timesteps, steps)
+    if device is None:
+        device = next(model.parameters()).device
+    elif not isinstance(device, torch.device):
+        device = resolve_device(str(device))
+    dtype = resolve_precision(precision, device)
+    if generator is None:
+        generator = torch.Generator(device=device).manual_seed(int(seed))
+    model = model.to(device).eval()
+    shape = (1,) + (model_config.image_size,) * model_config.spatial_dims
+    timesteps = [int(t) for t in scheduler.timesteps]
+    n_batches = math.ceil(n / batch_size)
+    log.info(
+        "sampling %d x %s with %s (%d network evaluations each) on %s, batch size %d, %s",
+        n,
+        shape,
+        sampler,
+        len(timesteps),
+        device,
+        batch_size,
+        "bf16 autocast" if dtype is not None else "fp32",
+    )
+    out = torch.empty((n, *shape), dtype=torch.float32)
+    bar = tqdm(
+        total=n_batches * len(timesteps),
+        desc=f"{sampler}-{len(timesteps)}",
+        unit="eval",
+        disable=not progress,
+        leave=False,
+    )
+    try:
+        for start in range(0, n, batch_size):
+            m = min(batch_size, n - start)
+            if sampler == "pndm":
+                scheduler.set_timesteps(len(timesteps))  # PNDM keeps a history per chain: reset
+            x = torch.randn((m, *shape), generator=generator, device=device, dtype=torch.float32)
+            for i, t in enumerate(timesteps):
+                t_batch = torch.full((m,), t, device=device, dtype=torch.long)
+                with autocast(device, dtype):
+                    output = model(x, timesteps=t_batch)
+                x_next, x0 = _step(scheduler, sampler, output.float(), t, x, eta, generator)
+                if callback is not None:
+                    callback(i, t, x, x0)
+                x = x_next
+                bar.update(1)
+            out[start : start + m] = x.clamp(-1.0, 1.0).float().cpu()
+    finally:
+        bar.close()
+    return out
+
+
+@dataclass
+class ReverseProcess:
+    """Snapshots of one sample along the reverse process (for teaching figures).
+
+    ``timesteps[k]`` is the timestep of snapshot ``k``; ``x_t`` ``(K, 1, *spatial)`` the noisy
+    image entering it and ``x0_pred`` the model's estimate of the clean image from it (both in
+    [-1, 1] up to noise); ``final`` ``(1, *spatial)`` is the finished sample.
+    """
+
+    sampler: str
+    timesteps: list[int]
+    x_t: torch.Tensor
+    x0_pred: torch.Tensor | None
+    final: torch.Tensor
+
+
+def reverse_process(
+    model: torch.nn.Module,
+    model_config: ModelConfig,
+    *,
+    sampler: str = "ddim",
+    steps: int | None = 50,
+    eta: float = 0.0,
+    n_snapshots: int = 6,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    precision: str = "auto",
+    progress: bool = False,
+) -> ReverseProcess:
+    """Generate one sample and keep ``n_snapshots`` evenly spaced steps of its reverse process."""
+    n_evals = check_sampler_args(model_config, sampler, steps, eta)
+    if n_snapshots < 1:
+        raise ConfigError(f"n_snapshots must be >= 1; got {n_snapshots}", parameter="n_snapshots")
+    keep = set(np.linspace(0, n_evals - 1, min(n_snapshots, n_evals)).round().astype(int).tolist())
+    ts: list[int] = []
+    xs: list[torch.Tensor] = []
+    x0s: list[torch.Tensor | None] = []
+
+    def grab(i: int, t: int, x: torch.Tensor, x0: torch.Tensor | None) -> None:
+        if i in keep:
+            ts.append(t)
+            xs.append(x[0].float().cpu().clone())
+            x0s.append(None if x0 is None else x0[0].float().cpu().clone())
+
+    final = generate(
+        model,
+        model_config,
+        1,
+        sampler=sampler,
+        steps=steps,
+        eta=eta,
+        batch_size=1,
+        seed=seed,
+        device=device,
+        precision=precision,
+        progress=progress,
+        callback=grab,
+    )
+    x0_pred = None if any(v is None for v in x0s) else torch.stack(x0s)  # type: ignore[arg-type]
+    return ReverseProcess(sampler, ts, torch.stack(xs), x0_pred, final[0])
+
+
+def preview_samples(
+    model: nn.Module,
+    cfg: ModelConfig,
+    n: int = 16,
+    steps: int = 20,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """A few deterministic DDIM samples (eta = 0) from ``model``, for watching training.
+
+    The same sampler as the synthetic cohort (:func:`generate`), so a preview
+    shows what sampling would give at that step. ``model``'s train/eval mode is kept.
+
+    Returns ``(n, 1, *spatial)`` float32 on the CPU, in [-1, 1].
+    """
+    was_training = model.training
+    level = log.level
+    log.setLevel(logging.WARNING)  # one line per preview would drown the training log
+    try:
+        return generate(
+            model,
+            cfg,
+            n,
+            sampler="ddim",
+            steps=min(steps, cfg.timesteps),
+            eta=0.0,
+            batch_size=n if cfg.spatial_dims == 2 else 1,
+            seed=seed,
+            device=torch.device(device),
+            precision="fp32" if dtype is None else "bf16",
+            progress=False,
+        )
+    finally:
+        log.setLevel(level)
+        model.train(was_training)
