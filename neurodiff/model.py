@@ -145,9 +145,7 @@ def build_scheduler(cfg: ModelConfig | Mapping[str, Any], kind: str = "ddpm") ->
                 parameter="sampler",
             )
         return PNDMScheduler(skip_prk_steps=True, **common)
-    raise ConfigError(
-        f"scheduler kind must be ddpm, ddim or pndm; got {kind!r}", parameter="sampler"
-    )
+    raise ConfigError(f"build_scheduler(): argument kind must be ddpm, ddim or pndm; got {kind!r}")
 
 
 def build_inferer(scheduler: nn.Module):
@@ -229,7 +227,9 @@ def estimate_train_flops(cfg: ModelConfig | Mapping[str, Any], batch_size: int =
 
     cfg = _as_config(cfg)
     if batch_size <= 0:
-        raise ConfigError(f"batch_size must be >= 1; got {batch_size}", parameter="batch_size")
+        raise ConfigError(
+            f"estimate_train_flops(): argument batch_size must be >= 1; got {batch_size}"
+        )
     with torch.device("meta"):
         model = build_model(cfg)
         x = torch.zeros((batch_size, 1) + (cfg.image_size,) * cfg.spatial_dims)
@@ -289,24 +289,11 @@ def load_ema_model(
 ) -> tuple[nn.Module, ModelConfig, Path]:
     """The EMA weights of the latest checkpoint in a UNet, ready for sampling.
 
-    Parameters
-    ----------
-    params_or_train_dir : Params or path
-        ``Params``: the checkpoint must match ``params``' model configuration and is looked up in
-        ``params.stage_dir("train")``; a path: a train folder or a checkpoint file, whose own
-        model configuration is used.
-    device : str or torch.device
-        Where the model goes (``eval()`` mode).
-
-    Returns
-    -------
-    (model, model_config, checkpoint_path)
-
-    Raises
-    ------
-    CheckpointError
-        No checkpoint, a corrupt one, one of another model configuration, or EMA weights that do
-        not fit the network.
+    ``params_or_train_dir`` is found and checked as :func:`neurodiff.checkpoints.load_ema_state`
+    does it (``Params``: the checkpoint must match their model configuration). The model goes to
+    ``device`` in ``eval()`` mode. Returns ``(model, model_config, checkpoint_path)``; raises
+    :class:`~neurodiff.errors.CheckpointError` for a missing, corrupt or foreign checkpoint, or
+    EMA weights that do not fit the network.
     """
     state, cfg, path = load_ema_state(params_or_train_dir)
     model = build_model(cfg, flash_attention=torch.device(device).type == "cuda")

@@ -269,12 +269,11 @@ def generate(
 
     if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
         raise ConfigError(
-            f"parameter 'n_samples' must be a positive integer; got {n!r}", parameter="n_samples"
+            f"generate(): argument 'n' (samples to draw) must be a positive integer; got {n!r}"
         )
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
         raise ConfigError(
-            f"parameter 'sample_batch_size' must be a positive integer; got {batch_size!r}",
-            parameter="sample_batch_size",
+            f"generate(): argument 'batch_size' must be a positive integer; got {batch_size!r}"
         )
     scheduler = make_scheduler(model_config, sampler, steps)
     if sampler == "ddpm" and steps not in (None, model_config.timesteps):
@@ -361,7 +360,9 @@ def reverse_process(
     """Generate one sample and keep ``n_snapshots`` evenly spaced steps of its reverse process."""
     n_evals = check_sampler_args(model_config, sampler, steps, eta)
     if n_snapshots < 1:
-        raise ConfigError(f"n_snapshots must be >= 1; got {n_snapshots}", parameter="n_snapshots")
+        raise ConfigError(
+            f"reverse_process(): argument 'n_snapshots' must be >= 1; got {n_snapshots}"
+        )
     keep = set(np.linspace(0, n_evals - 1, min(n_snapshots, n_evals)).round().astype(int).tolist())
     ts: list[int] = []
     xs: list[torch.Tensor] = []

@@ -138,7 +138,9 @@ def test_reverse_process_snapshots(model, smoke_cfg):
 
 
 def test_bad_requests_are_refused_with_the_parameter_named(model, smoke_cfg):
-    with pytest.raises(ConfigError, match="'n_samples' must be a positive integer; got 0"):
+    with pytest.raises(
+        ConfigError, match="argument 'n' \\(samples to draw\\) must be a positive integer; got 0"
+    ):
         generate(model, smoke_cfg, 0, progress=False)
     with pytest.raises(ConfigError, match=r"'steps' \(51\) must be <= the model's timesteps T = 5"):
         generate(model, smoke_cfg, 2, sampler="ddim", steps=51, progress=False)
@@ -150,7 +152,7 @@ def test_bad_requests_are_refused_with_the_parameter_named(model, smoke_cfg):
         "got 'euler'",
     ):
         generate(model, smoke_cfg, 2, sampler="euler", progress=False)
-    with pytest.raises(ConfigError, match="'sample_batch_size' must be a positive integer"):
+    with pytest.raises(ConfigError, match="argument 'batch_size' must be a positive integer"):
         generate(model, smoke_cfg, 2, batch_size=0, progress=False)
     v_cfg = dataclasses.replace(smoke_cfg, prediction_type="v_prediction")
     with pytest.raises(ConfigError, match="'pndm' needs an epsilon-prediction model"):

@@ -154,8 +154,8 @@ def _check_table_inputs(model_config: ModelConfig, real, n: int) -> np.ndarray:
     """The real images as float32, checked against the model; ``n`` checked to be >= 2."""
     if n < 2:
         raise ConfigError(
-            f"parameter 'sampler_table_samples' must be >= 2 (MMD needs two samples "
-            f"per set); got {n}",
+            f"sampler_table(): argument 'n' (the parameter sampler_table_samples in a run) must "
+            f"be >= 2: the MMD needs two samples per set; got {n}",
             parameter="sampler_table_samples",
         )
     real = np.asarray(real, dtype=np.float32)
