@@ -27,6 +27,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,7 +40,9 @@ from .model import build_scheduler, schedule_args
 
 __all__ = [
     "SAMPLERS",
+    "SAMPLER_SPECS",
     "ReverseProcess",
+    "SamplerSpec",
     "StepCallback",
     "check_sampler_args",
     "generate",
@@ -50,7 +53,28 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SAMPLERS = ("ddpm", "ddim", "pndm")
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """What differs between samplers; everything else is the one loop of :func:`generate`.
+
+    ``scheduler`` builds the MONAI scheduler from the model configuration (the training noise
+    schedule); ``all_timesteps``: always ``T`` network evaluations (``steps`` is ignored);
+    ``uses_eta``: takes DDIM's ``eta``; ``stochastic``: draws noise from the generator at each
+    step; ``stateful``: keeps a history per chain, reset for every batch; ``epsilon_only``: needs
+    an epsilon-prediction model.
+    """
+
+    scheduler: Callable[[ModelConfig], Any]
+    all_timesteps: bool = False
+    uses_eta: bool = False
+    stochastic: bool = False
+    stateful: bool = False
+    epsilon_only: bool = False
+
+
+#: The samplers, dispatched here and nowhere else (see the module docstring).
+SAMPLER_SPECS: dict[str, SamplerSpec] = {}  # filled below, once the DDIM class is defined
 
 
 #: ``callback(step_index, t, x_t, x0_pred)`` of :func:`generate`: ``x_t`` is the batch entering
@@ -121,6 +145,25 @@ def _ddim_class():
     return ScheduleConsistentDDIM
 
 
+def _ddim_scheduler(model_config: ModelConfig):
+    """MONAI's DDIM with the previous-timestep fix, built like the training scheduler."""
+    return _ddim_class()(
+        num_train_timesteps=model_config.timesteps,
+        schedule=model_config.schedule,
+        prediction_type=model_config.prediction_type,
+        clip_sample=True,
+        **schedule_args(model_config),
+    )
+
+
+SAMPLER_SPECS.update(
+    ddpm=SamplerSpec(lambda c: build_scheduler(c, "ddpm"), all_timesteps=True, stochastic=True),
+    ddim=SamplerSpec(_ddim_scheduler, uses_eta=True, stochastic=True),
+    pndm=SamplerSpec(lambda c: build_scheduler(c, "pndm"), stateful=True, epsilon_only=True),
+)
+SAMPLERS = tuple(SAMPLER_SPECS)
+
+
 def check_sampler_args(
     model_config: ModelConfig, sampler: str, steps: int | None, eta: float = 0.0
 ) -> int:
@@ -133,14 +176,15 @@ def check_sampler_args(
         pndm with a non-epsilon ``prediction_type``.
     """
     T = model_config.timesteps
-    if sampler not in SAMPLERS:
+    if sampler not in SAMPLER_SPECS:
         raise ConfigError(
             f"parameter 'sampler' must be one of {list(SAMPLERS)}; got {sampler!r}",
             parameter="sampler",
         )
+    spec = SAMPLER_SPECS[sampler]
     if not 0.0 <= float(eta) <= 1.0:
         raise ConfigError(f"parameter 'eta' must be in [0, 1]; got {eta!r}", parameter="eta")
-    if sampler == "ddpm":
+    if spec.all_timesteps:
         return T
     if steps is None or isinstance(steps, bool) or int(steps) != steps or steps <= 0:
         raise ConfigError(
@@ -153,9 +197,9 @@ def check_sampler_args(
             f"for sampler {sampler!r}: it can only skip timesteps, not add them",
             parameter="steps",
         )
-    if sampler == "pndm" and model_config.prediction_type != "epsilon":
+    if spec.epsilon_only and model_config.prediction_type != "epsilon":
         raise ConfigError(
-            f"sampler 'pndm' needs an epsilon-prediction model; this model has "
+            f"sampler {sampler!r} needs an epsilon-prediction model; this model has "
             f"prediction_type={model_config.prediction_type!r} (use sampler=ddim "
             "or ddpm)",
             parameter="sampler",
@@ -172,16 +216,7 @@ def make_scheduler(model_config: ModelConfig, sampler: str = "ddim", steps: int 
     step goes from ``t`` to ``t - 1``); ``steps`` is then ignored.
     """
     n_evals = check_sampler_args(model_config, sampler, steps)
-    if sampler == "ddim":
-        sched = _ddim_class()(
-            num_train_timesteps=model_config.timesteps,
-            schedule=model_config.schedule,
-            prediction_type=model_config.prediction_type,
-            clip_sample=True,
-            **schedule_args(model_config),
-        )
-    else:
-        sched = build_scheduler(model_config, sampler)
+    sched = SAMPLER_SPECS[sampler].scheduler(model_config)
     sched.set_timesteps(n_evals)
     return sched
 
@@ -195,11 +230,13 @@ def _step(
     eta: float,
     generator: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    if sampler == "ddpm":
-        return scheduler.step(output, t, x, generator=generator)
-    if sampler == "ddim":
-        return scheduler.step(output, t, x, eta=eta, generator=generator)
-    return scheduler.step(output, t, x)
+    spec = SAMPLER_SPECS[sampler]
+    kwargs: dict = {}
+    if spec.uses_eta:
+        kwargs["eta"] = eta
+    if spec.stochastic:
+        kwargs["generator"] = generator
+    return scheduler.step(output, t, x, **kwargs)
 
 
 @torch.inference_mode()
@@ -276,8 +313,14 @@ def generate(
             f"generate(): argument 'batch_size' must be a positive integer; got {batch_size!r}"
         )
     scheduler = make_scheduler(model_config, sampler, steps)
-    if sampler == "ddpm" and steps not in (None, model_config.timesteps):
-        log.info("ddpm uses all T = %d timesteps (steps=%s ignored)", model_config.timesteps, steps)
+    spec = SAMPLER_SPECS[sampler]
+    if spec.all_timesteps and steps not in (None, model_config.timesteps):
+        log.info(
+            "%s uses all T = %d timesteps (steps=%s ignored)",
+            sampler,
+            model_config.timesteps,
+            steps,
+        )
     if device is None:
         device = next(model.parameters()).device
     elif not isinstance(device, torch.device):
@@ -310,8 +353,8 @@ def generate(
     try:
         for start in range(0, n, batch_size):
             m = min(batch_size, n - start)
-            if sampler == "pndm":
-                scheduler.set_timesteps(len(timesteps))  # PNDM keeps a history per chain: reset
+            if spec.stateful:
+                scheduler.set_timesteps(len(timesteps))  # a history per chain: reset it
             x = torch.randn((m, *shape), generator=generator, device=device, dtype=torch.float32)
             for i, t in enumerate(timesteps):
                 t_batch = torch.full((m,), t, device=device, dtype=torch.long)
