@@ -304,23 +304,16 @@ def generate(
     """
     from tqdm.auto import tqdm
 
-    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-        raise ConfigError(
-            f"generate(): argument 'n' (samples to draw) must be a positive integer; got {n!r}"
-        )
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-        raise ConfigError(
-            f"generate(): argument 'batch_size' must be a positive integer; got {batch_size!r}"
-        )
+    for name, value in (("n", n), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            what = " (samples to draw)" if name == "n" else ""
+            raise ConfigError(
+                f"generate(): argument {name!r}{what} must be a positive integer; got {value!r}"
+            )
     scheduler = make_scheduler(model_config, sampler, steps)
     spec = SAMPLER_SPECS[sampler]
     if spec.all_timesteps and steps not in (None, model_config.timesteps):
-        log.info(
-            "%s uses all T = %d timesteps (steps=%s ignored)",
-            sampler,
-            model_config.timesteps,
-            steps,
-        )
+        log.info("%s uses all T = %d timesteps", sampler, model_config.timesteps)
     if device is None:
         device = next(model.parameters()).device
     elif not isinstance(device, torch.device):
