@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import artifacts
 from .config import ModelConfig, Params
 from .errors import CheckpointError
 from .io import atomic_path
@@ -244,8 +245,8 @@ def load_ema_state(
     ----------
     params_or_train_dir : Params or path
         ``Params``: the checkpoint must match ``params``' model configuration and is looked up in
-        ``params.stage_dir("train")``; a path: a train folder or a checkpoint file, whose own
-        model configuration is used.
+        :func:`neurodiff.artifacts.train_dir`; a path: a train folder or a checkpoint file,
+        whose own model configuration is used.
 
     Returns
     -------
@@ -253,7 +254,7 @@ def load_ema_state(
     """
     expected: ModelConfig | None = None
     if isinstance(params_or_train_dir, Params):
-        train_dir = params_or_train_dir.stage_dir("train")
+        train_dir = artifacts.train_dir(params_or_train_dir)
         expected = params_or_train_dir.stage(ModelConfig)
         path = latest_checkpoint(train_dir)
     else:

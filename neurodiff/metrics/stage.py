@@ -410,7 +410,7 @@ def load_inputs(params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def run(params: Any) -> MetricsResult:
-    """Stage 5: compute every metric and write ``<stage_dir("metrics")>/metrics.json``.
+    """Stage 5: every metric, written to ``metrics.json`` in ``artifacts.metrics_dir(params)``.
 
     Real = the held-out **test** split vs the synthetic set. Baseline = the same test samples vs
     an equal-size subset of the **training** split. Why this baseline: train and test hold

@@ -37,8 +37,8 @@ A scan under ``qc_threshold`` is flagged; with ``qc_exclude`` it is left out of 
 listed in ``qc.tsv``, ``split.tsv``, the manifest and the result -- never silently. A registration
 that fails outright is an error naming the subject unless ``qc_exclude`` is on.
 
-Outputs (``params.stage_dir("preprocessed")``, written into a temporary folder and renamed into
-place, the manifest last): ``manifest.json``, ``split.tsv``, ``qc.tsv``, ``cohort.tsv``,
+Outputs (:func:`neurodiff.artifacts.preprocessed_dir`, written into a temporary folder and renamed
+into place, the manifest last): ``manifest.json``, ``split.tsv``, ``qc.tsv``, ``cohort.tsv``,
 ``train.npy`` / ``test.npy`` float32 ``(N, 1, *spatial)`` in [-1, 1] with ``train_index.tsv`` /
 ``test_index.tsv``, ``volumes/<subject>.nii.gz`` (float32 in [0, 1]) and ``histograms.npz``
 (intensity samples before and after normalisation, for the figures). The same parameters and the
