@@ -34,9 +34,9 @@ import torch
 
 from neurodiff import config
 from neurodiff.config import ModelConfig, TrainConfig
-from neurodiff.device import resolve_device
+from neurodiff.device import resolve_device, resolve_precision
 from neurodiff.model import build_model, estimate_train_flops
-from neurodiff.train import TrainState, train, training_precision
+from neurodiff.train import TrainState, train
 
 #: Dense bf16 tensor-core peaks (TFLOP/s) for the MFU; --peak-tflops overrides.
 PEAK_BF16_TFLOPS = {
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> float:
     device = resolve_device(params.device)
     mcfg: ModelConfig = params.stage(ModelConfig)
     tcfg: TrainConfig = params.stage(TrainConfig)
-    dtype = training_precision(tcfg.precision, device)
+    dtype = resolve_precision(tcfg.precision, device, training=True)
     images, source = load_images(params, tcfg.batch_size * tcfg.grad_accum * 2)
     flops_image = estimate_train_flops(mcfg, 1)
     n_params = sum(p.numel() for p in build_model(mcfg).parameters())

@@ -221,22 +221,14 @@ def make_scheduler(model_config: ModelConfig, sampler: str = "ddim", steps: int 
     return sched
 
 
-def _step(
-    scheduler,
-    sampler: str,
-    output: torch.Tensor,
-    t: int,
-    x: torch.Tensor,
-    eta: float,
-    generator: torch.Generator,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    spec = SAMPLER_SPECS[sampler]
+def _step_kwargs(spec: SamplerSpec, eta: float, generator: torch.Generator) -> dict:
+    """The keyword arguments of this sampler's ``scheduler.step`` (computed once per call)."""
     kwargs: dict = {}
     if spec.uses_eta:
         kwargs["eta"] = eta
     if spec.stochastic:
         kwargs["generator"] = generator
-    return scheduler.step(output, t, x, **kwargs)
+    return kwargs
 
 
 @torch.inference_mode()
@@ -322,6 +314,7 @@ def generate(
     if generator is None:
         generator = torch.Generator(device=device).manual_seed(int(seed))
     model = model.to(device).eval()
+    step_kwargs = _step_kwargs(spec, eta, generator)
     shape = (1,) + (model_config.image_size,) * model_config.spatial_dims
     timesteps = [int(t) for t in scheduler.timesteps]
     n_batches = math.ceil(n / batch_size)
@@ -353,7 +346,7 @@ def generate(
                 t_batch = torch.full((m,), t, device=device, dtype=torch.long)
                 with autocast(device, dtype):
                     output = model(x, timesteps=t_batch)
-                x_next, x0 = _step(scheduler, sampler, output.float(), t, x, eta, generator)
+                x_next, x0 = scheduler.step(output.float(), t, x, **step_kwargs)
                 if callback is not None:
                     callback(i, t, x, x0)
                 x = x_next

@@ -13,6 +13,7 @@ from neurodiff import config
 from neurodiff.artifacts import load_synthetic
 from neurodiff.errors import CheckpointError, ConfigError, DataError
 from neurodiff.sample import sampler_table, write_synthetic
+from neurodiff.sample import speedup as sample_speedup
 from neurodiff.sampling import generate, reverse_process
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -235,6 +236,11 @@ def test_sampler_table_on_the_real_test_split(trained):
     assert (table["seconds_per_sample"][1:] > 0).all()
     assert np.isfinite(table[["mmd_rbf", "mmd_linear"]].to_numpy()).all()
     assert table.attrs["bandwidth"] > 0 and table.attrs["n"] == 2
+    seconds = table.set_index("label")["seconds_per_sample"]
+    assert sample_speedup(table, "ddim-10", "ddpm-50") == pytest.approx(
+        seconds["ddpm-50"] / seconds["ddim-10"]
+    )
+    assert sample_speedup(table, "ddim-99", "ddpm-50") is None
     with pytest.raises(ConfigError, match="sampler_table_samples"):
         sampler_table(model, mcfg, test, n=1)
     with pytest.raises(DataError, match=r"real images must have shape \(M, 1, 16, 16\)"):

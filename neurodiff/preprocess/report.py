@@ -31,8 +31,11 @@ __all__ = [
 
 def example_subjects(params_or_dir: Params | str | Path) -> list[str]:
     """The first subject (by name) of each site: the examples the figures show."""
-    cohort = load_preprocessed_cohort(params_or_dir).sort_values("subject")
-    return cohort.groupby("site", sort=True)["subject"].first().tolist()
+    return _first_per_site(load_preprocessed_cohort(params_or_dir))
+
+
+def _first_per_site(cohort: pd.DataFrame) -> list[str]:
+    return cohort.sort_values("subject").groupby("site", sort=True)["subject"].first().tolist()
 
 
 def split_summary(params_or_dir: Params | str | Path) -> pd.DataFrame:
@@ -118,8 +121,9 @@ def before_after_examples(
     """
     import nibabel as nib
 
-    cohort = load_preprocessed_cohort(params_or_dir).set_index("subject")
-    subjects = list(subjects) if subjects is not None else example_subjects(params_or_dir)
+    table = load_preprocessed_cohort(params_or_dir)
+    subjects = list(subjects) if subjects is not None else _first_per_site(table)
+    cohort = table.set_index("subject")
     out = []
     for subject in subjects:
         rec = cohort.loc[subject]

@@ -21,6 +21,7 @@ from .table import (
     default_table_rows,
     reverse_processes,
     sampler_table,
+    speedup,
 )
 
 __all__ = [
@@ -38,5 +39,6 @@ __all__ = [
     "reverse_processes",
     "run",
     "sampler_table",
+    "speedup",
     "write_synthetic",
 ]

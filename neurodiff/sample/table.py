@@ -26,6 +26,7 @@ __all__ = [
     "default_table_rows",
     "reverse_processes",
     "sampler_table",
+    "speedup",
 ]
 
 
@@ -212,3 +213,12 @@ def reverse_processes(params: Params, n_snapshots: int = 6) -> dict[str, Reverse
             **common,
         ),
     }
+
+
+def speedup(table, fast: str, slow: str) -> float | None:
+    """How many times faster per sample row ``fast`` (e.g. ``"ddim-50"``) is than row ``slow``
+    (e.g. ``"ddpm-250"``) in a :func:`sampler_table`; None when either row is missing."""
+    rows = table.set_index("label")["seconds_per_sample"]
+    if fast not in rows.index or slow not in rows.index or rows[fast] <= 0:
+        return None
+    return float(rows[slow] / rows[fast])

@@ -37,7 +37,7 @@ from ..sampling import preview_samples
 from .data import select_subjects
 from .helpers import lr_factor
 from .loop import PREVIEW_IMAGES, PREVIEW_STEPS, TrainState
-from .stage import TrainResult, run, train, training_precision
+from .stage import TrainResult, run, train
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -54,5 +54,4 @@ __all__ = [
     "run",
     "select_subjects",
     "train",
-    "training_precision",
 ]

@@ -8,18 +8,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from .. import artifacts
 from ..checkpoints import latest_checkpoint, load_checkpoint
 from ..config import ModelConfig, Params, TrainConfig
-from ..device import resolve_precision
 from ..errors import DataError
 from .data import as_dataset, select_subjects
 from .helpers import init_distributed
 from .loop import Trainer, TrainState
 
-__all__ = ["TrainResult", "run", "train", "training_precision"]
+__all__ = ["TrainResult", "run", "train"]
 
 
 @dataclass
@@ -178,9 +175,3 @@ def run(params: Params) -> TrainResult | None:
     images, _ = select_subjects(images, index, params.train_subjects, params.seed)
     result = train(params, images)
     return result if int(os.environ.get("RANK", "0")) == 0 else None
-
-
-def training_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype training uses (None = fp32): :func:`neurodiff.device.resolve_precision`
-    with ``training=True``."""
-    return resolve_precision(precision, device, training=True)
