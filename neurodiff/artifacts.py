@@ -1,6 +1,7 @@
 """Where each stage writes, and the readers of everything it writes.
 
-Stage folders live under ``<derived_dir>/<profile>/`` and are named by the constants below. Every
+Stage folders live under ``<derived_dir>/<profile>/<stage>/<key>/``, the stage named by the
+constants below and the key by the parameters that shape its outputs (:mod:`neurodiff.runs`). Every
 function that reads a stage's outputs (the preprocessing manifest, the splits and their index
 tables, the QC table, the training loss log and previews, the synthetic cohort and its
 provenance, ``metrics.json``) is here, so that a later stage, a figure or the runner never reads
@@ -20,14 +21,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .config import ConfigError, Params, PreprocessConfig
+from .config import LOCATION_PARAMS, ConfigError, Params, PreprocessConfig
 from .errors import DataError
+from .runs import chain_keys, list_runs, run_dir
 
 __all__ = [
     "LOCATION_PARAMS",
     "METRICS",
     "PREPROCESSED",
     "PREPROCESSED_FORMAT",
+    "RUN_METRICS",
     "SYNTHETIC",
     "TRAIN",
     "load_histograms",
@@ -44,11 +47,12 @@ __all__ = [
     "preview_images",
     "provenance",
     "read_loss_log",
+    "runs_table",
     "synthetic_dir",
     "train_dir",
 ]
 
-#: Stage folder names under ``<derived_dir>/<profile>/``.
+#: Stage folder names under ``<derived_dir>/<profile>/`` (each holds one folder per run).
 PREPROCESSED = "preprocessed"
 TRAIN = "train"
 SYNTHETIC = "synthetic"
@@ -57,35 +61,33 @@ METRICS = "metrics"
 #: Written into the preprocessing manifest; bumped when the pipeline changes so that old caches
 #: are rebuilt and old folders are refused by the readers.
 PREPROCESSED_FORMAT = "neurodiff-preprocessed/1"
-#: Parameters that choose where outputs go, not what they contain.
-LOCATION_PARAMS = ("profile", "derived_dir")
 
 _PREVIEW_RE = re.compile(r"step-(\d+)")
 
 
 def _folder(params_or_dir: Params | str | Path, name: str) -> Path:
     if isinstance(params_or_dir, Params):
-        return params_or_dir.stage_dir(name)
+        return run_dir(params_or_dir, name)
     return Path(params_or_dir)
 
 
 def preprocessed_dir(params_or_dir: Params | str | Path) -> Path:
-    """``<derived_dir>/<profile>/preprocessed`` of ``params``, or the folder given."""
+    """``<derived_dir>/<profile>/preprocessed/<key>`` of ``params``, or the folder given."""
     return _folder(params_or_dir, PREPROCESSED)
 
 
 def train_dir(params_or_dir: Params | str | Path) -> Path:
-    """``<derived_dir>/<profile>/train`` of ``params``, or the folder given."""
+    """``<derived_dir>/<profile>/train/<key>`` of ``params``, or the folder given."""
     return _folder(params_or_dir, TRAIN)
 
 
 def synthetic_dir(params_or_dir: Params | str | Path) -> Path:
-    """``<derived_dir>/<profile>/synthetic`` of ``params``, or the folder given."""
+    """``<derived_dir>/<profile>/synthetic/<key>`` of ``params``, or the folder given."""
     return _folder(params_or_dir, SYNTHETIC)
 
 
 def metrics_dir(params_or_dir: Params | str | Path) -> Path:
-    """``<derived_dir>/<profile>/metrics`` of ``params``, or the folder given."""
+    """``<derived_dir>/<profile>/metrics/<key>`` of ``params``, or the folder given."""
     return _folder(params_or_dir, METRICS)
 
 
@@ -95,15 +97,13 @@ def metrics_dir(params_or_dir: Params | str | Path) -> Path:
 
 
 def _missing(folder: Path, what: str, params_or_dir: Any) -> DataError:
-    profile = (
-        params_or_dir.profile
+    how = (
+        f"`neurodiff preprocess --profile {params_or_dir.profile}` with the same parameters"
         if isinstance(params_or_dir, Params)
-        else folder.parent.name or "<profile>"
+        else "`neurodiff preprocess`"
     )
     return DataError(
-        f"no complete preprocessed data in {folder} ({what}); run "
-        f"`neurodiff preprocess --profile {profile}` first",
-        path=folder,
+        f"no complete preprocessed data in {folder} ({what}); run {how} first", path=folder
     )
 
 
@@ -326,3 +326,45 @@ def load_metrics_json(params_or_dir: Params | str | Path) -> dict[str, Any] | No
     if not path.is_file():
         return None
     return json.loads(path.read_text())
+
+
+# --------------------------------------------------------------------------------------------
+# The runs of a profile
+# --------------------------------------------------------------------------------------------
+
+#: The metrics ``neurodiff runs`` shows per metrics run (value and real-vs-real baseline).
+RUN_METRICS = ("fid", "mmd_rbf", "precision", "recall", "coverage")
+
+
+def _show(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def runs_table(profile_dir: str | Path, current: Params | None = None) -> pd.DataFrame:
+    """One row per run folder of a profile: stage, key, the run it was made from, state, the
+    parameters in which the runs of that stage differ, and (metrics runs) the key metrics as
+    ``value (real-vs-real baseline)``. ``current`` marks the runs of those parameters with ``*``.
+    """
+    runs, _ = list_runs(profile_dir)
+    mine = set(chain_keys(current).values()) if current is not None else set()
+    rows = []
+    for stage in {r.stage: None for r in runs}:
+        group = [r for r in runs if r.stage == stage]
+        names = sorted({k for r in group for k in r.params})
+        varying = [k for k in names if len({json.dumps(r.params.get(k)) for r in group}) > 1]
+        for r in group:
+            row = {
+                "stage": stage,
+                "run": r.key + (" *" if r.key in mine else ""),
+                "from": r.upstream or "",
+                "state": "complete" if r.complete else "incomplete",
+                "updated": r.updated.replace("T", " ")[:16],
+                "differs": " ".join(f"{k}={_show(r.params.get(k))}" for k in varying),
+            }
+            if stage == METRICS:
+                found = load_metrics_json(r.path) or {"metrics": {}}
+                for name in RUN_METRICS:
+                    m = found["metrics"].get(name)
+                    row[name] = f"{m['value']:.3g} ({m['baseline']:.3g})" if m else ""
+            rows.append(row)
+    return pd.DataFrame(rows)

@@ -261,9 +261,13 @@ def load_ema_state(
         p = Path(params_or_train_dir)
         train_dir, path = (p.parent.parent, p) if p.suffix == ".pt" else (p, latest_checkpoint(p))
     if path is None:
+        how = (
+            f"`neurodiff train --profile {params_or_train_dir.profile}` with the same parameters"
+            if isinstance(params_or_train_dir, Params)
+            else "`neurodiff train`"
+        )
         raise CheckpointError(
-            f"no checkpoint in {str(Path(train_dir) / 'checkpoints')!r}; train "
-            "first (`neurodiff train --profile <profile>`)",
+            f"no checkpoint in {str(Path(train_dir) / 'checkpoints')!r}; train first ({how})",
             path=train_dir,
         )
     ckpt = load_checkpoint(path, expected_model_config=expected)

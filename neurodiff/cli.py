@@ -92,6 +92,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--output-dir", type=Path, default=None, help="default: book/executed")
 
+    p = sub.add_parser(
+        "runs", help="list the runs of a profile: their differing parameters and key metrics"
+    )
+    _add_profile_args(p)
+
+    p = sub.add_parser(
+        "clean",
+        help="delete run folders of a profile (default: all but the runs of the given parameters)",
+    )
+    _add_profile_args(p)
+    what = p.add_mutually_exclusive_group()
+    what.add_argument(
+        "--run",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="delete this run (key or stage/key) and every run made from it (repeatable)",
+    )
+    what.add_argument("--all", action="store_true", help="delete every run of the profile")
+    p.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
+
     p = sub.add_parser("book", help="build the Jupyter Book into _build/html")
     p.add_argument("--strict", action="store_true", help="Sphinx warnings are errors")
 
@@ -174,6 +195,59 @@ def _run_notebooks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _runs(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from . import config
+    from .artifacts import RUN_METRICS, runs_table
+    from .runs import list_runs
+
+    params = config.resolve(args.profile, args.overrides)
+    folder = params.profile_dir()
+    table = runs_table(folder, current=params)
+    _, strays = list_runs(folder)
+    if strays:
+        print(
+            f"{len(strays)} entries under {folder} are not run folders (an older layout?): "
+            "`neurodiff clean` removes them"
+        )
+    if table.empty:
+        print(f"no runs of profile {params.profile!r} in {folder} yet")
+        return 0
+    with pd.option_context(
+        "display.max_rows", None, "display.width", 250, "display.max_columns", None
+    ):
+        print(table.fillna("").to_string(index=False))
+    print(
+        f"\n{len(table)} run folders in {folder}; * = the runs of the parameters given; "
+        f"metrics: value (real-vs-real baseline) for {', '.join(RUN_METRICS)}"
+    )
+    return 0
+
+
+def _clean(args: argparse.Namespace) -> int:
+    from . import config
+    from .runs import remove_runs
+
+    params = config.resolve(args.profile, args.overrides)
+    folder = params.profile_dir()
+    try:
+        doomed = remove_runs(
+            folder,
+            keep=None if (args.run or args.all) else params,
+            keys=args.run,
+            everything=args.all,
+            dry_run=args.dry_run,
+        )
+    except ValueError as exc:
+        raise config.ConfigError(str(exc), parameter="run") from None
+    verb = "would delete" if args.dry_run else "deleted"
+    for path in doomed:
+        print(f"{verb} {path}")
+    print(f"{verb} {len(doomed)} entries under {folder}")
+    return 0
+
+
 def _book(args: argparse.Namespace) -> int:
     from .runner import build_book
 
@@ -199,6 +273,8 @@ _COMMANDS = {
     "fetch-ixi": _fetch_ixi,
     "params": _params,
     "run": _run_notebooks,
+    "runs": _runs,
+    "clean": _clean,
     "book": _book,
 }
 

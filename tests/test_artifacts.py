@@ -8,17 +8,18 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from neurodiff import artifacts, config
+from neurodiff import artifacts, config, runs
 from neurodiff.errors import DataError
 
 
 def test_stage_folders_follow_the_parameters(tmp_path):
     params = config.resolve("smoke", {"derived_dir": str(tmp_path)})
     base = tmp_path / "smoke"
-    assert artifacts.preprocessed_dir(params) == base / artifacts.PREPROCESSED
-    assert artifacts.train_dir(params) == base / "train"
-    assert artifacts.synthetic_dir(params) == base / "synthetic"
-    assert artifacts.metrics_dir(params) == base / "metrics"
+    keys = runs.chain_keys(params)
+    assert artifacts.preprocessed_dir(params) == base / "preprocessed" / keys["preprocessed"]
+    assert artifacts.train_dir(params) == base / "train" / keys["train"]
+    assert artifacts.synthetic_dir(params) == base / "synthetic" / keys["synthetic"]
+    assert artifacts.metrics_dir(params) == base / "metrics" / keys["metrics"]
     assert artifacts.train_dir(tmp_path / "elsewhere") == tmp_path / "elsewhere"
 
 

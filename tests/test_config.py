@@ -144,10 +144,10 @@ def test_from_namespace_picks_known_names_only():
     assert p.image_size == 32 and p.profile == "x"
 
 
-def test_stage_dir_and_paths(tmp_path, monkeypatch):
+def test_profile_dir_and_paths(tmp_path, monkeypatch):
     monkeypatch.setenv("NEURODIFF_ROOT", str(tmp_path))
     p = config.resolve("smoke")
-    assert p.stage_dir("train") == tmp_path / "data" / "derived" / "smoke" / "train"
+    assert p.profile_dir() == tmp_path / "data" / "derived" / "smoke"
     assert p.path("/abs/x") == Path("/abs/x")
 
 

@@ -23,6 +23,7 @@ FLOORS = {
     "device": 1,
     "templates": 1,
     "cohort": 1,
+    "runs": 2,
     "artifacts": 2,
     "checkpoints": 2,
     "model": 3,

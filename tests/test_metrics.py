@@ -12,6 +12,7 @@ import scipy.linalg
 import torch
 from scipy.ndimage import gaussian_filter
 
+from neurodiff import artifacts
 from neurodiff import metrics as M
 from neurodiff.errors import MetricError
 from neurodiff.features import get_extractor
@@ -490,9 +491,10 @@ def test_run_writes_metrics_json(tmp_path, fake_stage_inputs, sets):
 
     params = resolve("smoke", {"derived_dir": str(tmp_path), "device": "cpu"})
     result = M.run(params)
-    path = tmp_path / "smoke" / "metrics" / "metrics.json"
+    path = artifacts.metrics_dir(params) / "metrics.json"
     assert result.path == path
-    assert [p.name for p in path.parent.iterdir()] == ["metrics.json"]  # no temporary files
+    # no temporary files
+    assert [p.name for p in path.parent.iterdir()] == ["metrics.json", "run.json"]
     doc = json.loads(path.read_text())
     assert doc["params_hash"] == params.hash()
     assert set(doc["metrics"]) == set(M.METRICS)

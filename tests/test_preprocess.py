@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from neurodiff import config
+from neurodiff import artifacts, config
 from neurodiff import preprocess as pp
 from neurodiff.errors import ConfigError, DataError
 from neurodiff.io import file_sha256
@@ -74,7 +74,7 @@ def built(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory):
 def test_2d_outputs_shape_range_dtype(built, tiny_cohort: Path) -> None:
     params, result = built
     cfg = params.stage(config.PreprocessConfig)
-    folder = params.stage_dir("preprocessed")
+    folder = artifacts.preprocessed_dir(params)
     assert result.out_dir == folder and not result.cached
     assert result.n_subjects == 6 and result.excluded == []
     for split in ("train", "test"):
@@ -216,7 +216,7 @@ def test_cache_reuse_and_invalidation(
     cohort = copy_cohort(tiny_cohort, tmp_path / "cohort")
     params = make_params(cohort, tmp_path / "derived")
     first = pp.run(params, workers=1)
-    manifest = params.stage_dir("preprocessed") / "manifest.json"
+    manifest = artifacts.preprocessed_dir(params) / "manifest.json"
     stamp = manifest.stat().st_mtime_ns
     images = np.concatenate([pp.load_split(params, part)[0] for part in ("train", "test")])
 
@@ -236,15 +236,18 @@ def test_cache_reuse_and_invalidation(
     src.touch()
     assert pp.run(params, workers=1).cached
 
-    # a changed parameter rebuilds, and readers with the old parameters are told so
+    # a changed parameter builds into its own folder; the first build stays, reused as it is
     other = make_params(cohort, tmp_path / "derived", clip_percentiles=[1.0, 99.0])
     rebuilt = pp.run(other, workers=1)
     assert not rebuilt.cached and rebuilt.params_hash != first.params_hash
-    with pytest.raises(DataError, match="clip_percentiles"):
-        pp.load_split(params)
+    assert rebuilt.out_dir != first.out_dir and rebuilt.out_dir.parent == first.out_dir.parent
+    assert manifest.stat().st_mtime_ns == stamp
+    assert pp.run(params, workers=1).cached
+    # parameters never built have no data, whatever was built before
+    with pytest.raises(DataError, match="no complete preprocessed data.*same parameters"):
+        pp.load_manifest(make_params(cohort, tmp_path / "derived", clip_percentiles=[2.0, 98.0]))
 
     # a changed source file rebuilds; parallel workers give the same arrays as one process
-    pp.run(params, workers=1)
     img = nib.load(src)
     data = np.asarray(img.dataobj).copy()
     data[data.shape[0] // 2] = 0
@@ -270,7 +273,7 @@ def test_interrupted_run_leaves_nothing_that_looks_complete(
     tiny_cohort: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     params = make_params(tiny_cohort, tmp_path)
-    folder = params.stage_dir("preprocessed")
+    folder = artifacts.preprocessed_dir(params)
 
     def crash(*args, **kwargs):
         raise KeyboardInterrupt
@@ -286,13 +289,18 @@ def test_interrupted_run_leaves_nothing_that_looks_complete(
 
     # an interrupted rebuild keeps the previous complete build
     pp.run(params, workers=1)
+    with monkeypatch.context() as m:
+        m.setattr(stage, "_write_arrays", crash)
+        with pytest.raises(KeyboardInterrupt):
+            pp.run(params, workers=1, force=True)
+    assert pp.run(params, workers=1).cached
+    # and an interrupted build of other parameters leaves nothing for them
     other = make_params(tiny_cohort, tmp_path, seed=3)
     with monkeypatch.context() as m:
         m.setattr(stage, "_write_arrays", crash)
         with pytest.raises(KeyboardInterrupt):
             pp.run(other, workers=1)
-    assert pp.run(params, workers=1).cached
-    with pytest.raises(DataError, match="seed"):
+    with pytest.raises(DataError, match="no complete preprocessed data"):
         pp.load_split(other)
 
 
@@ -300,9 +308,9 @@ def test_load_split_reports_missing_and_incomplete_data(built, tmp_path: Path) -
     params, _ = built
     with pytest.raises(DataError, match=r"no complete preprocessed data in .*nothing"):
         pp.load_split(tmp_path / "nothing")
-    copy = shutil.copytree(params.stage_dir("preprocessed"), tmp_path / "smoke" / "preprocessed")
+    copy = shutil.copytree(artifacts.preprocessed_dir(params), tmp_path / "smoke" / "preprocessed")
     (copy / "test.npy").unlink()
-    with pytest.raises(DataError, match=r"test\.npy is missing.*--profile smoke"):
+    with pytest.raises(DataError, match=r"test\.npy is missing.*neurodiff preprocess"):
         pp.load_split(copy, "test")
     np.save(copy / "train.npy", np.zeros((3, 1, 16, 16), np.float64))
     with pytest.raises(DataError, match="the manifest expects float32"):
@@ -428,7 +436,7 @@ def test_failed_registration_names_the_subject(
     params = make_params(tiny_cohort, tmp_path, register="rigid", qc_exclude=False)
     with pytest.raises(DataError, match=r"registration failed for subject sub-004 .*diverged"):
         pp.run(params, workers=1)
-    assert not params.stage_dir("preprocessed").exists()
+    assert not artifacts.preprocessed_dir(params).exists()
     excluded = pp.run(make_params(tiny_cohort, tmp_path, register="rigid"), workers=1)
     assert "sub-004" in excluded.excluded
 
@@ -536,5 +544,5 @@ def test_figures_and_tables(built) -> None:
     assert len(bars.axes[0].patches) == len(pp.STEPS)
     assert list(pp.timing_table(params).index) == list(pp.STEPS)
     summary = pp.summary_table(params)["value"]
-    assert summary["parameters hash"] == result.params_hash
+    assert summary["cache key (parameters + pipeline)"] == result.params_hash
     assert summary["field of view"].startswith("224 mm cube = 56^3 voxels")

@@ -7,7 +7,7 @@ import json
 import nbformat
 import pytest
 
-from neurodiff import runner
+from neurodiff import artifacts, runner
 from neurodiff.errors import ConfigError, DataError
 from neurodiff.runner import NotebookError
 
@@ -138,7 +138,7 @@ def test_results_summary_flags_metrics_of_other_parameters(project):
 
     params = config.resolve("smoke")
     assert "No metrics have been computed" in runner._results_markdown(params)
-    path = params.stage_dir("metrics") / "metrics.json"
+    path = artifacts.metrics_dir(params) / "metrics.json"
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps(_metrics_json(params.hash())))
     text = runner._results_markdown(params)

@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from neurodiff import config
+from neurodiff import artifacts, config
 from neurodiff.artifacts import load_synthetic
 from neurodiff.errors import CheckpointError, ConfigError, DataError
 from neurodiff.sample import sampler_table, write_synthetic
@@ -71,7 +71,7 @@ def test_run_writes_nifti_with_the_target_geometry_and_provenance(trained, synth
     from neurodiff.templates import target_affine
 
     result = synthetic
-    out = trained.stage_dir("synthetic")
+    out = artifacts.synthetic_dir(trained)
     assert result.out_dir == out and result.n_samples == 3
     assert "3 images of 16x16" in str(result) and "ddim, 5 network evaluations" in str(result)
     files = sorted(out.glob("sub-*/anat/*_T1w.nii.gz"))
@@ -102,7 +102,7 @@ def test_run_writes_nifti_with_the_target_geometry_and_provenance(trained, synth
     desc = json.loads((out / "dataset_description.json").read_text())
     assert desc["DatasetType"] == "derivative"
     gen = desc["GeneratedBy"][0]
-    assert ckpt == latest_checkpoint(trained.stage_dir("train"))
+    assert ckpt == latest_checkpoint(artifacts.train_dir(trained))
     assert gen["CheckpointSHA256"] == file_sha256(ckpt)
     assert (gen["Sampler"], gen["Steps"], gen["Eta"], gen["Seed"]) == ("ddim", 5, 0.0, 4)
     assert gen["ParametersHash"] == trained.hash()
@@ -120,9 +120,9 @@ def test_interrupted_run_leaves_no_partial_nifti(trained, monkeypatch):
     from neurodiff.sample import stage as sample_stage
 
     params = _with(trained, profile="interrupted")
-    shutil.copytree(trained.stage_dir("train"), params.stage_dir("train"))
-    shutil.copytree(trained.stage_dir("preprocessed"), params.stage_dir("preprocessed"))
-    out = params.stage_dir("synthetic")
+    shutil.copytree(artifacts.train_dir(trained), artifacts.train_dir(params))
+    shutil.copytree(artifacts.preprocessed_dir(trained), artifacts.preprocessed_dir(params))
+    out = artifacts.synthetic_dir(params)
 
     def boom(*args, **kwargs):  # called after the NIfTI files are written
         raise KeyboardInterrupt
@@ -144,7 +144,8 @@ def test_interrupted_run_leaves_no_partial_nifti(trained, monkeypatch):
     gen = json.loads((out / "dataset_description.json").read_text())["GeneratedBy"][0]
     assert gen["Steps"] == 5
     assert len(list(out.glob("sub-*/anat/*.nii.gz"))) == 3
-    assert not [p for p in out.parent.iterdir() if p.name.startswith(".synthetic")]
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]
+    assert not artifacts.synthetic_dir(_with(params, steps=4)).exists()
 
 
 def test_checkpoint_problems_are_named(trained, tmp_path):
@@ -153,18 +154,20 @@ def test_checkpoint_problems_are_named(trained, tmp_path):
     from neurodiff.sample import run
 
     params = _with(trained, derived_dir=str(tmp_path))
-    shutil.copytree(trained.stage_dir("preprocessed"), params.stage_dir("preprocessed"))
+    shutil.copytree(artifacts.preprocessed_dir(trained), artifacts.preprocessed_dir(params))
     with pytest.raises(CheckpointError, match="no checkpoint in .*checkpoints"):
         run(params)
-    shutil.copytree(trained.stage_dir("train"), params.stage_dir("train"))
-    # trained with num_res_blocks=1: asking for another model names the field
+    shutil.copytree(artifacts.train_dir(trained), artifacts.train_dir(params))
+    # a checkpoint of another model where this one's should be: the field is named
+    other = _with(params, num_res_blocks=2)
+    shutil.copytree(artifacts.train_dir(trained), artifacts.train_dir(other))
     with pytest.raises(CheckpointError, match="num_res_blocks: checkpoint has 1, expected 2"):
-        run(_with(params, num_res_blocks=2))
-    ckpt = sorted((params.stage_dir("train") / "checkpoints").glob("step-*.pt"))[-1]
+        run(other)
+    ckpt = sorted((artifacts.train_dir(params) / "checkpoints").glob("step-*.pt"))[-1]
     ckpt.write_bytes(ckpt.read_bytes()[:1000])
     with pytest.raises(CheckpointError, match="corrupt, truncated"):
         run(params)
-    assert not params.stage_dir("synthetic").exists()
+    assert not artifacts.synthetic_dir(params).exists()
 
 
 def test_bad_parameters_fail_before_the_checkpoint_is_read(trained, tmp_path):
@@ -205,7 +208,7 @@ def test_synthetic_volumes_reload_through_the_cohort_loader(tmp_path):
 def test_synthetic_slices_reload_through_the_cohort_loader(trained, synthetic):
     from neurodiff.cohort import load_cohort
 
-    table = load_cohort(trained.stage_dir("synthetic"))
+    table = load_cohort(artifacts.synthetic_dir(trained))
     assert len(table) == 3 and set(table["site"]) == {"synthetic"}
     assert set(table["shape"]) == {(16, 16, 1)}
 
@@ -322,14 +325,15 @@ def test_cli_sample(trained, capsys):
     assert main([*base, "-p", "sampler=pndm", "-p", "steps=4", "-p", "n_samples=2"]) == 0
     out = capsys.readouterr().out
     assert "synthetic cohort: 2 images of 16x16" in out and "pndm, 4 network evaluations" in out
-    assert len(load_synthetic(trained)) == 2
+    pndm = config.resolve("smoke", [*base[4::2], "sampler=pndm", "steps=4", "n_samples=2"])
+    assert len(load_synthetic(pndm)) == 2
 
 
 def test_provenance_summarises_generated_by(trained, synthetic):
     from neurodiff.io import folder_summary
     from neurodiff.sample import provenance
 
-    out = trained.stage_dir("synthetic")
+    out = artifacts.synthetic_dir(trained)
     record = provenance(out)
     full = json.loads((out / "dataset_description.json").read_text())["GeneratedBy"][0]
     assert "ModelConfig" in full and "ModelConfig" not in record

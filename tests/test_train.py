@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -16,7 +17,7 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from neurodiff import config
+from neurodiff import artifacts, config
 from neurodiff.artifacts import preview_images, read_loss_log
 from neurodiff.checkpoints import CHECKPOINT_FORMAT, latest_checkpoint, load_checkpoint
 from neurodiff.config import ModelConfig
@@ -107,7 +108,7 @@ def test_loss_decreases_on_a_tiny_dataset(tmp_path, images):
 
 def test_outputs_of_a_run(smoke_run):
     params, result = smoke_run
-    out = params.stage_dir("train")
+    out = artifacts.train_dir(params)
     assert result.train_dir == out and result.step == 6 and result.steps_run == 6
     assert result.effective_batch == 4 and result.world_size == 1
     # keep_checkpoints = 2 by default: steps 3 and 6, written atomically (no temporary left)
@@ -136,7 +137,7 @@ def test_outputs_of_a_run(smoke_run):
 
 def test_checkpoint_round_trip(smoke_run):
     params, _ = smoke_run
-    path = latest_checkpoint(params.stage_dir("train"))
+    path = latest_checkpoint(artifacts.train_dir(params))
     ckpt = torch.load(path, weights_only=True)  # safe loading works
     assert ckpt["format"] == CHECKPOINT_FORMAT and ckpt["step"] == 6
     assert ckpt["model_config"] == params.stage(ModelConfig).to_dict()
@@ -146,7 +147,7 @@ def test_checkpoint_round_trip(smoke_run):
     assert _tensors_equal(again["model"], ckpt["model"])
     # the EMA differs from the raw weights (it averages them) and is what the sampler gets
     assert not _tensors_equal(ckpt["ema"], ckpt["model"])
-    for source in (params, params.stage_dir("train"), path):
+    for source in (params, artifacts.train_dir(params), path):
         model, mcfg, found = load_ema_model(source)
         assert found == path and mcfg == params.stage(ModelConfig) and not model.training
         assert _tensors_equal(model.state_dict(), ckpt["ema"])
@@ -156,22 +157,32 @@ def test_finished_run_is_not_repeated(smoke_run, images):
     params, first = smoke_run
     again = train(params, images, progress=False)
     assert again.steps_run == 0 and again.step == 6
-    assert "nothing to do" in str(again)
+    assert "reused the finished run" in str(again)
     assert again.final_loss == pytest.approx(first.final_loss, rel=1e-4)
 
 
-def test_longer_run_continues_from_the_checkpoint(tmp_path, images):
-    params = _params(tmp_path, train_steps=3, preview_every=0)
-    train(params, images, progress=False)
-    longer = _params(tmp_path, train_steps=5, preview_every=0)
-    result = train(longer, images, progress=False)
-    assert result.resumed_from == 3 and result.steps_run == 2 and result.step == 5
-    assert read_loss_log(result.train_dir)["step"].tolist() == [1, 2, 3, 4, 5]
-    # resume=false starts over and removes the old checkpoints first
-    fresh = _params(tmp_path, train_steps=2, checkpoint_every=2, resume=False, preview_every=0)
+def test_changed_parameters_train_a_new_run_and_keep_the_old(tmp_path, images):
+    first = train(_params(tmp_path, train_steps=3, preview_every=0), images, progress=False)
+    longer = train(_params(tmp_path, train_steps=5, preview_every=0), images, progress=False)
+    assert longer.train_dir != first.train_dir
+    assert longer.resumed_from is None and longer.steps_run == 5
+    other_lr = train(_params(tmp_path, train_steps=3, lr=3e-4, preview_every=0), images)
+    assert other_lr.train_dir not in (first.train_dir, longer.train_dir)
+    assert other_lr.steps_run == 3
+    # the first run is intact, and asking for it again reuses it
+    assert latest_checkpoint(first.train_dir).name == "step-0000003.pt"
+    again = train(_params(tmp_path, train_steps=3, preview_every=0), images, progress=False)
+    assert again.train_dir == first.train_dir and again.steps_run == 0
+    # where outputs go does not name the run: the same key under another derived_dir
+    moved = _params(tmp_path / "elsewhere", train_steps=3, preview_every=0)
+    assert artifacts.train_dir(moved).name == first.train_dir.name
+    # resume=false starts the same run over and removes its old checkpoints first
+    fresh = _params(tmp_path, train_steps=3, checkpoint_every=2, resume=False, preview_every=0)
     result = train(fresh, images, progress=False)
-    assert result.resumed_from is None and result.steps_run == 2
-    assert [p.name for p in (result.train_dir / "checkpoints").iterdir()] == ["step-0000002.pt"]
+    assert result.train_dir == first.train_dir
+    assert result.resumed_from is None and result.steps_run == 3
+    names = [p.name for p in (result.train_dir / "checkpoints").iterdir()]
+    assert sorted(names) == ["step-0000002.pt", "step-0000003.pt"]
 
 
 def test_gradient_accumulation_and_ema_schedule(tmp_path, images):
@@ -233,7 +244,7 @@ def test_bad_training_images(tmp_path, bad, match):
 
 def test_corrupt_or_foreign_checkpoints(tmp_path, smoke_run):
     params, _ = smoke_run
-    good = latest_checkpoint(params.stage_dir("train"))
+    good = latest_checkpoint(artifacts.train_dir(params))
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "step-0000001.pt")
     garbage = tmp_path / "garbage.pt"
@@ -257,15 +268,26 @@ def test_corrupt_or_foreign_checkpoints(tmp_path, smoke_run):
         load_checkpoint(good, expected_model_config=other)
 
 
-def test_resume_refuses_a_checkpoint_of_another_model(tmp_path, images):
+def test_a_model_parameter_change_trains_without_error(tmp_path, images):
     train(_params(tmp_path, train_steps=3, preview_every=0), images, progress=False)
-    other = _params(tmp_path, train_steps=6, timesteps=80)
+    for change in ({"timesteps": 80}, {"schedule": "linear_beta"}):
+        other = _params(tmp_path, train_steps=3, preview_every=0, **change)
+        assert train(other, images, progress=False).steps_run == 3
+
+
+def test_resume_refuses_a_corrupt_or_foreign_checkpoint(tmp_path, images):
+    params = _params(tmp_path, train_steps=3, preview_every=0)
+    first = train(params, images, progress=False)
+    other = _params(tmp_path, train_steps=6, timesteps=80, preview_every=0)
+    folder = artifacts.train_dir(other)
+    (folder / "checkpoints").mkdir(parents=True)
+    shutil.copy(latest_checkpoint(first.train_dir), folder / "checkpoints")
     with pytest.raises(CheckpointError, match=r"timesteps: checkpoint has 50, expected 80"):
         train(other, images, progress=False)
     # a corrupt latest checkpoint stops the run before training
-    latest_checkpoint(other.stage_dir("train")).write_bytes(b"\0" * 100)
+    latest_checkpoint(first.train_dir).write_bytes(b"\0" * 100)
     with pytest.raises(CheckpointError, match="step-0000003.pt' cannot be read"):
-        train(_params(tmp_path, train_steps=6), images, progress=False)
+        train(params, images, progress=False)
     with pytest.raises(CheckpointError, match="no checkpoint in"):
         load_ema_model(tmp_path / "nowhere")
 
@@ -305,7 +327,7 @@ def launch(tmp_path, images):
 _SCRIPT = """
 import sys, time
 import numpy as np
-from neurodiff import config
+from neurodiff import artifacts, config
 from neurodiff.train import train
 
 overrides = {overrides!r}
@@ -364,7 +386,7 @@ _DDP_SCRIPT = """
 import os, sys
 import numpy as np
 import torch
-from neurodiff import config
+from neurodiff import artifacts, config
 from neurodiff.train import train
 
 torch.set_num_threads(1)
@@ -440,11 +462,11 @@ def test_figures(smoke_run, images):
     assert fig.axes[0].images[0].get_array().shape == images[0, 0].T.shape
     shown = np.asarray(fig.axes[0].images[0].get_array()).ravel()
     assert np.corrcoef(shown, images[0, 0].T.ravel())[0, 1] > 0.95  # t = 0: the clean image
-    loss = read_loss_log(params.stage_dir("train"))
+    loss = read_loss_log(artifacts.train_dir(params))
     fig = plot_loss_curve(loss, window=2)
     assert isinstance(fig, Figure)
     np.testing.assert_array_equal(fig.axes[0].lines[0].get_xdata(), loss["step"])
-    previews = preview_images(params.stage_dir("train"))
+    previews = preview_images(artifacts.train_dir(params))
     assert [step for step, _ in previews] == [3, 6]
     assert previews[0][1].ndim == 3  # an RGB(A) image
     fig = plot_previews(previews)

@@ -18,6 +18,7 @@ happens before any long work starts. Code reads parameters by attribute (``param
 from ..errors import ConfigError
 from .fields import StageConfig, param
 from .params import (
+    LOCATION_PARAMS,
     Params,
     ParamSpec,
     available_profiles,
@@ -39,6 +40,7 @@ from .stages import (
 )
 
 __all__ = [
+    "LOCATION_PARAMS",
     "STAGES",
     "CohortConfig",
     "ConfigError",

@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 from ..errors import ConfigError
 
 __all__ = [
+    "LOCATION_PARAMS",
     "CohortFields",
     "DeviceFields",
     "ImageFields",
@@ -33,6 +34,10 @@ __all__ = [
 ]
 
 
+#: Parameters that choose where outputs go, not what they contain.
+LOCATION_PARAMS = ("profile", "derived_dir")
+
+
 def param(
     default: Any,
     help: str,
@@ -41,13 +46,18 @@ def param(
     min: float | None = None,
     max: float | None = None,
     min_inclusive: bool = True,
+    shapes: bool = True,
 ) -> Any:
     """A dataclass field carrying its documentation and its allowed values.
 
-    ``min``/``max`` bound numbers (and every item of a tuple of numbers).
+    ``min``/``max`` bound numbers (and every item of a tuple of numbers). ``shapes=False`` marks a
+    parameter that changes where or how a stage works but not what it writes (``derived_dir``,
+    ``resume``, ``checkpoint_every`` ...): it does not enter the key that names a run's folder
+    (:mod:`neurodiff.runs`).
     """
     meta = {
         "help": help,
+        "shapes": shapes,
         "choices": tuple(choices) if choices is not None else None,
         "min": min,
         "max": max,
@@ -198,8 +208,10 @@ PRECISION_HELP = (
 class RunFields(StageConfig):
     """Where a stage writes (``<derived_dir>/<profile>/...``) and the master seed."""
 
-    profile: str = param("demo", "profile name; outputs go to <derived_dir>/<profile>/")
-    derived_dir: str = param("data/derived", "root of all derived outputs")
+    profile: str = param(
+        "demo", "profile name; outputs go to <derived_dir>/<profile>/", shapes=False
+    )
+    derived_dir: str = param("data/derived", "root of all derived outputs", shapes=False)
     seed: int = param(0, "master random seed", min=0)
 
 

@@ -26,10 +26,11 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError
-from .fields import StageConfig, coerce
+from .fields import LOCATION_PARAMS, StageConfig, coerce
 from .stages import STAGES, ModelConfig, SampleConfig
 
 __all__ = [
+    "LOCATION_PARAMS",
     "ParamSpec",
     "Params",
     "available_profiles",
@@ -52,6 +53,7 @@ class ParamSpec:
     help: str
     choices: tuple[Any, ...] | None
     stages: tuple[str, ...]
+    shapes: bool = True
 
 
 def parameter_specs() -> dict[str, ParamSpec]:
@@ -71,6 +73,7 @@ def parameter_specs() -> dict[str, ParamSpec]:
                     f.metadata["help"],
                     f.metadata["choices"],
                     (cls.stage,),
+                    f.metadata["shapes"],
                 )
     return specs
 
@@ -199,16 +202,19 @@ class Params(Mapping[str, Any]):
         return json.loads(json.dumps(self._values))
 
     def hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+        """Short hash of every parameter except where outputs go (``profile``, ``derived_dir``):
+        two identical runs written to two folders have the same hash."""
+        d = {k: v for k, v in self.to_dict().items() if k not in LOCATION_PARAMS}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
     def path(self, value: str | Path) -> Path:
         """Resolve a path parameter against :func:`project_root` (absolute paths unchanged)."""
         p = Path(value).expanduser()
         return p if p.is_absolute() else project_root() / p
 
-    def stage_dir(self, name: str) -> Path:
-        """``<derived_dir>/<profile>/<name>``, e.g. ``data/derived/demo/preprocessed``."""
-        return self.path(self._values["derived_dir"]) / self._values["profile"] / name
+    def profile_dir(self) -> Path:
+        """``<derived_dir>/<profile>``: the runs of this profile (:mod:`neurodiff.runs`)."""
+        return self.path(self._values["derived_dir"]) / self._values["profile"]
 
 
 def resolve(

@@ -216,11 +216,16 @@ class TrainConfig(PrecisionFields, DeviceFields, RunFields):
     ema_every: int = param(1, "EMA update interval (steps)", min=1)
     compile: bool = param(False, "torch.compile the UNet")
     channels_last: bool = param(False, "channels_last memory format")
-    checkpoint_every: int = param(500, "checkpoint interval (steps)", min=1)
-    keep_checkpoints: int = param(2, "checkpoints kept (oldest removed)", min=1)
+    checkpoint_every: int = param(500, "checkpoint interval (steps)", min=1, shapes=False)
+    keep_checkpoints: int = param(2, "checkpoints kept (oldest removed)", min=1, shapes=False)
     preview_every: int = param(300, "preview-sample interval (steps, 0 = off)", min=0)
-    resume: bool = param(True, "continue from the latest checkpoint if one exists")
-    num_workers: int = param(0, "DataLoader workers", min=0)
+    resume: bool = param(
+        True,
+        "continue from the latest checkpoint of the same parameters if one exists "
+        "(false: start that run over)",
+        shapes=False,
+    )
+    num_workers: int = param(0, "DataLoader workers", min=0, shapes=False)
 
 
 @dataclass(frozen=True)
@@ -234,7 +239,11 @@ class SampleConfig(PrecisionFields, DeviceFields, RunFields):
     n_samples: int = param(64, "synthetic images/volumes to generate", min=1)
     sample_batch_size: int = param(32, "samples per forward batch", min=1)
     sampler_table_samples: int = param(
-        8, "samples per row of the sampler speed/quality table", min=2
+        8,
+        "samples per row of the sampler speed/quality table (chapter 4; recomputed on every run, "
+        "not part of the synthetic cohort)",
+        min=2,
+        shapes=False,
     )
 
 

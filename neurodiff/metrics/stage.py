@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .. import artifacts
 from ..artifacts import load_split, load_synthetic, metrics_dir
 from ..config import MetricsConfig
 from ..device import resolve_device
@@ -18,6 +19,7 @@ from ..errors import MetricError
 from ..features import FeatureExtractor, get_extractor
 from ..intensity import to_unit_range
 from ..io import atomic_write_json
+from ..runs import record_run
 from .bootstrap import percentile_ci, resampled_means, subset
 from .checks import check_images, check_pair, sq_dists
 from .frechet import fid, fid_replicates
@@ -455,5 +457,6 @@ def run(params: Any) -> MetricsResult:
     result.config = {**cfg.to_dict(), "config_hash": cfg.hash()}
     path = metrics_dir(params) / "metrics.json"
     atomic_write_json(path, jsonable(result.to_dict()))
+    record_run(params, artifacts.METRICS)
     result.path = path
     return result

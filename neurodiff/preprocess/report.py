@@ -88,7 +88,7 @@ def summary_table(params_or_dir: Params | str | Path) -> pd.DataFrame:
         ),
         ("images", f"{n['train_images']} train, {n['test_images']} test"),
         ("source files (checksummed)", str(len(m["sources"]))),
-        ("parameters hash", m["params_hash"]),
+        ("cache key (parameters + pipeline)", m["params_hash"]),
         (
             "built",
             f"{m['created']} in {m['timing']['wall_seconds']:.1f} s with "

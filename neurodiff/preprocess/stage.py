@@ -12,12 +12,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from ..artifacts import PREPROCESSED_FORMAT, load_split, preprocessed_dir
+from ..artifacts import PREPROCESSED, PREPROCESSED_FORMAT, load_split, preprocessed_dir
 from ..cohort import load_cohort
 from ..config import ConfigError, ModelConfig, Params, PreprocessConfig
 from ..errors import CohortError, DataError
 from ..intensity import to_model_range
 from ..io import atomic_dir, atomic_write_json, file_sha256
+from ..runs import record_run
 from ..templates import target_affine
 from .cache import cache_key, cached_manifest, file_stat, source_files
 from .pipeline import (
@@ -232,6 +233,7 @@ def run(params: Params, *, workers: int | None = None, force: bool = False) -> P
         manifest = cached_manifest(out_dir, key, files)
         if manifest is not None:
             log.info("preprocessed data in %s are up to date (parameters hash %s)", out_dir, key)
+            record_run(params, PREPROCESSED)
             return _result_from_manifest(out_dir, manifest, True, time.perf_counter() - start)
 
     cohort = _read_cohort(root, table_path, cfg)
@@ -276,6 +278,7 @@ def run(params: Params, *, workers: int | None = None, force: bool = False) -> P
             if p.is_file()
         }
         atomic_write_json(tmp / "manifest.json", manifest)  # last: marks the folder complete
+    record_run(params, PREPROCESSED)
     log.info("preprocessed data written to %s in %.1f s", out_dir, wall)
     return _result_from_manifest(out_dir, manifest, False, time.perf_counter() - start)
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from ..artifacts import load_manifest, synthetic_dir
+from ..artifacts import SYNTHETIC, load_manifest, synthetic_dir
 from ..checkpoints import checkpoint_step
 from ..config import ModelConfig, Params, SampleConfig
 from ..device import resolve_device, resolve_precision
@@ -19,6 +19,7 @@ from ..errors import DataError
 from ..intensity import to_unit_range
 from ..io import atomic_dir, file_sha256
 from ..model import load_ema_model
+from ..runs import record_run
 from ..sampling import check_sampler_args, generate
 from ..templates import target_affine
 from ..viz import save_grid
@@ -216,6 +217,7 @@ def run(params: Params) -> SampleResult:
         generated_by=generated_by,
         name=f"neurodiff synthetic cohort (profile {params.profile})",
     )
+    record_run(params, SYNTHETIC)
     files = sorted(out.glob("sub-*/anat/*_T1w.nii.gz"))
     return SampleResult(
         out,

@@ -12,6 +12,7 @@ from .. import artifacts
 from ..checkpoints import latest_checkpoint, load_checkpoint
 from ..config import ModelConfig, Params, TrainConfig
 from ..errors import DataError
+from ..runs import record_run
 from .data import as_dataset, select_subjects
 from .helpers import init_distributed
 from .loop import Trainer, TrainState
@@ -48,7 +49,7 @@ class TrainResult:
         what = (
             f"trained {self.steps_run} steps ({self.step} in total)"
             if self.steps_run
-            else f"nothing to do: the checkpoint is at step {self.step} already"
+            else f"reused the finished run of these parameters (step {self.step})"
         )
         if self.resumed_from is not None and self.steps_run:
             what += f", resumed from step {self.resumed_from}"
@@ -126,6 +127,7 @@ def train(
             ckpt = load_checkpoint(latest, expected_model_config=mcfg)
 
     dist_info, device = init_distributed(tcfg.device)
+    keyed = out_dir is None and dist_info.main  # the run folder of these parameters: record it
     try:
         trainer = Trainer(params, mcfg, tcfg, dataset, train_dir, dist_info, device)
         trainer.restore(ckpt)
@@ -133,7 +135,11 @@ def train(
         if trainer.start >= tcfg.train_steps:
             last = trainer.rows[-1]["loss"] if trainer.rows else None
             return _result(trainer, trainer.start, last, 0.0)
+        if keyed:
+            record_run(params, artifacts.TRAIN, complete=False)
         step, loss, seconds = trainer.fit(progress, callback)
+        if keyed:
+            record_run(params, artifacts.TRAIN, complete=step >= tcfg.train_steps)
         return _result(trainer, step, loss, seconds)
     finally:
         if dist_info.owns_group:

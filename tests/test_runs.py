@@ -1,0 +1,102 @@
+"""Run folders keyed by the parameters that made them; listing and pruning them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from neurodiff import artifacts, cli, config, runs
+
+
+def _params(tmp_path, **overrides):
+    return config.resolve("smoke", {"derived_dir": str(tmp_path), **overrides})
+
+
+def test_a_key_changes_with_its_own_and_upstream_parameters_only(tmp_path):
+    base = runs.chain_keys(_params(tmp_path))
+    assert all(len(k) == 12 for k in base.values()) and len(set(base.values())) == 4
+    # a training parameter: training and everything after it, not preprocessing
+    lr = runs.chain_keys(_params(tmp_path, lr=3e-4))
+    assert lr["preprocessed"] == base["preprocessed"]
+    assert all(lr[s] != base[s] for s in ("train", "synthetic", "metrics"))
+    # a preprocessing parameter changes every key
+    norm = runs.chain_keys(_params(tmp_path, normalise="minmax"))
+    assert all(norm[s] != base[s] for s in base)
+    # a sampler parameter: sampling and metrics only
+    steps = runs.chain_keys(_params(tmp_path, steps=10))
+    assert [steps[s] == base[s] for s in base] == [True, True, False, False]
+
+
+def test_where_and_how_do_not_enter_a_key(tmp_path):
+    base = _params(tmp_path)
+    for change in (
+        {"derived_dir": str(tmp_path / "other")},
+        {"profile": "renamed"},
+        {"resume": False},
+        {"checkpoint_every": 2},
+        {"keep_checkpoints": 5},
+        {"num_workers": 1},
+        {"sampler_table_samples": 3},
+    ):
+        assert runs.chain_keys(_params(tmp_path, **change)) == runs.chain_keys(base), change
+    assert _params(tmp_path / "x").hash() == base.hash()
+    assert _params(tmp_path, lr=3e-4).hash() != base.hash()
+
+
+def test_every_shaping_parameter_is_recorded(tmp_path):
+    params = _params(tmp_path, lr=3e-4)
+    path = runs.record_run(params, "train", complete=False)
+    rec = json.loads(path.read_text())
+    assert rec["key"] == runs.stage_key(params, "train") == path.parent.name
+    assert rec["upstream"] == {
+        "stage": "preprocessed",
+        "key": runs.stage_key(params, "preprocessed"),
+    }
+    assert rec["params"]["lr"] == 3e-4 and rec["params"]["normalise"] == "percentile"
+    assert "derived_dir" not in rec["params"] and "resume" not in rec["params"]
+    assert rec["complete"] is False
+
+
+def _fake_chain(params):
+    for stage in runs.stage_names():
+        runs.record_run(params, stage)
+    metrics = {"metrics": {"fid": {"value": 2.0, "baseline": 0.5}}}
+    (artifacts.metrics_dir(params) / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_runs_table_lists_differing_parameters_and_metrics(tmp_path):
+    a, b = _params(tmp_path), _params(tmp_path, schedule="linear_beta")
+    _fake_chain(a)
+    _fake_chain(b)
+    table = artifacts.runs_table(a.profile_dir(), current=b)
+    assert table["stage"].tolist().count("preprocessed") == 1
+    train = table[table["stage"] == "train"]
+    assert sorted(train["differs"]) == ["schedule=cosine", "schedule=linear_beta"]
+    assert table[table["run"].str.endswith("*")]["stage"].tolist() == runs.stage_names()
+    assert set(table[table["stage"] == "metrics"]["fid"]) == {"2 (0.5)"}
+
+
+def test_clean_keeps_the_given_runs_or_removes_a_run_and_its_descendants(tmp_path, capsys):
+    a, b = _params(tmp_path), _params(tmp_path, lr=3e-4)
+    _fake_chain(a)
+    _fake_chain(b)
+    stray = a.profile_dir() / "train" / "checkpoints"  # an older layout
+    stray.mkdir()
+    dry = runs.remove_runs(a.profile_dir(), keep=a, dry_run=True)
+    assert stray in dry and artifacts.train_dir(b) in dry and stray.exists()
+    assert artifacts.train_dir(a) not in dry and artifacts.preprocessed_dir(b) not in dry
+    # removing b's training run removes what was made from it, not its upstream
+    gone = runs.remove_runs(a.profile_dir(), keys=[runs.stage_key(b, "train")])
+    assert sorted(p.parent.name for p in gone) == ["metrics", "synthetic", "train"]
+    assert artifacts.preprocessed_dir(b).exists() and artifacts.metrics_dir(a).exists()
+    with pytest.raises(ValueError, match="no run 'abcdef' under"):
+        runs.remove_runs(a.profile_dir(), keys=["abcdef"])
+    # the command line
+    argv = ["--profile", "smoke", "-p", f"derived_dir={tmp_path}"]
+    assert cli.main(["clean", *argv, "--all"]) == 0
+    assert "deleted" in capsys.readouterr().out
+    assert runs.list_runs(a.profile_dir()) == ([], [])
+    assert cli.main(["runs", *argv]) == 0
+    assert "no runs of profile 'smoke'" in capsys.readouterr().out
+    assert cli.main(["clean", *argv, "--run", "abcdef"]) == 2
