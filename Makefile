@@ -2,31 +2,47 @@
 #   make report                 set-up + demo cohort + all notebooks (demo profile) + the book
 #   make report PROFILE=smoke   the same in seconds; PROFILE=paper needs a GPU
 #   make report TORCH=torch     any torch requirement instead of the CPU pin (e.g. a CUDA build)
+#   make report LOCK=none       the version ranges of pyproject.toml instead of requirements.lock
 #   make test                   ruff check, ruff format --check, pytest
+#   make lock                   refresh requirements.lock from the installed environment
 
 PYTHON  ?= python3
 VENV    ?= .venv
 TORCH   ?= torch==2.13.0
+LOCK    ?= requirements.lock
 PROFILE ?= demo
 ARGS    ?=
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 DEMO    := data/raw/demo/dataset_description.json
 
-.PHONY: help install data notebooks run book report test lint format benchmark lab clean distclean
+.PHONY: help install lock data notebooks run book report test lint format benchmark lab clean distclean
 
 help:
-	@sed -n '1,7p' Makefile
+	@sed -n '1,9p' Makefile
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# The exact versions that built the published book (requirements.lock), torch as $(TORCH).
+$(STAMP): pyproject.toml $(wildcard $(LOCK))
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q "$(TORCH)"
+ifeq ($(LOCK),none)
 	$(BIN)/python -m pip install -q -e ".[dev]"
+else
+	grep -v '^torch==' $(LOCK) | $(BIN)/python -m pip install -q -r /dev/stdin
+	$(BIN)/python -m pip install -q --no-deps -e .
+endif
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
+
+lock: $(STAMP)
+	{ echo "# Exact versions of every package that builds the book (make lock; make install uses it)."; \
+	  echo "# torch is the CPU build; make install TORCH=... installs another in its place."; \
+	  $(BIN)/python -m pip freeze --exclude-editable | sed 's/^torch==\([0-9.]*\)+cpu$$/torch==\1/'; \
+	} > $(LOCK).tmp && mv $(LOCK).tmp $(LOCK)
+	@echo "wrote $(LOCK): $$(grep -c '==' $(LOCK)) packages"
 
 data: $(DEMO)
 

@@ -153,8 +153,8 @@ def load_checkpoint(
         if diffs:
             raise CheckpointError(
                 f"checkpoint {str(path)!r} was written for another model configuration "
-                f"({'; '.join(diffs)}). Use the parameters it was trained with, or start a new "
-                "training with resume=false (removes the old checkpoints)",
+                f"({'; '.join(diffs)}). It does not belong in this run's folder (runs are "
+                "keyed by their parameters): remove it, or `neurodiff clean` that run",
                 path=path,
             )
     return ckpt

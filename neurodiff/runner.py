@@ -20,25 +20,21 @@ notebooks were already executed by papermill).
 
 from __future__ import annotations
 
-import datetime as _dt
-import json
 import logging
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from . import config
-from .artifacts import load_metrics_json, metrics_dir
 from .errors import ConfigError, DataError, NeurodiffError, NotebookError
-from .io import atomic_path, atomic_write_json, atomic_write_text
+from .io import atomic_path, atomic_write_text
+from .record import write_record
 
 __all__ = ["NotebookError", "RunReport", "build_book", "notebook_paths", "run_notebooks"]
 
@@ -53,23 +49,6 @@ _PROBE_SOURCE = (
     "else 1024)))"
 )
 _PROBE_MARK = "NEURODIFF_PEAK_RSS_MB="
-
-#: Packages whose versions go into the reproducibility record.
-_PACKAGES = (
-    "neurodiff",
-    "torch",
-    "monai",
-    "numpy",
-    "scipy",
-    "nibabel",
-    "nilearn",
-    "dipy",
-    "torchmetrics",
-    "pandas",
-    "matplotlib",
-    "papermill",
-    "jupyter-book",
-)
 
 
 @dataclass
@@ -199,146 +178,6 @@ def _finish(src: Path, dest: Path, log_path: Path) -> float | None:
     return peak
 
 
-def _git_commit(root: Path) -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-        return out + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def _versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for name in _PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
-
-
-def _device_description() -> str:
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a dependency
-        return "unknown"
-    if torch.cuda.is_available():
-        return f"CUDA: {torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
-    return f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
-
-
-def _write_record(report: RunReport, out_dir: Path, root: Path) -> Path:
-    previous: dict[str, Any] = {}
-    record_path = out_dir / "run.json"
-    if record_path.is_file():
-        try:
-            previous = json.loads(record_path.read_text())
-        except (OSError, json.JSONDecodeError):
-            previous = {}
-    notebooks = (
-        dict(previous.get("notebooks", {}))
-        if previous.get("params_hash") == report.params.hash()
-        else {}
-    )
-    for nb in report.notebooks:
-        notebooks[nb.name] = {"seconds": round(nb.seconds, 2), "peak_rss_mb": nb.peak_rss_mb}
-    record = {
-        "finished": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "git_commit": _git_commit(root),
-        "profile": report.params.profile,
-        "params_hash": report.params.hash(),
-        "params": report.params.to_dict(),
-        "device": _device_description(),
-        "platform": platform.platform(),
-        "versions": _versions(),
-        "notebooks": notebooks,
-        "total_seconds": round(sum(v["seconds"] for v in notebooks.values()), 1),
-    }
-    atomic_write_json(record_path, record)
-    atomic_write_text(out_dir / "reproducibility.md", reproducibility_markdown(record))
-    atomic_write_text(out_dir / "results.md", _results_markdown(report.params))
-    return record_path
-
-
-def _results_markdown(params: config.Params) -> str:
-    """The results summary the Discussion includes, from this profile's ``metrics.json``."""
-    metrics = load_metrics_json(params)
-    if metrics is None:
-        return (
-            "*No metrics have been computed for this run yet: run `neurodiff run "
-            f"--profile {params.profile}` through `05_metrics`.*\n"
-        )
-    from .metrics.results import results_markdown
-
-    path = metrics_dir(params) / "metrics.json"
-    body = results_markdown(metrics)
-    source = f"*From `{path.name}` of profile `{params.profile}`.*"
-    if metrics.get("params_hash") != params.hash():
-        source = (
-            f"**These metrics were computed with other parameters** (hash "
-            f"`{metrics.get('params_hash')}`) than this run (`{params.hash()}`): run "
-            f"`neurodiff run --profile {params.profile}` through `05_metrics` to update them."
-        )
-    return f"{body}\n{source}\n"
-
-
-def reproducibility_markdown(record: Mapping[str, Any]) -> str:
-    """The book's reproducibility appendix, generated from ``run.json``."""
-    lines = [
-        "# Reproducibility appendix",
-        "",
-        "This page is generated by `neurodiff run` from the run that produced the chapters of "
-        "this book. To reproduce it, check out the commit below and run "
-        f"`neurodiff run --profile {record['profile']}` with the parameters listed here.",
-        "",
-        "| | |",
-        "|---|---|",
-        f"| finished | {record['finished']} |",
-        f"| git commit | `{record['git_commit']}` |",
-        f"| profile | `{record['profile']}` |",
-        f"| parameters hash | `{record['params_hash']}` |",
-        f"| device | {record['device']} |",
-        f"| platform | {record['platform']} |",
-        "",
-        "## Time and memory per notebook",
-        "",
-        "| notebook | wall time (s) | peak memory (MB) |",
-        "|---|---:|---:|",
-    ]
-    for name, v in record["notebooks"].items():
-        mem = f"{v['peak_rss_mb']:.0f}" if v.get("peak_rss_mb") is not None else "n/a"
-        lines.append(f"| {name} | {v['seconds']:.1f} | {mem} |")
-    lines += [
-        f"| **total** | **{record['total_seconds']:.1f}** | |",
-        "",
-        "## Package versions",
-        "",
-        "| package | version |",
-        "|---|---|",
-    ]
-    lines += [f"| {k} | {v} |" for k, v in record["versions"].items()]
-    lines += ["", "## Parameters", "", "```yaml"]
-    import yaml
-
-    lines += yaml.safe_dump(record["params"], sort_keys=False, default_flow_style=None).splitlines()
-    lines += ["```", ""]
-    return "\n".join(lines)
-
-
 def run_notebooks(
     profile: str | Path = "demo",
     overrides: Mapping[str, Any] | Sequence[str] = (),
@@ -387,7 +226,7 @@ def run_notebooks(
             pm.execute_notebook(
                 str(staged),
                 str(work),
-                parameters=params.to_dict(),
+                parameters={**params.to_dict(), config.RESOLVED_FLAG: True},
                 cwd=str(root),
                 kernel_name=kernel_name,
                 progress_bar=False,
@@ -416,7 +255,7 @@ def run_notebooks(
         mem = f", peak {peak:.0f} MB" if peak is not None else ""
         print(f"[neurodiff run] {name} done in {seconds:.1f} s{mem}", file=sys.stderr, flush=True)
     report.seconds = time.perf_counter() - start
-    report.record = _write_record(report, out_dir, root)
+    report.record = write_record(report.params, report.notebooks, out_dir, root)
     print(report, file=sys.stderr)
     return report
 

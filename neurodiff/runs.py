@@ -47,6 +47,7 @@ __all__ = [
     "Run",
     "chain_keys",
     "list_runs",
+    "read_run",
     "record_run",
     "remove_runs",
     "run_dir",
@@ -156,6 +157,12 @@ class Run:
     @property
     def label(self) -> str:
         return f"{self.stage}/{self.key}"
+
+
+def read_run(path: str | Path) -> Run:
+    """The run in folder ``path`` (``complete`` is False when it has no readable record)."""
+    path = Path(path)
+    return _read(path, path.parent.name)
 
 
 def _read(path: Path, stage: str) -> Run:

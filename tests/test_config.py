@@ -140,8 +140,23 @@ def test_stage_configs_are_frozen_and_hash_stably():
 
 def test_from_namespace_picks_known_names_only():
     ns = {"image_size": 32, "profile": "x", "unrelated": 3, "_private": 1}
-    p = config.from_namespace(ns)
+    p = config.from_namespace({**ns, config.RESOLVED_FLAG: True})
     assert p.image_size == 32 and p.profile == "x"
+
+
+def test_from_namespace_outside_the_runner_starts_from_the_named_profile():
+    """A notebook's parameters cell shows the defaults; papermill -p or an edit changes some."""
+    cell = {n: s.default for n, s in config.parameter_specs().items()}
+    smoke = config.resolve("smoke")
+    # papermill notebooks/03_train.ipynb out.ipynb -p profile smoke -p lr 0.0001
+    p = config.from_namespace({**cell, "profile": "smoke", "lr": 0.0001})
+    assert p.lr == 0.0001 and p.image_size == smoke.image_size == 16
+    assert p.to_dict() == {**smoke.to_dict(), "lr": 0.0001}
+    # the cell's own defaults, unchanged, are the demo profile
+    assert config.from_namespace(cell).to_dict() == config.resolve("demo").to_dict()
+    # a value injected as text (papermill -p channels "[8, 16]") is coerced, then compared
+    with pytest.raises(config.ConfigError, match="parameter 'lr' must be a number"):
+        config.from_namespace({**cell, "lr": "fast"})
 
 
 def test_profile_dir_and_paths(tmp_path, monkeypatch):

@@ -38,6 +38,8 @@ FLOORS = {
     "sample": 6,
     "metrics": 6,
     "runner": 7,
+    "notebook": 7,
+    "record": 7,
     "cli": 8,
     "__main__": 9,
 }

@@ -7,7 +7,7 @@ import json
 import nbformat
 import pytest
 
-from neurodiff import artifacts, runner
+from neurodiff import artifacts, record, runner
 from neurodiff.errors import ConfigError, DataError
 from neurodiff.runner import NotebookError
 
@@ -137,15 +137,15 @@ def test_results_summary_flags_metrics_of_other_parameters(project):
     from neurodiff import config
 
     params = config.resolve("smoke")
-    assert "No metrics have been computed" in runner._results_markdown(params)
+    assert "No metrics have been computed" in record._results_markdown(params)
     path = artifacts.metrics_dir(params) / "metrics.json"
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps(_metrics_json(params.hash())))
-    text = runner._results_markdown(params)
+    text = record._results_markdown(params)
     assert "| FID (features) | 0.3 [0.2, 0.4] | 0.1 [0.05, 0.15] | 3.00 |" in text
     assert "target (at most 2× the baseline, 0.2) is **not reached**" in text
     assert "other parameters" not in text
     path.write_text(json.dumps(_metrics_json("0123456789ab")))
     assert "computed with other parameters** (hash `0123456789ab`)" in (
-        runner._results_markdown(params)
+        record._results_markdown(params)
     )

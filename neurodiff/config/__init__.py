@@ -19,6 +19,7 @@ from ..errors import ConfigError
 from .fields import StageConfig, param
 from .params import (
     LOCATION_PARAMS,
+    RESOLVED_FLAG,
     Params,
     ParamSpec,
     available_profiles,
@@ -46,6 +47,7 @@ __all__ = [
     "ConfigError",
     "MetricsConfig",
     "ModelConfig",
+    "RESOLVED_FLAG",
     "ParamSpec",
     "Params",
     "PreprocessConfig",

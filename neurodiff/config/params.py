@@ -31,6 +31,7 @@ from .stages import STAGES, ModelConfig, SampleConfig
 
 __all__ = [
     "LOCATION_PARAMS",
+    "RESOLVED_FLAG",
     "ParamSpec",
     "Params",
     "available_profiles",
@@ -233,16 +234,34 @@ def resolve(
     return Params({**values, **extra}, source=f"profile {name!r} with overrides")
 
 
-def from_namespace(namespace: Mapping[str, Any]) -> Params:
-    """Build :class:`Params` from a notebook's globals: every known parameter name found there.
+#: Set by ``neurodiff run`` in the parameters it injects: they are the complete, resolved
+#: namespace, to be taken as they are.
+RESOLVED_FLAG = "_neurodiff_resolved"
 
-    Used right after a notebook's ``parameters`` cell: ``params = from_namespace(globals())``.
+
+def from_namespace(namespace: Mapping[str, Any]) -> Params:
+    """Build :class:`Params` from a notebook's globals, right after its ``parameters`` cell:
+    ``params = from_namespace(globals())``.
+
+    - Injected by ``neurodiff run`` (the namespace carries :data:`RESOLVED_FLAG`): every known
+      name is taken as it is.
+    - Anywhere else (JupyterLab, VS Code, ``papermill -p lr 0.0001``, Colab): the ``profile``
+      named in the namespace is loaded and every parameter whose value differs from its default
+      (the ``demo`` value the parameters cell shows) overrides it. So ``papermill ... -p profile
+      course`` gives the course profile, and ``-p lr 0.0001`` changes only ``lr``. (To set a
+      parameter back to its default on a profile that changes it, use ``neurodiff run``.)
     """
     specs = parameter_specs()
-    return Params(
-        {k: v for k, v in namespace.items() if k in specs and not k.startswith("_")},
-        source="notebook parameters",
-    )
+    known = {k: v for k, v in namespace.items() if k in specs and not k.startswith("_")}
+    if namespace.get(RESOLVED_FLAG):
+        return Params(known, source="notebook parameters")
+    profile = known.pop("profile", "demo")
+    overrides = {}
+    for k, v in known.items():
+        value = coerce(k, v, specs[k].type, "the notebook's parameters")
+        if value != specs[k].default:
+            overrides[k] = value
+    return resolve(profile, overrides)
 
 
 def _check_across_stages(params: Params) -> None:

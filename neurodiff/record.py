@@ -1,0 +1,222 @@
+"""The record of a ``neurodiff run``: what ran, where, with which versions.
+
+``run.json`` (git commit, parameters and their hash, package versions, the lock file's hash and
+whether the installed versions match it, device, wall time and peak memory per notebook), and the
+pages generated from it: the reproducibility appendix and the results summary of the Discussion.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import subprocess
+from collections.abc import Mapping, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from . import config
+from .artifacts import load_metrics_json, metrics_dir
+from .io import atomic_write_json, atomic_write_text
+
+__all__ = ["LOCK_FILE", "lock_status", "reproducibility_markdown", "write_record"]
+
+LOCK_FILE = "requirements.lock"
+
+#: Packages whose versions go into the reproducibility record.
+_PACKAGES = (
+    "neurodiff",
+    "torch",
+    "monai",
+    "numpy",
+    "scipy",
+    "nibabel",
+    "nilearn",
+    "dipy",
+    "torchmetrics",
+    "pandas",
+    "matplotlib",
+    "papermill",
+    "jupyter-book",
+)
+
+
+def lock_status(root: Path) -> dict[str, Any]:
+    """The lock file's SHA-256 and the installed packages whose versions differ from it."""
+    path = root / LOCK_FILE
+    if not path.is_file():
+        return {"file": LOCK_FILE, "sha256": None, "differences": []}
+    differences = []
+    for line in path.read_text().splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name, _, pinned = line.partition("==")
+        try:
+            found = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found = "not installed"
+        if found.split("+")[0] != pinned.split("+")[0]:
+            differences.append(f"{name} {found} (lock: {pinned})")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return {"file": LOCK_FILE, "sha256": digest, "differences": differences}
+
+
+def _git_commit(root: Path) -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        return out + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def _device_description() -> str:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return "unknown"
+    if torch.cuda.is_available():
+        return f"CUDA: {torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
+    return f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+
+
+def write_record(params: config.Params, runs: Sequence[Any], out_dir: Path, root: Path) -> Path:
+    """Write ``run.json``, ``reproducibility.md`` and ``results.md`` of a run into ``out_dir``.
+
+    ``runs`` are the executed notebooks (``name``, ``seconds``, ``peak_rss_mb``); the timings of
+    notebooks not run this time are kept from the previous record of the same parameters.
+    """
+    previous: dict[str, Any] = {}
+    record_path = out_dir / "run.json"
+    if record_path.is_file():
+        try:
+            previous = json.loads(record_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            previous = {}
+    notebooks = (
+        dict(previous.get("notebooks", {})) if previous.get("params_hash") == params.hash() else {}
+    )
+    for nb in runs:
+        notebooks[nb.name] = {"seconds": round(nb.seconds, 2), "peak_rss_mb": nb.peak_rss_mb}
+    record = {
+        "finished": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "git_commit": _git_commit(root),
+        "profile": params.profile,
+        "params_hash": params.hash(),
+        "params": params.to_dict(),
+        "device": _device_description(),
+        "platform": platform.platform(),
+        "versions": _versions(),
+        "lock": lock_status(root),
+        "notebooks": notebooks,
+        "total_seconds": round(sum(v["seconds"] for v in notebooks.values()), 1),
+    }
+    atomic_write_json(record_path, record)
+    atomic_write_text(out_dir / "reproducibility.md", reproducibility_markdown(record))
+    atomic_write_text(out_dir / "results.md", _results_markdown(params))
+    return record_path
+
+
+def _results_markdown(params: config.Params) -> str:
+    """The results summary the Discussion includes, from this profile's ``metrics.json``."""
+    metrics = load_metrics_json(params)
+    if metrics is None:
+        return (
+            "*No metrics have been computed for this run yet: run `neurodiff run "
+            f"--profile {params.profile}` through `05_metrics`.*\n"
+        )
+    from .metrics.results import results_markdown
+
+    path = metrics_dir(params) / "metrics.json"
+    body = results_markdown(metrics)
+    source = f"*From `{path.name}` of profile `{params.profile}`.*"
+    if metrics.get("params_hash") != params.hash():
+        source = (
+            f"**These metrics were computed with other parameters** (hash "
+            f"`{metrics.get('params_hash')}`) than this run (`{params.hash()}`): run "
+            f"`neurodiff run --profile {params.profile}` through `05_metrics` to update them."
+        )
+    return f"{body}\n{source}\n"
+
+
+def _lock_line(lock: Mapping[str, Any] | None) -> str:
+    if not lock or not lock.get("sha256"):
+        return "no `requirements.lock` (installed from version ranges)"
+    diff = lock.get("differences") or []
+    state = (
+        "every package at its locked version"
+        if not diff
+        else f"{len(diff)} package(s) differ: " + ", ".join(diff[:5]) + (" ..." if diff[5:] else "")
+    )
+    return f"`{lock['file']}`, SHA-256 `{lock['sha256'][:16]}`: {state}"
+
+
+def reproducibility_markdown(record: Mapping[str, Any]) -> str:
+    """The book's reproducibility appendix, generated from ``run.json``."""
+    lines = [
+        "# Reproducibility appendix",
+        "",
+        "This page is generated by `neurodiff run` from the run that produced the chapters of "
+        "this book. To reproduce it, check out the commit below, install the locked versions "
+        "(`make install` reads `requirements.lock`) and run "
+        f"`neurodiff run --profile {record['profile']}` with the parameters listed here.",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| finished | {record['finished']} |",
+        f"| git commit | `{record['git_commit']}` |",
+        f"| profile | `{record['profile']}` |",
+        f"| parameters hash | `{record['params_hash']}` |",
+        f"| device | {record['device']} |",
+        f"| lock file | {_lock_line(record.get('lock'))} |",
+        f"| platform | {record['platform']} |",
+        "",
+        "## Time and memory per notebook",
+        "",
+        "| notebook | wall time (s) | peak memory (MB) |",
+        "|---|---:|---:|",
+    ]
+    for name, v in record["notebooks"].items():
+        mem = f"{v['peak_rss_mb']:.0f}" if v.get("peak_rss_mb") is not None else "n/a"
+        lines.append(f"| {name} | {v['seconds']:.1f} | {mem} |")
+    lines += [
+        f"| **total** | **{record['total_seconds']:.1f}** | |",
+        "",
+        "## Package versions",
+        "",
+        "| package | version |",
+        "|---|---|",
+    ]
+    lines += [f"| {k} | {v} |" for k, v in record["versions"].items()]
+    lines += ["", "## Parameters", "", "```yaml"]
+    import yaml
+
+    lines += yaml.safe_dump(record["params"], sort_keys=False, default_flow_style=None).splitlines()
+    lines += ["```", ""]
+    return "\n".join(lines)
