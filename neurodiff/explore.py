@@ -24,6 +24,7 @@ from .errors import CohortError
 __all__ = [
     "SiteSummary",
     "acquisition_table",
+    "cohort_summary",
     "demographics_table",
     "describe_source",
     "open_cohort",
@@ -100,6 +101,26 @@ def _fmt_unique(values: Any, fmt: Any = str) -> str:
 
 def _fmt_triplet(t: Any) -> str:
     return " x ".join(f"{x:g}" for x in t)
+
+
+def cohort_summary(df):
+    """The cohort table in one row per site: scans, subjects, the storage orientations, data
+    types and array shapes found there (the full table has one row per scan)."""
+    import pandas as pd
+
+    rows = []
+    for site, g in df.groupby("site", sort=True):
+        rows.append(
+            {
+                "site": site,
+                "scans": len(g),
+                "subjects": g["subject"].nunique(),
+                "orientation": _fmt_unique(g["orientation"]),
+                "dtype": _fmt_unique(g["dtype"]),
+                "shapes": g["shape"].astype(str).nunique(),
+            }
+        )
+    return pd.DataFrame(rows).set_index("site")
 
 
 def demographics_table(df):

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import ipaddress
+import shutil
 import socket
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -138,3 +141,49 @@ def model(smoke_cfg):
 
     torch.manual_seed(0)
     return build_model(smoke_cfg).eval()
+
+
+@pytest.fixture(scope="session")
+def smoke_book(tiny_cohort, tmp_path_factory):
+    """The whole study on the smoke profile through papermill, then a strict book build, in a
+    copy of the project: ``(project, RunReport, index.html)``."""
+    from neurodiff import runner
+
+    project = tmp_path_factory.mktemp("project")
+    shutil.copy(ROOT / "_config.yml", project)
+    shutil.copy(ROOT / "requirements.lock", project)
+    shutil.copytree(ROOT / "notebooks", project / "notebooks")
+    shutil.copytree(ROOT / "book", project / "book", ignore=shutil.ignore_patterns("executed"))
+    mp = pytest.MonkeyPatch()
+    mp.setenv("NEURODIFF_ROOT", str(project))
+    try:
+        report = runner.run_notebooks(
+            "smoke", {"cohort": str(tiny_cohort), "derived_dir": str(project / "derived")}
+        )
+        index = runner.build_book(strict=True, root=project)
+    finally:
+        mp.undo()
+    return project, report, index
+
+
+@pytest.fixture(autouse=True)
+def legible_figures(monkeypatch):
+    """Every figure a test makes with neurodiff.viz is checked afterwards: no text smaller than
+    MIN_TEXT_PX as the book's content column shows it."""
+    from neurodiff.viz import _base
+
+    made = []
+    init = _base.BookFigure.__init__
+
+    def record(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(_base.BookFigure, "__init__", record)
+    yield made
+    small = [
+        (fig.get_suptitle() or [ax.get_title() for ax in fig.axes][:1], size)
+        for fig in made
+        if (size := _base.smallest_text_px(fig)) < _base.MIN_TEXT_PX - 1e-3
+    ]
+    assert not small, f"figures with text under {_base.MIN_TEXT_PX} px: {small}"

@@ -4,32 +4,11 @@ build (Sphinx warnings are errors, nitpicky references), in a copy of the projec
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 
-from neurodiff import runner
-
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def smoke_book(tiny_cohort, tmp_path_factory):
-    project = tmp_path_factory.mktemp("project")
-    shutil.copy(ROOT / "_config.yml", project)
-    shutil.copytree(ROOT / "notebooks", project / "notebooks")
-    shutil.copytree(ROOT / "book", project / "book", ignore=shutil.ignore_patterns("executed"))
-    mp = pytest.MonkeyPatch()
-    mp.setenv("NEURODIFF_ROOT", str(project))
-    try:
-        report = runner.run_notebooks(
-            "smoke", {"cohort": str(tiny_cohort), "derived_dir": str(project / "derived")}
-        )
-        index = runner.build_book(strict=True, root=project)
-    finally:
-        mp.undo()
-    return project, report, index
 
 
 @pytest.mark.slow

@@ -35,3 +35,20 @@ def test_save_grid_writes_one_png_with_every_image(tmp_path):
     assert white[..., :3].max() == pytest.approx(1.0)
     with pytest.raises(ValueError, match="'images' is empty"):
         viz.save_grid(np.zeros((0, 1, 8, 8)), tmp_path / "none.png")
+
+
+def test_text_too_small_for_the_column_is_enlarged():
+    from neurodiff.viz._base import COLUMN_PX, MIN_TEXT_PX, figure, smallest_text_px
+
+    wide = figure(figsize=(14, 3), dpi=100)  # 1400 px, shown at COLUMN_PX: scaled by ~0.47
+    ax = wide.add_subplot()
+    ax.set_title("title", fontsize=8)
+    ax.plot([0, 1], [0, 1], label="a line")
+    ax.legend(fontsize=6)
+    ax.tick_params(labelsize=5)
+    assert smallest_text_px(wide) >= MIN_TEXT_PX - 1e-6
+    assert wide.min_fontsize() == pytest.approx(MIN_TEXT_PX * 72 * 14 / COLUMN_PX)
+    narrow = figure(figsize=(4, 3), dpi=100)  # shown at its own size
+    narrow.add_subplot().set_title("t", fontsize=12)
+    # untouched, already legible: the smallest text is a tick label at matplotlib's 10 pt
+    assert smallest_text_px(narrow) == pytest.approx(10 * 100 / 72)

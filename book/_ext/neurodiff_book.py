@@ -1,11 +1,12 @@
 """Sphinx additions of the neurodiff book (loaded by ``_config.yml``: ``sphinx.local_extensions``).
 
-- **Maths offline**: MathJax is served from the book itself (the copy of MathJax 2.7 that the
-  ``jupyter-server-mathjax`` package ships), not from a CDN, so formulas render without internet.
+- **Maths offline**: MathJax 3 is served from the book itself (the copy that the
+  ``sphinx-mathjax-offline`` package ships; its TeX-to-SVG component), not from a CDN, so
+  formulas render without internet.
 - **Launch buttons open the tracked notebooks**: the chapters are the executed copies in
   ``book/executed/`` (not in the repository); Binder, Colab and JupyterHub get the notebook of
   the same name in ``notebooks/`` instead.
-- **One copy of each script, no Thebe**: no console error on any page.
+- **One copy of each script, no Thebe**: no console error on any page; one search bar; an icon.
 - **Reference labels in author-year style**, like the citations in the text ("Ho et al., 2020"),
   instead of pybtex's alphanumeric labels ("[HJA20]").
 
@@ -18,24 +19,19 @@ import re
 import shutil
 from pathlib import Path
 
-#: Parts of MathJax 2 the book needs (TeX input, HTML-CSS output with its web fonts).
-_MATHJAX_PARTS = (
-    "MathJax.js",
-    "config/TeX-AMS-MML_HTMLorMML-full.js",
-    "extensions",
-    "jax/input/TeX",
-    "jax/output/HTML-CSS",
-    "jax/element",
-    "fonts/HTML-CSS/STIX-Web/woff",
-)
-_MATHJAX_CONFIG = "TeX-AMS-MML_HTMLorMML-full"
+#: Parts of MathJax 3 the book needs: the TeX-to-SVG component, whose glyphs are drawn from
+#: JavaScript data (no web fonts to fetch), and the TeX extensions it loads on demand.
+_MATHJAX_PARTS = ("tex-svg.js", "input/tex/extensions")
 _EXECUTED = re.compile(r"(?:\./)?book/executed/(\d\d_[A-Za-z0-9_]+\.ipynb)")
 
 
 def _mathjax_source() -> Path:
-    import jupyter_server_mathjax
+    """MathJax 3 as the ``sphinx-mathjax-offline`` distribution ships it (its folder name is not
+    importable, so it is found through the distribution's metadata)."""
+    from importlib import metadata
 
-    return Path(jupyter_server_mathjax.__file__).parent / "static"
+    dist = metadata.distribution("sphinx-mathjax-offline")
+    return Path(dist.locate_file("sphinx-mathjax-offline/static/mathjax"))
 
 
 def _local_mathjax(app, config) -> None:
@@ -43,7 +39,7 @@ def _local_mathjax(app, config) -> None:
     src = _mathjax_source()
     static = Path(app.outdir).parent / "mathjax-static"
     dest = static / "mathjax"
-    if not (dest / "MathJax.js").is_file():
+    if not (dest / _MATHJAX_PARTS[0]).is_file():
         tmp = static / ".mathjax.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         for part in _MATHJAX_PARTS:
@@ -56,14 +52,7 @@ def _local_mathjax(app, config) -> None:
         shutil.rmtree(dest, ignore_errors=True)
         tmp.rename(dest)
     config.html_static_path = [*config.html_static_path, str(static)]
-    config.mathjax_path = f"mathjax/MathJax.js?config={_MATHJAX_CONFIG}"
-    # MathJax 2 reads window.MathJax as its configuration: drop the version-3 one.
-    config.mathjax3_config = None
-    config.mathjax2_config = {
-        "tex2jax": {"inlineMath": [["\\(", "\\)"]], "displayMath": [["\\[", "\\]"]]},
-        "HTML-CSS": {"availableFonts": [], "webFont": "STIX-Web", "imageFont": None},
-        "messageStyle": "none",
-    }
+    config.mathjax_path = "mathjax/tex-svg.js"
 
 
 def _launch_tracked_notebooks(app, pagename, templatename, context, doctree) -> None:
@@ -72,6 +61,9 @@ def _launch_tracked_notebooks(app, pagename, templatename, context, doctree) -> 
     def fix(button: dict) -> None:
         if "url" in button:
             button["url"] = _EXECUTED.sub(r"notebooks/\1", button["url"])
+        icon = button.get("icon", "")
+        if icon.startswith("/_static/"):  # the theme's Colab icon: absolute, wrong on a sub-path
+            button["icon"] = context["pathto"](icon.lstrip("/"), 1)
         for inner in button.get("buttons", []):
             fix(inner)
 
@@ -128,9 +120,20 @@ def _one_copy_of_each_script(app, pagename, templatename, context, doctree) -> N
     context["script_files"] = kept
 
 
+def _book_static(app, config) -> None:
+    """The book's own stylesheet and icon (``book/_static``)."""
+    static = Path(app.confdir) / "book" / "_static"
+    config.html_static_path = [*config.html_static_path, str(static)]
+    config.html_favicon = str(static / "favicon.svg")
+    # the theme logs a console error on every page when no colour mode is set
+    config.html_context = {"default_mode": "auto", **(config.html_context or {})}
+    app.add_css_file("neurodiff.css")
+
+
 def setup(app):
     _register_bibliography_style()
     app.connect("config-inited", _local_mathjax)
+    app.connect("config-inited", _book_static)
     app.connect("html-page-context", _launch_tracked_notebooks, priority=600)
     app.connect("html-page-context", _one_copy_of_each_script, priority=600)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -23,7 +23,18 @@ from matplotlib.figure import Figure
 
 from ..io import atomic_path
 
-__all__ = ["GREY", "SPLIT_COLOURS", "central_slice", "figure", "save_grid", "show"]
+__all__ = [
+    "COLUMN_PX",
+    "GREY",
+    "MIN_TEXT_PX",
+    "SPLIT_COLOURS",
+    "BookFigure",
+    "central_slice",
+    "figure",
+    "save_grid",
+    "show",
+    "smallest_text_px",
+]
 
 #: Keyword arguments of ``imshow`` for every grey-scale image.
 GREY: dict[str, Any] = {"cmap": "gray", "interpolation": "nearest", "origin": "lower"}
@@ -31,9 +42,64 @@ GREY: dict[str, Any] = {"cmap": "gray", "interpolation": "nearest", "origin": "l
 SPLIT_COLOURS = {"train": "#4477aa", "test": "#ee6677", "excluded": "#bbbbbb"}
 
 
-def figure(*args: Any, **kwargs: Any) -> Figure:
-    """A new :class:`~matplotlib.figure.Figure` (object API; no pyplot state)."""
-    return Figure(*args, **kwargs)
+#: Width of the book's content column in CSS pixels (measured in a 1280 px wide browser window;
+#: wider figures are scaled down to it, narrower ones are shown at their own size).
+COLUMN_PX = 660
+#: The smallest text, in CSS pixels as displayed in that column, that any figure may hold.
+MIN_TEXT_PX = 9.0
+
+
+def _display_scale(fig: Figure) -> float:
+    """CSS pixels on the page per pixel of the saved image (at most 1)."""
+    return min(1.0, COLUMN_PX / (fig.get_figwidth() * fig.dpi))
+
+
+def _text_artists(fig: Figure):
+    from matplotlib.text import Text
+
+    return [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
+
+
+def smallest_text_px(fig: Figure) -> float:
+    """The size, in CSS pixels as shown in the book's column, of the smallest text of ``fig``
+    (draws it first, so that tick labels exist); ``inf`` for a figure without text."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig).draw()
+    sizes = [t.get_fontsize() for t in _text_artists(fig)]
+    return min(sizes) * fig.dpi / 72 * _display_scale(fig) if sizes else math.inf
+
+
+class BookFigure(Figure):
+    """A figure whose text is never smaller than :data:`MIN_TEXT_PX` as the book shows it.
+
+    A wide figure is scaled down to the content column, and its fonts with it; before every
+    draw, any text (titles, labels, tick labels, legends, table cells) that would end up smaller
+    than :data:`MIN_TEXT_PX` is enlarged to it, and the constrained layout then makes room.
+    Written by hand: matplotlib sizes text in points of the figure, and knows nothing of the page
+    that will show it.
+    """
+
+    def min_fontsize(self) -> float:
+        """The smallest font size in points that is legible once displayed."""
+        return MIN_TEXT_PX * 72 / (self.dpi * _display_scale(self))
+
+    def draw(self, renderer):
+        lowest = self.min_fontsize() + 1e-6
+        for ax in self.axes:
+            for axis in (ax.xaxis, ax.yaxis):
+                labels = [t.label1 for t in axis.get_major_ticks() + axis.get_minor_ticks()]
+                if any(lab.get_fontsize() < lowest for lab in labels):
+                    axis.set_tick_params(which="both", labelsize=lowest)
+        for text in _text_artists(self):
+            if text.get_fontsize() < lowest:
+                text.set_fontsize(lowest)
+        return super().draw(renderer)
+
+
+def figure(*args: Any, **kwargs: Any) -> BookFigure:
+    """A new :class:`BookFigure` (object API; no pyplot state; text legible in the book)."""
+    return BookFigure(*args, **kwargs)
 
 
 def central_slice(image: Any) -> np.ndarray:

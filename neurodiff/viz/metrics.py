@@ -14,7 +14,6 @@ from ..errors import MetricError
 from ._base import figure, show
 
 __all__ = [
-    "plot_comparison_table",
     "plot_metric_bars",
     "plot_nearest_neighbours",
     "plot_nn_distances",
@@ -32,38 +31,6 @@ def _data(result):
             "back from metrics.json only hold the numbers"
         )
     return result.data
-
-
-def plot_comparison_table(table, *, n_subset: int, extractor: str) -> Figure:
-    """A results table (:func:`neurodiff.metrics.comparison_table`) drawn as a figure.
-
-    ``n_subset`` (samples per set) and ``extractor`` (the feature space) go into the title.
-    """
-    fig = figure(figsize=(13, 0.27 * (len(table) + 3)), layout="constrained")
-    ax = fig.add_subplot()
-    ax.axis("off")
-    cells = [[idx, *row] for idx, row in zip(table.index, table.to_numpy().tolist())]
-    t = ax.table(
-        cellText=cells,
-        colLabels=["metric", *table.columns],
-        loc="center",
-        cellLoc="left",
-        colLoc="left",
-    )
-    t.auto_set_font_size(False)
-    t.set_fontsize(8)
-    t.auto_set_column_width(list(range(len(table.columns) + 1)))
-    for (r, _c), cell in t.get_celld().items():
-        if r == 0:
-            cell.set_text_props(weight="bold")
-    ax.set_title(
-        f"synthetic vs real test and real train vs real test, n = {n_subset} "
-        f"each; 95% bootstrap CIs; features: {extractor}.\nThe paper's data, "
-        "image size and feature space differ: compare each value with its baseline, "
-        "not with the paper.",
-        fontsize=9,
-    )
-    return fig
 
 
 def plot_real_vs_synthetic_histograms(
