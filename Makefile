@@ -47,7 +47,7 @@ lock: $(STAMP)
 data: $(DEMO)
 
 $(DEMO): | $(STAMP)
-	$(BIN)/neurodiff demo-data --out data/raw/demo
+	@$(BIN)/neurodiff demo-data --out data/raw/demo
 
 notebooks run: $(STAMP) $(DEMO)
 	$(BIN)/neurodiff run --profile $(PROFILE) $(ARGS)
@@ -56,8 +56,8 @@ book: $(STAMP)
 	$(BIN)/neurodiff book
 
 report: $(STAMP) $(DEMO)
-	$(BIN)/neurodiff run --profile $(PROFILE) $(ARGS)
-	$(BIN)/neurodiff book
+	@$(BIN)/neurodiff run --profile $(PROFILE) $(ARGS)
+	@$(BIN)/neurodiff book
 	@echo "open _build/html/index.html"
 
 lint: $(STAMP)

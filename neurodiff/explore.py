@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from .errors import CohortError
+from .io import shown_path
 
 __all__ = [
     "SiteSummary",
@@ -72,7 +73,7 @@ def describe_source(df) -> str:
     root = Path(df.attrs.get("root", ""))
     layout = df.attrs.get("layout", "?")
     text = (
-        f"**Cohort:** `{root}` ({layout} layout), {len(df)} scans from "
+        f"**Cohort:** `{shown_path(root)}` ({layout} layout), {len(df)} scans from "
         f"{df['site'].nunique()} site(s)."
     )
     try:

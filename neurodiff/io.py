@@ -23,6 +23,8 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "file_sha256",
+    "folder_summary",
+    "shown_path",
 ]
 
 
@@ -91,6 +93,18 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def shown_path(path: str | Path) -> str:
+    """A path as a reader is shown it: relative to the project root (``$NEURODIFF_ROOT``, which
+    ``neurodiff run`` sets, else the working directory) when it lies inside it, so that pages
+    and logs do not carry the folders of the machine that made them."""
+    path = Path(path)
+    root = Path(os.environ.get("NEURODIFF_ROOT") or Path.cwd())
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except (ValueError, OSError):
+        return str(path)
+
+
 def folder_summary(folder: str | Path, show: int = 2, suffix: str = ".nii.gz") -> str:
     """A short listing of what a stage wrote: file count and size, the top-level files, and the
     first ``show`` files ending in ``suffix`` (e.g. the NIfTI images), for notebooks and logs."""
@@ -98,7 +112,9 @@ def folder_summary(folder: str | Path, show: int = 2, suffix: str = ".nii.gz") -
     files = sorted(p for p in folder.rglob("*") if p.is_file())
     size_mb = sum(p.stat().st_size for p in files) / 1e6
     matching = [p for p in files if p.name.endswith(suffix)]
-    lines = [f"{folder}: {len(files)} files, {size_mb:.1f} MB, {len(matching)} *{suffix}"]
+    lines = [
+        f"{shown_path(folder)}: {len(files)} files, {size_mb:.1f} MB, {len(matching)} *{suffix}"
+    ]
     listed = [p for p in files if p.parent == folder] + [
         p for p in matching[:show] if p.parent != folder
     ]

@@ -77,6 +77,24 @@ class RunReport:
         return "\n".join(lines)
 
 
+def _quiet_kernel_manager(log_path: Path) -> type:
+    """A Jupyter kernel manager whose kernel process writes its own stderr (transport and
+    start-up warnings of ipykernel) to ``log_path`` instead of the console. What the notebook's
+    code prints still reaches the notebook. Written by hand: neither papermill nor nbclient
+    offers a setting for the kernel's standard streams."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class QuietKernelManager(AsyncKernelManager):
+        async def _async_launch_kernel(self, kernel_cmd, **kw):
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(log_path, "wb") as stream:
+                kw["stderr"] = stream
+                kw.setdefault("stdout", stream)
+                await super()._async_launch_kernel(kernel_cmd, **kw)
+
+    return QuietKernelManager
+
+
 def notebooks_dir() -> Path:
     return config.project_root() / "notebooks"
 
@@ -215,9 +233,15 @@ def run_notebooks(
     os.environ["NEURODIFF_ROOT"] = str(root)  # the kernels resolve relative paths against it
     logging.getLogger("papermill").setLevel(logging.ERROR)  # it logs every injected name
     start = time.perf_counter()
+    print(
+        f"[neurodiff run] profile {params.profile!r} (parameters {params.hash()}), "
+        f"{len(paths)} notebook(s) -> {_shown(out_dir, root)}/",
+        file=sys.stderr,
+        flush=True,
+    )
     for path in paths:
         name = path.stem
-        print(f"[neurodiff run] {name} (profile {params.profile})", file=sys.stderr, flush=True)
+        print(f"[neurodiff run] {name:16s}", end="", file=sys.stderr, flush=True)
         staged = out_dir / f".{name}.input.ipynb"
         work = out_dir / f".{name}.running.ipynb"
         _prepare(path, staged)
@@ -231,8 +255,10 @@ def run_notebooks(
                 kernel_name=kernel_name,
                 progress_bar=False,
                 log_output=False,
+                kernel_manager_class=_quiet_kernel_manager(out_dir / "logs" / f"{name}.kernel.log"),
             )
         except pm.PapermillExecutionError as exc:
+            print(" failed", file=sys.stderr, flush=True)
             failed_dir.mkdir(parents=True, exist_ok=True)
             kept = failed_dir / f"{name}.ipynb"
             shutil.move(str(work), kept)
@@ -243,6 +269,7 @@ def run_notebooks(
                 path=kept,
             ) from None
         except BaseException:
+            print(" stopped", file=sys.stderr, flush=True)
             work.unlink(missing_ok=True)
             raise
         finally:
@@ -253,11 +280,19 @@ def run_notebooks(
         work.unlink(missing_ok=True)
         report.notebooks.append(NotebookRun(name, seconds, peak, dest))
         mem = f", peak {peak:.0f} MB" if peak is not None else ""
-        print(f"[neurodiff run] {name} done in {seconds:.1f} s{mem}", file=sys.stderr, flush=True)
+        print(f" {seconds:7.1f} s{mem}", file=sys.stderr, flush=True)
     report.seconds = time.perf_counter() - start
     report.record = write_record(report.params, report.notebooks, out_dir, root)
-    print(report, file=sys.stderr)
+    print(f"[neurodiff run] {'total':16s} {report.seconds:7.1f} s", file=sys.stderr, flush=True)
     return report
+
+
+def _shown(path: Path, root: Path) -> str:
+    """``path`` relative to the project root when it is inside it."""
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def _toc_files(root: Path) -> list[str]:

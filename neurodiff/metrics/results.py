@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..io import shown_path
 from .memorisation import MemorisationAudit
 
 __all__ = [
@@ -158,7 +159,7 @@ class MetricsResult:
             "display.width", 200, "display.max_colwidth", 60, "display.max_columns", None
         ):
             body = self.table().to_string()
-        where = f"\nwritten to {self.path}" if self.path else ""
+        where = f"\nwritten to {shown_path(self.path)}" if self.path else ""
         return (
             f"metrics: synthetic vs real test, baseline real train vs real test, on "
             f"equal-size subsets of {self.n_subset} (of {self.n_synthetic} synthetic, "

@@ -17,7 +17,7 @@ from ..cohort import load_cohort
 from ..config import ConfigError, ModelConfig, Params, PreprocessConfig
 from ..errors import CohortError, DataError
 from ..intensity import to_model_range
-from ..io import atomic_dir, atomic_write_json, file_sha256
+from ..io import atomic_dir, atomic_write_json, file_sha256, shown_path
 from ..runs import record_run
 from ..templates import target_affine
 from .cache import cache_key, cached_manifest, file_stat, source_files
@@ -68,7 +68,7 @@ class PreprocessResult:
         )
         kind = "slices" if self.spatial_dims == 2 else "volumes"
         lines = [
-            f"preprocessed {self.n_subjects} subjects -> {self.out_dir} ({how})",
+            f"preprocessed {self.n_subjects} subjects -> {shown_path(self.out_dir)} ({how})",
             f"  train: {self.n_train_subjects} subjects, {self.n_train} {kind} of shape "
             f"{self.shape}",
             f"  test:  {self.n_test_subjects} subjects, {self.n_test} {kind}",

@@ -17,7 +17,7 @@ from ..config import ModelConfig, Params, SampleConfig
 from ..device import resolve_device, resolve_precision
 from ..errors import DataError
 from ..intensity import to_unit_range
-from ..io import atomic_dir, file_sha256
+from ..io import atomic_dir, file_sha256, shown_path
 from ..model import load_ema_model
 from ..runs import record_run
 from ..sampling import check_sampler_args, generate
@@ -154,10 +154,10 @@ class SampleResult:
         return "\n".join(
             [
                 f"synthetic cohort: {self.n_samples} images of {'x'.join(map(str, self.shape))} "
-                f"in {self.out_dir}",
+                f"in {shown_path(self.out_dir)}",
                 f"  sampler {self.sampler}, {self.steps} network evaluations each{eta}, "
                 f"seed {self.seed}",
-                f"  from EMA weights of {self.checkpoint}{step}",
+                f"  from EMA weights of {shown_path(self.checkpoint)}{step}",
                 f"  {self.seconds:.1f} s on {self.device} "
                 f"({self.seconds_per_sample:.2f} s per sample)",
             ]

@@ -12,6 +12,7 @@ from .. import artifacts
 from ..checkpoints import latest_checkpoint, load_checkpoint
 from ..config import ModelConfig, Params, TrainConfig
 from ..errors import DataError
+from ..io import shown_path
 from ..runs import record_run
 from .data import as_dataset, select_subjects
 from .helpers import init_distributed
@@ -65,7 +66,7 @@ class TrainResult:
             f"({self.batch_size} per rank x {self.world_size} rank(s) x {self.grad_accum} "
             f"accumulation), {self.parameters / 1e6:.2f} M parameters, "
             f"{self.flops_per_step / 1e9:.1f} GFLOP/step\n"
-            f"checkpoint {self.checkpoint}\noutputs in {self.train_dir}"
+            f"checkpoint {shown_path(self.checkpoint)}\noutputs in {shown_path(self.train_dir)}"
         )
 
 
