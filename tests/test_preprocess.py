@@ -523,8 +523,6 @@ def test_figures_and_tables(built) -> None:
     table = pp.split_summary(params)
     assert table.loc["total", "total"] == 6
     assert table.loc["total", "train"] == result.n_train_subjects
-    split = plots.plot_split(table)
-    assert sum(p.get_height() for p in split.axes[0].patches) == 6
 
     qc = pp.load_qc(params)
     qc_fig = plots.plot_qc(qc, params.qc_threshold, params.qc_exclude)
@@ -540,8 +538,6 @@ def test_figures_and_tables(built) -> None:
     manifest = artifacts.load_manifest(params)
     timing = manifest["timing"]
     assert set(timing["seconds_per_subject"]) == set(pp.STEPS)
-    bars = plots.plot_timing(timing, manifest["n"]["subjects"])
-    assert len(bars.axes[0].patches) == len(pp.STEPS)
     assert list(pp.timing_table(params).index) == list(pp.STEPS)
     summary = pp.summary_table(params)["value"]
     assert summary["cache key (parameters + pipeline)"] == result.params_hash

@@ -10,17 +10,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
-from ._base import GREY, SPLIT_COLOURS, figure, show
+from ._base import GREY, figure, show
 
 __all__ = [
     "plot_before_after",
     "plot_model_inputs",
     "plot_normalisation_histograms",
     "plot_qc",
-    "plot_split",
-    "plot_timing",
 ]
 
 
@@ -123,26 +120,6 @@ def plot_normalisation_histograms(
     return fig
 
 
-def plot_split(summary: pd.DataFrame) -> Figure:
-    """Stacked bars: subjects per site in train, test (and excluded by QC).
-
-    ``summary`` is :func:`neurodiff.preprocess.split_summary` (with its ``total`` row/column).
-    """
-    table = summary.drop(index="total", errors="ignore").drop(columns="total", errors="ignore")
-    fig = figure(figsize=(5.5, 2.8), layout="constrained")
-    ax = fig.subplots()
-    bottom = np.zeros(len(table))
-    for col in table.columns:
-        ax.bar(table.index, table[col], bottom=bottom, color=SPLIT_COLOURS[col], label=col)
-        bottom += table[col].to_numpy()
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("site")
-    ax.set_ylabel("subjects")
-    ax.set_title("Subject-level split, stratified by site")
-    ax.legend(fontsize=8, loc="lower right")
-    return fig
-
-
 def plot_qc(qc: pd.DataFrame, threshold: float, exclude: bool = True) -> Figure:
     """QC score (NCC with the template) per subject, by site, with the threshold.
 
@@ -201,27 +178,6 @@ def plot_model_inputs(
     kind = "axial slices" if images.ndim == 4 else "volumes (middle axial slice)"
     fig.suptitle(
         f"{split}: {len(images)} {kind} of {'x'.join(map(str, images.shape[2:]))}, in [-1, 1]",
-        fontsize=10,
-    )
-    return fig
-
-
-def plot_timing(timing: Mapping[str, Any], n_subjects: int) -> Figure:
-    """Seconds per subject spent in each step (summed over worker processes).
-
-    ``timing`` is the manifest's ``timing`` record (``seconds_per_subject`` by step,
-    ``wall_seconds``, ``workers``).
-    """
-    per = timing["seconds_per_subject"]
-    steps = list(per)
-    fig = figure(figsize=(6.5, 3.0), layout="constrained")
-    ax = fig.subplots()
-    ax.barh(steps[::-1], [per[s] for s in steps[::-1]], color="#4477aa")
-    ax.set_xlabel("seconds per subject (one process)")
-    n = n_subjects
-    ax.set_title(
-        f"{n} subjects in {timing['wall_seconds']:.0f} s wall with "
-        f"{timing['workers']} worker process(es)",
         fontsize=10,
     )
     return fig
