@@ -183,8 +183,12 @@ def _finish(src: Path, dest: Path, log_path: Path) -> float | None:
                 else:
                     kept.append(out)
             cell.outputs = kept
-        if "injected-parameters" in tags and "hide-input" not in tags:
-            tags.append("hide-input")
+        if "injected-parameters" in tags:
+            if "hide-input" not in tags:
+                tags.append("hide-input")
+            cell.source = "\n".join(
+                line for line in cell.source.splitlines() if config.RESOLVED_FLAG not in line
+            )
         if "parameters" in tags and injected and "remove-cell" not in tags:
             tags.append("remove-cell")
         cell.metadata["tags"] = tags

@@ -56,3 +56,16 @@ def test_executed_chapters_show_their_parameters_collapsed(smoke_book):
         assert 'profile = "smoke"' in injected[0].source or "profile = 'smoke'" in (
             injected[0].source
         )
+
+
+@pytest.mark.slow
+def test_reference_labels_are_author_year_like_the_citations(smoke_book):
+    _, _, index = smoke_book
+    html = (index.parent / "book" / "references.html").read_text()
+    labels = re.findall(r'<span class="label"><span class="fn-bracket">\[</span>(.*?)<', html)
+    assert len(labels) >= 5
+    for label in labels:
+        assert re.fullmatch(r"[A-Z].*, (\d{4}[a-z]?|n\.d\.)", label), label
+        assert not re.search(r"[\\{}]|&quot;", label), f"LaTeX left in {label!r}"
+    chapter = (index.parent / "book" / "executed" / "03_train.html").read_text()
+    assert "Ho <em>et al.</em>, 2020" in chapter

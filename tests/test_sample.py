@@ -343,3 +343,16 @@ def test_provenance_summarises_generated_by(trained, synthetic):
     n_nifti = len(list(out.rglob("*.nii.gz")))
     assert n_nifti >= 1 and f", {n_nifti} *.nii.gz" in text
     assert "dataset_description.json" in text
+
+
+def test_the_sampler_table_of_a_v_prediction_model_leaves_pndm_out(model, smoke_cfg):
+    """PNDM needs epsilon-prediction: chapter 4 of a v-prediction run (teaching exercise 4) must
+    still draw its table, without the PNDM rows."""
+    import dataclasses
+
+    from neurodiff.sample import sampler_table
+
+    v_cfg = dataclasses.replace(smoke_cfg, prediction_type="v_prediction")
+    real = np.random.default_rng(0).random((4, 1, 16, 16), dtype=np.float32)
+    table = sampler_table(model, v_cfg, real, n=2, rows=None)
+    assert "pndm" not in set(table["sampler"]) and {"ddpm", "ddim"} <= set(table["sampler"])

@@ -74,6 +74,7 @@ def _launch_tracked_notebooks(app, pagename, templatename, context, doctree) -> 
 
 def _register_bibliography_style() -> None:
     from pybtex.plugin import register_plugin
+    from pybtex.richtext import Text
     from pybtex.style.formatting.unsrt import Style as UnsrtStyle
     from pybtex.style.labels import BaseLabelStyle
 
@@ -83,7 +84,9 @@ def _register_bibliography_style() -> None:
         def format_labels(self, sorted_entries):
             for entry in sorted_entries:
                 people = entry.persons.get("author") or entry.persons.get("editor") or []
-                names = [" ".join(p.last_names) for p in people] or [entry.key]
+                names = [
+                    Text.from_latex(" ".join(p.last_names)).render_as("text") for p in people
+                ] or [entry.key]
                 if "others" in names[1:]:  # BibTeX's "and others"
                     names = [names[0], "", ""]
                 if len(names) == 1:

@@ -39,7 +39,7 @@ TABLE_PNDM_STEPS = (50, 20)
 
 def default_table_rows(timesteps: int, pndm: bool = True) -> list[tuple[str, int]]:
     """``(sampler, steps)`` rows: DDPM with all T steps, DDIM 250/100/50/20/10 and PNDM 50/20
-    (those <= T)."""
+    (those <= T; PNDM only with ``pndm``, i.e. for an epsilon-prediction model)."""
     rows = [("ddpm", timesteps)]
     rows += [("ddim", s) for s in TABLE_DDIM_STEPS if s <= timesteps]
     if pndm:
@@ -89,7 +89,11 @@ def sampler_table(
     import pandas as pd
 
     real = _check_table_inputs(model_config, real, n)
-    rows = list(rows) if rows is not None else default_table_rows(model_config.timesteps)
+    if rows is None:  # PNDM needs an epsilon-prediction model: leave it out for the others
+        rows = default_table_rows(
+            model_config.timesteps, pndm=model_config.prediction_type == "epsilon"
+        )
+    rows = list(rows)
     for sampler, steps in rows:
         check_sampler_args(model_config, sampler, steps, eta)
     rng = np.random.default_rng(seed)
