@@ -37,7 +37,7 @@ endif
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
-lock: $(STAMP)
+lock: | $(STAMP)
 	{ echo "# Exact versions of every package that builds the book (make lock; make install uses it)."; \
 	  echo "# torch is the CPU build; make install TORCH=... installs another in its place."; \
 	  $(BIN)/python -m pip freeze --exclude-editable | sed 's/^torch==\([0-9.]*\)+cpu$$/torch==\1/'; \

@@ -89,13 +89,7 @@ def sampler_table(
     import pandas as pd
 
     real = _check_table_inputs(model_config, real, n)
-    if rows is None:  # PNDM needs an epsilon-prediction model: leave it out for the others
-        rows = default_table_rows(
-            model_config.timesteps, pndm=model_config.prediction_type == "epsilon"
-        )
-    rows = list(rows)
-    for sampler, steps in rows:
-        check_sampler_args(model_config, sampler, steps, eta)
+    rows = _table_rows(model_config, rows, eta)
     rng = np.random.default_rng(seed)
     k = min(n, len(real))
     real_k = real[rng.choice(len(real), k, replace=False)]
@@ -153,6 +147,21 @@ def sampler_table(
     table.attrs["bandwidth"] = bandwidth
     table.attrs["n"] = k
     return table
+
+
+def _table_rows(
+    model_config: ModelConfig, rows: Sequence[tuple[str, int]] | None, eta: float
+) -> list[tuple[str, int]]:
+    """The rows asked for, or :func:`default_table_rows` (PNDM only for an epsilon-prediction
+    model, the one it can sample), each checked against the model."""
+    if rows is None:
+        rows = default_table_rows(
+            model_config.timesteps, pndm=model_config.prediction_type == "epsilon"
+        )
+    rows = list(rows)
+    for sampler, steps in rows:
+        check_sampler_args(model_config, sampler, steps, eta)
+    return rows
 
 
 def _check_table_inputs(model_config: ModelConfig, real, n: int) -> np.ndarray:
