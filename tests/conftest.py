@@ -158,7 +158,7 @@ def smoke_book(tiny_cohort, tmp_path_factory):
     mp.setenv("NEURODIFF_ROOT", str(project))
     try:
         report = runner.run_notebooks(
-            "smoke", {"cohort": str(tiny_cohort), "derived_dir": str(project / "derived")}
+            "smoke", {"cohort": str(tiny_cohort), "derived_dir": "derived"}
         )
         index = runner.build_book(strict=True, root=project)
     finally:
