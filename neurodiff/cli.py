@@ -131,7 +131,12 @@ def _demo_data(args: argparse.Namespace) -> int:
     from .demo_data import make_demo_cohort
 
     out = make_demo_cohort(
-        args.out, subjects=args.subjects, sites=args.sites, seed=args.seed, patients=args.patients
+        args.out,
+        subjects=args.subjects,
+        sites=args.sites,
+        seed=args.seed,
+        patients=args.patients,
+        progress=sys.stderr.isatty(),  # a bar on a terminal, not hundreds of lines in a log
     )
     print(f"wrote simulated cohort to {out}")
     return 0
