@@ -154,7 +154,8 @@ def load_checkpoint(
             raise CheckpointError(
                 f"checkpoint {str(path)!r} was written for another model configuration "
                 f"({'; '.join(diffs)}). It does not belong in this run's folder (runs are "
-                "keyed by their parameters): remove it, or `neurodiff clean` that run",
+                "keyed by their parameters): remove it, or the run with "
+                "`neurodiff clean --run KEY`",
                 path=path,
             )
     return ckpt

@@ -42,6 +42,37 @@ def _add_profile_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_run_folder_commands(sub) -> None:
+    """``neurodiff runs`` and ``neurodiff clean``: the run folders of a profile."""
+    p = sub.add_parser(
+        "runs", help="list the runs of a profile: their differing parameters and key metrics"
+    )
+    _add_profile_args(p)
+
+    p = sub.add_parser(
+        "clean",
+        help="delete run folders of a profile: files of an older layout and runs whose upstream "
+        "run is gone, and (with an option) more",
+    )
+    _add_profile_args(p)
+    what = p.add_mutually_exclusive_group()
+    what.add_argument(
+        "--run",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="also this run (key or stage/key) and every run made from it (repeatable)",
+    )
+    what.add_argument(
+        "--keep-current",
+        action="store_true",
+        help="also every run except those of the parameters given (--profile, -p)",
+    )
+    what.add_argument("--incomplete", action="store_true", help="also the runs that did not finish")
+    what.add_argument("--all", action="store_true", help="every run of the profile")
+    p.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="neurodiff", description="Augmenting scarce neuroimaging data with a diffusion model."
@@ -92,26 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--output-dir", type=Path, default=None, help="default: book/executed")
 
-    p = sub.add_parser(
-        "runs", help="list the runs of a profile: their differing parameters and key metrics"
-    )
-    _add_profile_args(p)
-
-    p = sub.add_parser(
-        "clean",
-        help="delete run folders of a profile (default: all but the runs of the given parameters)",
-    )
-    _add_profile_args(p)
-    what = p.add_mutually_exclusive_group()
-    what.add_argument(
-        "--run",
-        action="append",
-        default=[],
-        metavar="KEY",
-        help="delete this run (key or stage/key) and every run made from it (repeatable)",
-    )
-    what.add_argument("--all", action="store_true", help="delete every run of the profile")
-    p.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
+    _add_run_folder_commands(sub)
 
     p = sub.add_parser("book", help="build the Jupyter Book into _build/html")
     p.add_argument("--strict", action="store_true", help="Sphinx warnings are errors")
@@ -239,8 +251,9 @@ def _clean(args: argparse.Namespace) -> int:
     try:
         doomed = remove_runs(
             folder,
-            keep=None if (args.run or args.all) else params,
+            keep=params if args.keep_current else None,
             keys=args.run,
+            incomplete=args.incomplete,
             everything=args.all,
             dry_run=args.dry_run,
         )

@@ -222,38 +222,58 @@ def _downstream(runs: list[Run], chosen: set[str]) -> set[str]:
     return out
 
 
+def _orphans(runs: list[Run]) -> set[str]:
+    """Runs made from a run that no longer exists (and what was made from them)."""
+    labels = {r.label for r in runs}
+    direct = set()
+    for r in runs:
+        if r.upstream is None:
+            continue
+        up_stage = stage_names()[_position(r.stage) - 1]
+        if f"{up_stage}/{r.upstream}" not in labels:
+            direct.add(r.label)
+    return _downstream(runs, direct)
+
+
 def remove_runs(
     profile_dir: str | Path,
     *,
     keep: Params | None = None,
     keys: Iterable[str] = (),
+    incomplete: bool = False,
     everything: bool = False,
     dry_run: bool = False,
 ) -> list[Path]:
     """Delete run folders of a profile; return what was (or, with ``dry_run``, would be) removed.
 
+    Always: the *strays* (files of an older layout) and the orphans (runs made from a run that
+    was deleted). Besides, at most one of:
+
     - ``keys``: these runs (a key, or ``stage/key``) and every run made from them;
-    - ``keep``: every run except the chain of these parameters (the default of
-      ``neurodiff clean``), and the strays of an older layout;
+    - ``keep``: every run except the chain of these parameters;
+    - ``incomplete``: the runs that did not finish (an interrupted training: it would resume) and
+      what was made from them;
     - ``everything``: all runs of the profile.
     """
     runs, strays = list_runs(profile_dir)
     keys = list(keys)
+    chosen: set[str] = set()
     if keys:
-        chosen = {r.label for r in runs if r.key in keys or r.label in keys}
         unknown = [k for k in keys if not any(k in (r.key, r.label) for r in runs)]
         if unknown:
             raise ValueError(
                 f"no run {unknown[0]!r} under {profile_dir}; `neurodiff runs` lists them"
             )
-        doomed = [r.path for r in runs if r.label in _downstream(runs, chosen)]
+        chosen = {r.label for r in runs if r.key in keys or r.label in keys}
     elif everything:
-        doomed = [r.path for r in runs] + strays
+        chosen = {r.label for r in runs}
     elif keep is not None:
         kept = {f"{s}/{k}" for s, k in chain_keys(keep).items()}
-        doomed = [r.path for r in runs if r.label not in kept] + strays
-    else:
-        raise ValueError("remove_runs() needs keys, keep or everything=True")
+        chosen = {r.label for r in runs if r.label not in kept}
+    elif incomplete:
+        chosen = {r.label for r in runs if not r.complete}
+    chosen = _downstream(runs, chosen) | _orphans(runs)
+    doomed = [r.path for r in runs if r.label in chosen] + strays
     if not dry_run:
         for path in doomed:
             if path.is_dir():

@@ -77,21 +77,45 @@ def test_runs_table_lists_differing_parameters_and_metrics(tmp_path):
     assert set(table[table["stage"] == "metrics"]["fid"]) == {"2 (0.5)"}
 
 
-def test_clean_keeps_the_given_runs_or_removes_a_run_and_its_descendants(tmp_path, capsys):
+def test_clean_prunes_safely_by_default_and_more_on_request(tmp_path, capsys):
     a, b = _params(tmp_path), _params(tmp_path, lr=3e-4)
     _fake_chain(a)
     _fake_chain(b)
     stray = a.profile_dir() / "train" / "checkpoints"  # an older layout
     stray.mkdir()
+    # by default: only the strays (and orphans, none yet)
+    assert runs.remove_runs(a.profile_dir(), dry_run=True) == [stray]
+    # --keep-current: every run but the chain of the given parameters
     dry = runs.remove_runs(a.profile_dir(), keep=a, dry_run=True)
     assert stray in dry and artifacts.train_dir(b) in dry and stray.exists()
     assert artifacts.train_dir(a) not in dry and artifacts.preprocessed_dir(b) not in dry
-    # removing b's training run removes what was made from it, not its upstream
+    # --run: b's training run and what was made from it, not its upstream
     gone = runs.remove_runs(a.profile_dir(), keys=[runs.stage_key(b, "train")])
-    assert sorted(p.parent.name for p in gone) == ["metrics", "synthetic", "train"]
+    assert sorted(p.parent.name for p in gone) == ["metrics", "synthetic", "train", "train"]
+    assert stray in gone  # the strays go with every clean
     assert artifacts.preprocessed_dir(b).exists() and artifacts.metrics_dir(a).exists()
     with pytest.raises(ValueError, match="no run 'abcdef' under"):
         runs.remove_runs(a.profile_dir(), keys=["abcdef"])
+    # orphans: a run whose upstream folder was deleted by hand goes with the default prune
+    c = _params(tmp_path, steps=3)
+    _fake_chain(c)
+    import shutil
+
+    shutil.rmtree(artifacts.train_dir(a))
+    orphans = runs.remove_runs(a.profile_dir(), dry_run=True)
+    assert set(orphans) == {
+        artifacts.synthetic_dir(a),
+        artifacts.metrics_dir(a),
+        artifacts.synthetic_dir(c),
+        artifacts.metrics_dir(c),
+    }
+    # --incomplete: an interrupted training and what was made from it
+    d = _params(tmp_path, lr=1e-4)
+    _fake_chain(d)
+    runs.record_run(d, "train", complete=False)
+    dry = runs.remove_runs(a.profile_dir(), incomplete=True, dry_run=True)
+    assert artifacts.train_dir(d) in dry and artifacts.metrics_dir(d) in dry
+    assert artifacts.preprocessed_dir(d) not in dry
     # the command line
     argv = ["--profile", "smoke", "-p", f"derived_dir={tmp_path}"]
     assert cli.main(["clean", *argv, "--all"]) == 0
