@@ -344,8 +344,9 @@ def runs_table(profile_dir: str | Path, current: Params | None = None) -> pd.Dat
     """One row per run folder of a profile: stage, key, the run it was made from, state, the
     parameters in which the runs of that stage differ, and (metrics runs) the key metrics as
     ``value (real-vs-real baseline)``. ``current`` marks the runs of those parameters with ``*``.
+    ``table.attrs["strays"]`` lists the entries that are not run folders (an older layout).
     """
-    runs, _ = list_runs(profile_dir)
+    runs, strays = list_runs(profile_dir)
     mine = set(chain_keys(current).values()) if current is not None else set()
     rows = []
     for stage in {r.stage: None for r in runs}:
@@ -367,4 +368,6 @@ def runs_table(profile_dir: str | Path, current: Params | None = None) -> pd.Dat
                     m = found["metrics"].get(name)
                     row[name] = f"{m['value']:.3g} ({m['baseline']:.3g})" if m else ""
             rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    table.attrs["strays"] = strays
+    return table

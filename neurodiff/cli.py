@@ -217,12 +217,11 @@ def _runs(args: argparse.Namespace) -> int:
 
     from . import config
     from .artifacts import RUN_METRICS, runs_table
-    from .runs import list_runs
 
     params = config.resolve(args.profile, args.overrides)
     folder = params.profile_dir()
     table = runs_table(folder, current=params)
-    _, strays = list_runs(folder)
+    strays = table.attrs["strays"]
     if strays:
         print(
             f"{len(strays)} entries under {folder} are not run folders (an older layout?): "

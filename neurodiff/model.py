@@ -38,6 +38,7 @@ __all__ = [
     "model_summary",
     "summary_table",
     "schedule_args",
+    "signal_left",
 ]
 
 #: Reference length of the linear schedules' beta range (Ho et al. 2020 used T = 1000).
@@ -146,6 +147,15 @@ def build_scheduler(cfg: ModelConfig | Mapping[str, Any], kind: str = "ddpm") ->
             )
         return PNDMScheduler(skip_prk_steps=True, **common)
     raise ConfigError(f"build_scheduler(): argument kind must be ddpm, ddim or pndm; got {kind!r}")
+
+
+def signal_left(cfg: ModelConfig | Mapping[str, Any], schedule: str, fraction: float) -> float:
+    """alpha-bar_t, the share of the image's variance left, ``fraction`` of the way through the
+    ``timesteps`` of ``cfg`` under ``schedule``: ``signal_left(cfg, "linear_beta", 1 / 3)``."""
+    cfg = _as_config(cfg)
+    scheduler = build_scheduler({**cfg.to_dict(), "schedule": schedule})
+    step = int(cfg.timesteps * fraction + 1e-9)  # 1e-9: 249 * (1 / 3) is 82.999... in floats
+    return float(scheduler.alphas_cumprod[step - 1])
 
 
 def build_inferer(scheduler: nn.Module):

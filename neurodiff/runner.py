@@ -33,7 +33,7 @@ from typing import Any
 
 from . import config
 from .errors import ConfigError, DataError, NeurodiffError, NotebookError
-from .io import atomic_path, atomic_write_text
+from .io import atomic_path, atomic_write_text, shown_path
 from .record import write_record
 
 __all__ = ["NotebookError", "RunReport", "build_book", "notebook_paths", "run_notebooks"]
@@ -239,7 +239,7 @@ def run_notebooks(
     start = time.perf_counter()
     print(
         f"[neurodiff run] profile {params.profile!r} (parameters {params.hash()}), "
-        f"{len(paths)} notebook(s) -> {_shown(out_dir, root)}/",
+        f"{len(paths)} notebook(s) -> {shown_path(out_dir)}/",
         file=sys.stderr,
         flush=True,
     )
@@ -289,14 +289,6 @@ def run_notebooks(
     report.record = write_record(report.params, report.notebooks, out_dir, root)
     print(f"[neurodiff run] {'total':16s} {report.seconds:7.1f} s", file=sys.stderr, flush=True)
     return report
-
-
-def _shown(path: Path, root: Path) -> str:
-    """``path`` relative to the project root when it is inside it."""
-    try:
-        return path.relative_to(root).as_posix()
-    except ValueError:
-        return str(path)
 
 
 def _toc_files(root: Path) -> list[str]:

@@ -196,3 +196,15 @@ def test_profiles_build_valid_models():
     assert (paper.optimizer, paper.lr, paper.batch_size, paper.grad_accum) == ("adam", 1e-5, 1, 2)
     assert (paper.ema_decay, paper.ema_start, paper.ema_every) == (0.995, 2000, 10)
     assert paper.train_steps == 100_000
+
+
+def test_signal_left_reads_alpha_bar_at_a_fraction_of_the_steps():
+    from neurodiff.model import build_scheduler, signal_left
+
+    for T in (50, 249, 250):
+        cfg = {"timesteps": T, "schedule": "cosine"}
+        abar = build_scheduler(cfg).alphas_cumprod
+        assert signal_left(cfg, "cosine", 1 / 3) == float(abar[T // 3 - 1])
+        assert signal_left(cfg, "cosine", 1.0) == float(abar[-1])
+    linear = build_scheduler({"timesteps": 250, "schedule": "linear_beta"}).alphas_cumprod
+    assert signal_left({"timesteps": 250}, "linear_beta", 1 / 2) == float(linear[124])

@@ -54,7 +54,6 @@ class ParamSpec:
     help: str
     choices: tuple[Any, ...] | None
     stages: tuple[str, ...]
-    shapes: bool = True
 
 
 def parameter_specs() -> dict[str, ParamSpec]:
@@ -74,7 +73,6 @@ def parameter_specs() -> dict[str, ParamSpec]:
                     f.metadata["help"],
                     f.metadata["choices"],
                     (cls.stage,),
-                    f.metadata["shapes"],
                 )
     return specs
 

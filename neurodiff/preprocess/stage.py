@@ -18,7 +18,7 @@ from ..config import ConfigError, ModelConfig, Params, PreprocessConfig
 from ..errors import CohortError, DataError
 from ..intensity import to_model_range
 from ..io import atomic_dir, atomic_write_json, file_sha256, shown_path
-from ..runs import record_run
+from ..runs import read_run, record_run
 from ..templates import target_affine
 from .cache import cache_key, cached_manifest, file_stat, source_files
 from .pipeline import (
@@ -233,7 +233,8 @@ def run(params: Params, *, workers: int | None = None, force: bool = False) -> P
         manifest = cached_manifest(out_dir, key, files)
         if manifest is not None:
             log.info("preprocessed data in %s are up to date (parameters hash %s)", out_dir, key)
-            record_run(params, PREPROCESSED)
+            if not read_run(out_dir).complete:  # built before its record was written
+                record_run(params, PREPROCESSED)
             return _result_from_manifest(out_dir, manifest, True, time.perf_counter() - start)
 
     cohort = _read_cohort(root, table_path, cfg)
