@@ -340,10 +340,18 @@ def _show(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
+def _metric_cell(m: dict | None) -> str:
+    if not m:
+        return ""
+    verdict = {"inside": " in", "outside": " out"}.get(m.get("verdict", ""), "")
+    return f"{m['value']:.3g} ({m['baseline']:.3g}){verdict}"
+
+
 def runs_table(profile_dir: str | Path, current: Params | None = None) -> pd.DataFrame:
     """One row per run folder of a profile: stage, key, the run it was made from, state, the
     parameters in which the runs of that stage differ, and (metrics runs) the key metrics as
-    ``value (real-vs-real baseline)``. ``current`` marks the runs of those parameters with ``*``.
+    ``value (real-vs-real median) in|out`` (inside or outside the real-vs-real range).
+    ``current`` marks the runs of those parameters with ``*``.
     ``table.attrs["strays"]`` lists the entries that are not run folders (an older layout).
     """
     runs, strays = list_runs(profile_dir)
@@ -366,7 +374,7 @@ def runs_table(profile_dir: str | Path, current: Params | None = None) -> pd.Dat
                 found = load_metrics_json(r.path) or {"metrics": {}}
                 for name in RUN_METRICS:
                     m = found["metrics"].get(name)
-                    row[name] = f"{m['value']:.3g} ({m['baseline']:.3g})" if m else ""
+                    row[name] = _metric_cell(m)
             rows.append(row)
     table = pd.DataFrame(rows)
     table.attrs["strays"] = strays

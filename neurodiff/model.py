@@ -1,10 +1,12 @@
 """The diffusion model: a MONAI ``DiffusionModelUNet`` and its DDPM noise schedule from a config.
 
 MONAI keeps the pieces apart and so do we: :func:`build_model` is only the network,
-:func:`build_scheduler` only the noise maths (Ho et al. 2020), :func:`build_inferer` wires them for
-a training forward pass, and :func:`diffusion_loss` is the training objective. Samplers (DDIM,
-PNDM) for :mod:`neurodiff.sampling` come from :func:`build_scheduler` too, so they share the exact
-noise schedule the model was trained with.
+:func:`build_scheduler` only the noise maths (Ho et al. 2020; or rectified flow, Liu et al. 2023,
+with ``process="rflow"``), :func:`build_inferer` wires them for a training forward pass,
+:func:`sample_timesteps` draws the training noise levels and :func:`diffusion_loss` is the training
+objective (with optional min-SNR weighting). Samplers (DDIM, PNDM, Euler/Heun) for
+:mod:`neurodiff.sampling` come from :func:`build_scheduler` too, so they share the exact noise
+schedule the model was trained with.
 
 :func:`load_ema_model` rebuilds the network of a training checkpoint with its EMA weights, ready
 for sampling. Cost figures for the model summary: :func:`count_parameters` and
@@ -34,7 +36,10 @@ __all__ = [
     "diffusion_loss",
     "diffusion_target",
     "estimate_train_flops",
+    "is_flow",
     "load_ema_model",
+    "loss_weights",
+    "sample_timesteps",
     "model_summary",
     "summary_table",
     "schedule_args",
@@ -121,7 +126,8 @@ def build_scheduler(cfg: ModelConfig | Mapping[str, Any], kind: str = "ddpm") ->
         ``timesteps``, ``schedule`` and ``prediction_type`` are used.
     kind : {"ddpm", "ddim", "pndm"}
         ``ddpm`` (training and ancestral sampling, Ho et al. 2020), ``ddim`` (Song et al. 2021) or
-        ``pndm`` (Liu et al. 2022, epsilon-prediction only); all share the same betas.
+        ``pndm`` (Liu et al. 2022, epsilon-prediction only); all share the same betas. Ignored for
+        ``process="rflow"``: the one ``RFlowScheduler`` trains and samples (Euler steps).
 
     Returns
     -------
@@ -132,6 +138,8 @@ def build_scheduler(cfg: ModelConfig | Mapping[str, Any], kind: str = "ddpm") ->
     from monai.networks.schedulers import DDIMScheduler, DDPMScheduler, PNDMScheduler
 
     cfg = _as_config(cfg)
+    if cfg.process == "rflow":
+        return _rflow_scheduler(cfg)
     args = schedule_args(cfg)
     common = {"num_train_timesteps": cfg.timesteps, "schedule": cfg.schedule, **args}
     if kind == "ddpm":
@@ -149,11 +157,49 @@ def build_scheduler(cfg: ModelConfig | Mapping[str, Any], kind: str = "ddpm") ->
     raise ConfigError(f"build_scheduler(): argument kind must be ddpm, ddim or pndm; got {kind!r}")
 
 
+def _rflow_scheduler(cfg: ModelConfig):
+    """MONAI's ``RFlowScheduler`` over ``cfg.timesteps`` discrete steps: x_t = (1 - t/T) x0 +
+    (t/T) noise, velocity target x0 - noise. Training timesteps are drawn by
+    :func:`sample_timesteps` (seeded), not by the scheduler's own unseeded sampler."""
+    from monai.networks.schedulers import RFlowScheduler
+
+    return RFlowScheduler(
+        num_train_timesteps=cfg.timesteps,
+        use_discrete_timesteps=True,
+        sample_method="logit-normal" if cfg.timestep_sampling == "logit_normal" else "uniform",
+    )
+
+
+def is_flow(scheduler: Any) -> bool:
+    """Whether ``scheduler`` is a rectified-flow scheduler (velocity x0 - noise, Euler steps)."""
+    from monai.networks.schedulers import RFlowScheduler
+
+    return isinstance(scheduler, RFlowScheduler)
+
+
+def sample_timesteps(
+    cfg: ModelConfig | Mapping[str, Any], n: int, generator: torch.Generator, device=None
+) -> torch.Tensor:
+    """``n`` integer training timesteps in [0, T), drawn from ``generator``.
+
+    ``uniform`` (Ho et al. 2020) or ``logit_normal``: t = T sigmoid(z), z ~ N(0, 1) (Esser et al.
+    2024), which spends more of the training on the middle noise levels. Drawn here rather than by
+    MONAI's ``RFlowScheduler.sample_timesteps`` because that one uses the global RNG, and the
+    training loop seeds every step's draws from its own generator (exact resume).
+    """
+    cfg = _as_config(cfg)
+    if cfg.timestep_sampling == "logit_normal":
+        z = torch.randn((n,), generator=generator, device=device)
+        return (torch.sigmoid(z) * cfg.timesteps).long().clamp_(0, cfg.timesteps - 1)
+    return torch.randint(0, cfg.timesteps, (n,), generator=generator, device=device)
+
+
 def signal_left(cfg: ModelConfig | Mapping[str, Any], schedule: str, fraction: float) -> float:
     """alpha-bar_t, the share of the image's variance left, ``fraction`` of the way through the
     ``timesteps`` of ``cfg`` under ``schedule``: ``signal_left(cfg, "linear_beta", 1 / 3)``."""
     cfg = _as_config(cfg)
-    scheduler = build_scheduler({**cfg.to_dict(), "schedule": schedule})
+    ddpm = {**cfg.to_dict(), "schedule": schedule, "process": "ddpm", "loss_weighting": "none"}
+    scheduler = build_scheduler(ddpm)
     step = int(cfg.timesteps * fraction + 1e-9)  # 1e-9: 249 * (1 / 3) is 82.999... in floats
     return float(scheduler.alphas_cumprod[step - 1])
 
@@ -173,7 +219,10 @@ def diffusion_target(
 
     ``epsilon``: the noise (Ho et al. 2020, eq. 14); ``v_prediction``: the velocity
     v = sqrt(alpha-bar_t) eps - sqrt(1 - alpha-bar_t) x0 (Salimans & Ho 2022); ``sample``: x0.
+    Rectified flow: the constant velocity x0 - noise of the straight path (Liu et al. 2023).
     """
+    if is_flow(scheduler):
+        return x0 - noise
     kind = scheduler.prediction_type
     if kind == "epsilon":
         return noise
@@ -187,6 +236,41 @@ def diffusion_target(
     )
 
 
+def loss_weights(
+    timesteps: torch.Tensor, scheduler: nn.Module, weighting: str = "none", gamma: float = 5.0
+) -> torch.Tensor | None:
+    """Per-sample loss weights ``(B,)`` for ``weighting``, or ``None`` for ``none``.
+
+    ``min_snr`` (Hang et al. 2023): min(SNR_t, gamma) / SNR_t for an epsilon target,
+    min(SNR_t, gamma) / (SNR_t + 1) for a velocity target and min(SNR_t, gamma) for x0, with
+    SNR_t = alpha-bar_t / (1 - alpha-bar_t); it keeps the many easy low-noise steps from
+    dominating the gradient. Hand-written: MONAI has no loss weighting for diffusion models.
+    """
+    if weighting == "none":
+        return None
+    if weighting != "min_snr":
+        raise ConfigError(
+            f"parameter 'loss_weighting' must be none or min_snr; got {weighting!r}",
+            parameter="loss_weighting",
+        )
+    if is_flow(scheduler):
+        raise ConfigError(
+            "parameter 'loss_weighting' min_snr needs the ddpm process; use none with rflow",
+            parameter="loss_weighting",
+        )
+    abar = scheduler.alphas_cumprod.to(timesteps.device)[timesteps].double()
+    snr = abar / (1.0 - abar).clamp_min(1e-12)
+    clipped = snr.clamp(max=gamma)
+    kind = scheduler.prediction_type
+    if kind == "epsilon":
+        w = clipped / snr.clamp_min(1e-12)
+    elif kind == "v_prediction":
+        w = clipped / (snr + 1.0)
+    else:
+        w = clipped
+    return w.float()
+
+
 def diffusion_loss(
     prediction: torch.Tensor,
     x0: torch.Tensor,
@@ -194,6 +278,7 @@ def diffusion_loss(
     timesteps: torch.Tensor,
     scheduler: nn.Module,
     loss: str = "l1",
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The simplified DDPM training loss, mean over the batch and pixels (a scalar, fp32).
 
@@ -209,14 +294,19 @@ def diffusion_loss(
         Its ``prediction_type`` picks the target (:func:`diffusion_target`).
     loss : {"l1", "l2"}
         Mean absolute error (the authors' choice) or mean squared error (Ho et al. 2020).
+    weights : Tensor, optional
+        ``(B,)`` per-sample weights (:func:`loss_weights`); the loss is then the mean over the
+        batch of each sample's weighted mean error.
     """
     target = diffusion_target(x0, noise, timesteps, scheduler).float()
     prediction = prediction.float()
-    if loss == "l1":
-        return nn.functional.l1_loss(prediction, target)
-    if loss == "l2":
-        return nn.functional.mse_loss(prediction, target)
-    raise ConfigError(f"parameter 'loss' must be l1 or l2; got {loss!r}", parameter="loss")
+    if loss not in ("l1", "l2"):
+        raise ConfigError(f"parameter 'loss' must be l1 or l2; got {loss!r}", parameter="loss")
+    fn = nn.functional.l1_loss if loss == "l1" else nn.functional.mse_loss
+    if weights is None:
+        return fn(prediction, target)
+    per_sample = fn(prediction, target, reduction="none").flatten(1).mean(1)
+    return (per_sample * weights.to(per_sample)).mean()
 
 
 def count_parameters(model: nn.Module) -> int:

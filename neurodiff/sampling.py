@@ -15,6 +15,13 @@ Samplers (all MONAI schedulers, with the noise schedule the model was trained wi
 ``pndm``
     Liu et al. 2022's pseudo linear multi-step update (PLMS, MONAI ``PNDMScheduler`` with
     ``skip_prk_steps=True``): ``steps`` evaluations; ε-prediction models only.
+``euler``
+    For rectified-flow models (``process="rflow"``): Euler steps along the predicted velocity,
+    MONAI ``RFlowScheduler.step``; ``steps`` evaluations, deterministic.
+``heun``
+    Rectified flow with Heun's second-order correction (Karras et al. 2022, Alg. 1): each Euler
+    step is followed by a second evaluation at its end point and the two velocities are averaged
+    (none after the last step), ``2 steps - 1`` evaluations.
 
 Everything is seeded by one :class:`torch.Generator` (the initial noise and every DDPM/DDIM noise
 draw), so the same seed, batch size and device give identical samples. On CUDA the network runs
@@ -33,7 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import ModelConfig
+from .config import SAMPLERS_BY_PROCESS, ModelConfig
 from .device import autocast, resolve_device, resolve_precision
 from .errors import ConfigError
 from .model import build_scheduler, schedule_args
@@ -46,6 +53,7 @@ __all__ = [
     "StepCallback",
     "check_sampler_args",
     "generate",
+    "network_evaluations",
     "make_scheduler",
     "preview_samples",
     "reverse_process",
@@ -62,7 +70,7 @@ class SamplerSpec:
     schedule); ``all_timesteps``: always ``T`` network evaluations (``steps`` is ignored);
     ``uses_eta``: takes DDIM's ``eta``; ``stochastic``: draws noise from the generator at each
     step; ``stateful``: keeps a history per chain, reset for every batch; ``epsilon_only``: needs
-    an epsilon-prediction model.
+    an epsilon-prediction model; ``heun``: a second evaluation per step (rectified flow).
     """
 
     scheduler: Callable[[ModelConfig], Any]
@@ -71,6 +79,7 @@ class SamplerSpec:
     stochastic: bool = False
     stateful: bool = False
     epsilon_only: bool = False
+    heun: bool = False
 
 
 #: The samplers, dispatched here and nowhere else (see the module docstring).
@@ -99,6 +108,11 @@ def _ddim_class():
         (Song et al. 2021, eqs. 12 and 16).
         """
 
+        #: What clipping does: "x0" clips the clean-image estimate only (MONAI's default),
+        #: "rederive" also recomputes eps from it, "none" clips nothing
+        #: (``benchmarks/ddim_background.py`` compares them).
+        clip_mode = "x0"
+
         def previous_timestep(self, timestep: int) -> int:
             ts = self.timesteps.tolist()
             i = ts.index(int(timestep))
@@ -125,8 +139,14 @@ def _ddim_class():
             else:  # v_prediction
                 pred_original_sample = alpha_prod_t**0.5 * sample - beta_prod_t**0.5 * model_output
                 pred_epsilon = alpha_prod_t**0.5 * model_output + beta_prod_t**0.5 * sample
-            if self.clip_sample:
+            if self.clip_sample and self.clip_mode != "none":
                 pred_original_sample = torch.clamp(pred_original_sample, *self.clip_sample_values)
+                if self.clip_mode == "rederive":
+                    # eps re-derived from the clipped x_0, so that x_s stays on the line through
+                    # x_t (diffusers' use_clipped_model_output=True)
+                    pred_epsilon = (
+                        sample - alpha_prod_t**0.5 * pred_original_sample
+                    ) / beta_prod_t**0.5
             # σ_t(η) = η sqrt((1 − ᾱ_{t−1}) / (1 − ᾱ_t)) sqrt(1 − ᾱ_t / ᾱ_{t−1})   (eq. 16)
             std_dev_t = eta * self._get_variance(timestep, prev_timestep) ** 0.5
             # x_{t−1} = sqrt(ᾱ_{t−1}) x̂_0 + sqrt(1 − ᾱ_{t−1} − σ_t²) ε̂ + σ_t z   (eq. 12)
@@ -160,6 +180,8 @@ SAMPLER_SPECS.update(
     ddpm=SamplerSpec(lambda c: build_scheduler(c, "ddpm"), all_timesteps=True, stochastic=True),
     ddim=SamplerSpec(_ddim_scheduler, uses_eta=True, stochastic=True),
     pndm=SamplerSpec(lambda c: build_scheduler(c, "pndm"), stateful=True, epsilon_only=True),
+    euler=SamplerSpec(build_scheduler),
+    heun=SamplerSpec(build_scheduler, heun=True),
 )
 SAMPLERS = tuple(SAMPLER_SPECS)
 
@@ -167,18 +189,25 @@ SAMPLERS = tuple(SAMPLER_SPECS)
 def check_sampler_args(
     model_config: ModelConfig, sampler: str, steps: int | None, eta: float = 0.0
 ) -> int:
-    """Validate a sampler request against the model; return the number of network evaluations.
+    """Validate a sampler request against the model; return the number of sampler steps.
 
     Raises
     ------
     ConfigError
-        Unknown sampler; ``steps`` <= 0 or > T for ddim/pndm; ``eta`` outside [0, 1];
-        pndm with a non-epsilon ``prediction_type``.
+        Unknown sampler; a sampler that does not fit the model's ``process``; ``steps`` <= 0 or
+        > T; ``eta`` outside [0, 1]; pndm with a non-epsilon ``prediction_type``.
     """
     T = model_config.timesteps
     if sampler not in SAMPLER_SPECS:
         raise ConfigError(
             f"parameter 'sampler' must be one of {list(SAMPLERS)}; got {sampler!r}",
+            parameter="sampler",
+        )
+    fitting = SAMPLERS_BY_PROCESS[model_config.process]
+    if sampler not in fitting:
+        raise ConfigError(
+            f"sampler {sampler!r} does not fit a model with process={model_config.process!r}; "
+            f"use one of {list(fitting)}",
             parameter="sampler",
         )
     spec = SAMPLER_SPECS[sampler]
@@ -207,6 +236,12 @@ def check_sampler_args(
     return int(steps)
 
 
+def network_evaluations(model_config: ModelConfig, sampler: str, steps: int | None) -> int:
+    """Network evaluations per sample of ``sampler`` with ``steps`` (Heun: 2 x steps - 1)."""
+    n = check_sampler_args(model_config, sampler, steps)
+    return 2 * n - 1 if SAMPLER_SPECS[sampler].heun else n
+
+
 def make_scheduler(model_config: ModelConfig, sampler: str = "ddim", steps: int | None = 50):
     """The MONAI scheduler for ``sampler`` with the training noise schedule, timesteps set.
 
@@ -215,9 +250,9 @@ def make_scheduler(model_config: ModelConfig, sampler: str = "ddim", steps: int 
     fix described in :func:`_ddim_class`. ``ddpm`` always uses all ``T`` timesteps (MONAI's DDPM
     step goes from ``t`` to ``t - 1``); ``steps`` is then ignored.
     """
-    n_evals = check_sampler_args(model_config, sampler, steps)
+    n_steps = check_sampler_args(model_config, sampler, steps)
     sched = SAMPLER_SPECS[sampler].scheduler(model_config)
-    sched.set_timesteps(n_evals)
+    sched.set_timesteps(n_steps)
     return sched
 
 
@@ -260,9 +295,10 @@ def generate(
         Gives the image shape and the training noise schedule.
     n : int
         Number of samples (> 0).
-    sampler : {'ddpm', 'ddim', 'pndm'}
+    sampler : {'ddpm', 'ddim', 'pndm', 'euler', 'heun'}
+        ddpm/ddim/pndm for a DDPM model, euler/heun for a rectified-flow model.
     steps : int, optional
-        Network evaluations for ddim/pndm, 1..T; ignored for ddpm (always T).
+        Sampler steps for ddim/pndm/euler/heun, 1..T; ignored for ddpm (always T).
     eta : float
         DDIM noise scale in [0, 1] (0 = deterministic, 1 = DDPM-like posterior variance).
     batch_size : int
@@ -317,21 +353,22 @@ def generate(
     step_kwargs = _step_kwargs(spec, eta, generator)
     shape = (1,) + (model_config.image_size,) * model_config.spatial_dims
     timesteps = [int(t) for t in scheduler.timesteps]
+    n_evals = network_evaluations(model_config, sampler, steps)
     n_batches = math.ceil(n / batch_size)
     log.info(
         "sampling %d x %s with %s (%d network evaluations each) on %s, batch size %d, %s",
         n,
         shape,
         sampler,
-        len(timesteps),
+        n_evals,
         device,
         batch_size,
         "bf16 autocast" if dtype is not None else "fp32",
     )
     out = torch.empty((n, *shape), dtype=torch.float32)
     bar = tqdm(
-        total=n_batches * len(timesteps),
-        desc=f"{sampler}-{len(timesteps)}",
+        total=n_batches * n_evals,
+        desc=f"{sampler}-{n_evals}",
         unit="eval",
         disable=not progress,
         leave=False,
@@ -342,19 +379,42 @@ def generate(
             if spec.stateful:
                 scheduler.set_timesteps(len(timesteps))  # a history per chain: reset it
             x = torch.randn((m, *shape), generator=generator, device=device, dtype=torch.float32)
-            for i, t in enumerate(timesteps):
-                t_batch = torch.full((m,), t, device=device, dtype=torch.long)
+
+            def evaluate(x_in: torch.Tensor, t: int) -> torch.Tensor:
+                t_batch = torch.full((len(x_in),), t, device=device, dtype=torch.long)
                 with autocast(device, dtype):
-                    output = model(x, timesteps=t_batch)
-                x_next, x0 = scheduler.step(output.float(), t, x, **step_kwargs)
+                    output = model(x_in, timesteps=t_batch)
+                bar.update(1)
+                return output.float()
+
+            for i, t in enumerate(timesteps):
+                output = evaluate(x, t)
+                if spec is _FLOW_EULER or spec is _FLOW_HEUN:
+                    t_next = timesteps[i + 1] if i + 1 < len(timesteps) else 0
+                    x_next, x0 = scheduler.step(output, t, x, t_next)
+                    if spec.heun and t_next > 0:
+                        x_next = _heun_correction(scheduler, evaluate, x, output, x_next, t, t_next)
+                else:
+                    x_next, x0 = scheduler.step(output, t, x, **step_kwargs)
                 if callback is not None:
                     callback(i, t, x, x0)
                 x = x_next
-                bar.update(1)
             out[start : start + m] = x.clamp(-1.0, 1.0).float().cpu()
     finally:
         bar.close()
     return out
+
+
+_FLOW_EULER, _FLOW_HEUN = SAMPLER_SPECS["euler"], SAMPLER_SPECS["heun"]
+
+
+def _heun_correction(scheduler, evaluate, x, v, x_euler, t: int, t_next: int) -> torch.Tensor:
+    """Heun's step of the flow ODE from ``t`` to ``t_next``: the mean of the velocity at the
+    start (``v``) and at the Euler end point ``x_euler``. Hand-written: MONAI's ``RFlowScheduler``
+    has the Euler step only."""
+    v_end = evaluate(x_euler, t_next)
+    dt = (t - t_next) / scheduler.num_train_timesteps
+    return x + 0.5 * (v + v_end) * dt
 
 
 @dataclass
@@ -430,7 +490,8 @@ def preview_samples(
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
-    """A few deterministic DDIM samples (eta = 0) from ``model``, for watching training.
+    """A few deterministic DDIM samples (eta = 0; Euler for a rectified-flow model) from
+    ``model``, for watching training.
 
     The same sampler as the synthetic cohort (:func:`generate`), so a preview
     shows what sampling would give at that step. ``model``'s train/eval mode is kept.
@@ -445,7 +506,7 @@ def preview_samples(
             model,
             cfg,
             n,
-            sampler="ddim",
+            sampler="euler" if cfg.process == "rflow" else "ddim",
             steps=min(steps, cfg.timesteps),
             eta=0.0,
             batch_size=n if cfg.spatial_dims == 2 else 1,

@@ -20,6 +20,7 @@ from neurodiff.metrics import frechet as fid_module
 from neurodiff.metrics import mmd as mmd_module
 from neurodiff.metrics import similarity as ssim_module
 from neurodiff.metrics import stage as stage_module
+from neurodiff.metrics.checks import gram
 
 # --------------------------------------------------------------------------------------------
 # Tiny brain-like phantoms: a head ellipse, a skull ring, textured "brain", ventricles
@@ -159,7 +160,7 @@ def test_linear_mmd_equals_brute_force_numpy_and_bootstrap_form(sets):
     xf, yf = x.reshape(10, -1).astype(np.float64), y.reshape(10, -1).astype(np.float64)
     expected = _brute_mmd2(xf, yf, lambda a, b: float(a @ b))
     assert M.mmd_linear(x, y) == pytest.approx(expected, rel=1e-9, abs=1e-9)
-    g = stage_module._gram(np.concatenate([x, y]))
+    g = gram(np.concatenate([x, y]))
     reps = mmd_module.mmd2_replicates(g, np.arange(10)[None], np.arange(10, 20)[None])
     assert reps[0] == pytest.approx(expected, rel=1e-9, abs=1e-9)
 
@@ -578,9 +579,32 @@ def test_figures_show_the_results(noise_results, sets):
     assert [ax.get_title() for ax in hist.axes][2] == "mean intensity per image"
 
 
-def test_interpret_reads_ci_overlap(noise_results):
+def test_interpret_reads_the_real_vs_real_range(noise_results):
     clean, noisy = M.interpret(noise_results[0.0]), M.interpret(noise_results[0.5])
-    assert noisy.loc["fid", "reading"] == "worse than real vs real"
-    assert noisy.loc["precision", "reading"] == "worse than real vs real"
-    assert "overlap" in clean.loc["fid", "reading"]
+    assert noisy.loc["fid", "reading"] == "outside: worse than real vs real"
+    assert noisy.loc["precision", "reading"] == "outside: worse than real vs real"
+    assert clean.loc["fid", "reading"] == "inside the real-vs-real range"
     assert "more varied" in noisy.loc["ms_ssim_diversity", "reading"]
+
+
+def test_calibration_ladder_ranks_known_degradations(sets, extractor, noise_results):
+    """More blur or more noise moves every distance further from real; the ladder places a
+    lightly noised set near the noise rungs, and its figure draws every metric."""
+    ladder = M.calibration_ladder(
+        sets["test"], sets["train"], extractor=extractor, nn_k=3, msssim_pairs=20
+    )
+    assert list(ladder.index)[0] == "real (undegraded)"
+    # on small phantoms half a pixel of blur is within FID's noise; the RBF MMD sees it
+    mmd = ladder["mmd_rbf"]
+    assert mmd["real (undegraded)"] < mmd["blur sigma 0.5 px"] < mmd["blur sigma 1 px"]
+    for metric in ("fid", "mmd_rbf"):
+        col = ladder[metric]
+        assert col["real (undegraded)"] < col["noise sigma 0.05"] < col["noise sigma 0.1"]
+        assert col["real (undegraded)"] < col["blur sigma 1 px"]
+    assert ladder.loc["noise sigma 0.1", "coverage"] < ladder.loc["real (undegraded)", "coverage"]
+    with pytest.raises(KeyError, match="unknown degradation"):
+        M.degrade(sets["test"], "sharpen")
+    from neurodiff.viz import metrics as P
+
+    fig = P.plot_calibration_ladder(ladder, noise_results[0.1])
+    assert len([ax for ax in fig.axes if ax.get_title()]) == 6

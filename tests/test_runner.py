@@ -121,6 +121,7 @@ def _metrics_json(params_hash: str) -> dict:
         "baseline": 0.1,
         "baseline_ci": [0.05, 0.15],
         "better": "lower",
+        "verdict": "outside",
     }
     return {
         "params_hash": params_hash,
@@ -142,8 +143,8 @@ def test_results_summary_flags_metrics_of_other_parameters(project):
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps(_metrics_json(params.hash())))
     text = record._results_markdown(params)
-    assert "| FID (features) | 0.3 [0.2, 0.4] | 0.1 [0.05, 0.15] | 3.00 |" in text
-    assert "target (at most 2× the baseline, 0.2) is **not reached**" in text
+    assert "| FID (features) | 0.3 [0.2, 0.4] | 0.1 [0.05, 0.15] | outside | lower |" in text
+    assert "**0 of 1 metrics** are inside the real-vs-real range" in text
     assert "other parameters" not in text
     path.write_text(json.dumps(_metrics_json("0123456789ab")))
     assert "computed with other parameters** (hash `0123456789ab`)" in (

@@ -320,7 +320,7 @@ def test_cli_sample(trained, capsys):
         "-p",
         "seed=4",
     ]
-    assert main([*base, "-p", "sampler=euler"]) == 2
+    assert main([*base, "-p", "sampler=lms"]) == 2
     assert "parameter 'sampler' must be one of" in capsys.readouterr().err
     assert main([*base, "-p", "sampler=pndm", "-p", "steps=4", "-p", "n_samples=2"]) == 0
     out = capsys.readouterr().out

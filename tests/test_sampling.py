@@ -148,9 +148,11 @@ def test_bad_requests_are_refused_with_the_parameter_named(model, smoke_cfg):
         generate(model, smoke_cfg, 2, sampler="pndm", steps=0, progress=False)
     with pytest.raises(
         ConfigError,
-        match=r"'sampler' must be one of \['ddpm', 'ddim', 'pndm'\]; "
-        "got 'euler'",
+        match=r"'sampler' must be one of \['ddpm', 'ddim', 'pndm', 'euler', 'heun'\]; "
+        "got 'lms'",
     ):
+        generate(model, smoke_cfg, 2, sampler="lms", progress=False)
+    with pytest.raises(ConfigError, match=r"sampler 'euler' does not fit a model with process"):
         generate(model, smoke_cfg, 2, sampler="euler", progress=False)
     with pytest.raises(ConfigError, match="argument 'batch_size' must be a positive integer"):
         generate(model, smoke_cfg, 2, batch_size=0, progress=False)

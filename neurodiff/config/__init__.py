@@ -31,6 +31,7 @@ from .params import (
     resolve,
 )
 from .stages import (
+    SAMPLERS_BY_PROCESS,
     STAGES,
     CohortConfig,
     MetricsConfig,
@@ -48,6 +49,7 @@ __all__ = [
     "MetricsConfig",
     "ModelConfig",
     "RESOLVED_FLAG",
+    "SAMPLERS_BY_PROCESS",
     "ParamSpec",
     "Params",
     "PreprocessConfig",

@@ -27,7 +27,7 @@ import yaml
 
 from ..errors import ConfigError
 from .fields import LOCATION_PARAMS, StageConfig, coerce
-from .stages import STAGES, ModelConfig, SampleConfig
+from .stages import SAMPLERS_BY_PROCESS, STAGES, ModelConfig, SampleConfig
 
 __all__ = [
     "LOCATION_PARAMS",
@@ -276,6 +276,13 @@ def _check_across_stages(params: Params) -> None:
             f"({model.timesteps}) for sampler {sample.sampler!r}: it can only skip timesteps, "
             "not add them",
             parameter="steps",
+        )
+    fitting = SAMPLERS_BY_PROCESS[model.process]
+    if sample.sampler not in fitting:
+        raise ConfigError(
+            f"sampler {sample.sampler!r} does not fit process={model.process!r}; "
+            f"use one of {list(fitting)}",
+            parameter="sampler",
         )
     if sample.sampler == "pndm" and model.prediction_type != "epsilon":
         raise ConfigError(

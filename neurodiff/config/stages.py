@@ -22,6 +22,7 @@ from .fields import (
 )
 
 __all__ = [
+    "SAMPLERS_BY_PROCESS",
     "STAGES",
     "CohortConfig",
     "MetricsConfig",
@@ -30,6 +31,13 @@ __all__ = [
     "SampleConfig",
     "TrainConfig",
 ]
+
+
+#: The samplers that fit each generative process (``ModelConfig.process``).
+SAMPLERS_BY_PROCESS: dict[str, tuple[str, ...]] = {
+    "ddpm": ("ddpm", "ddim", "pndm"),
+    "rflow": ("euler", "heun"),
+}
 
 
 @dataclass(frozen=True)
@@ -134,7 +142,8 @@ class PreprocessConfig(ImageFields, CohortFields, RunFields):
 
 @dataclass(frozen=True)
 class ModelConfig(ImageFields):
-    """MONAI DiffusionModelUNet + DDPM noise schedule + training objective."""
+    """MONAI DiffusionModelUNet + its generative process (DDPM noise schedule or rectified flow)
+    + training objective."""
 
     stage: ClassVar[str] = "model"
     channels: tuple[int, ...] = param((32, 64, 128), "UNet channels per level", min=1)
@@ -142,6 +151,13 @@ class ModelConfig(ImageFields):
     num_res_blocks: int = param(1, "residual blocks per level", min=1)
     num_head_channels: int = param(32, "channels per attention head", min=1)
     norm_num_groups: int = param(32, "GroupNorm groups (must divide every channel count)", min=1)
+    process: str = param(
+        "ddpm",
+        "generative process: ddpm (Gaussian diffusion with 'schedule' and 'prediction_type') | "
+        "rflow (rectified flow: straight noise-to-image paths, velocity target; MONAI "
+        "RFlowScheduler; 'schedule' and 'prediction_type' do not apply)",
+        choices=("ddpm", "rflow"),
+    )
     timesteps: int = param(250, "diffusion steps T", min=1)
     schedule: str = param(
         "cosine", "noise schedule", choices=("linear_beta", "scaled_linear_beta", "cosine")
@@ -150,8 +166,36 @@ class ModelConfig(ImageFields):
         "epsilon", "what the network predicts", choices=("epsilon", "v_prediction", "sample")
     )
     loss: str = param("l1", "training loss", choices=("l1", "l2"))
+    timestep_sampling: str = param(
+        "uniform",
+        "training timesteps: uniform | logit_normal (more weight on the middle noise levels, "
+        "Esser et al. 2024)",
+        choices=("uniform", "logit_normal"),
+    )
+    loss_weighting: str = param(
+        "none",
+        "per-timestep loss weight: none | min_snr (min(SNR, snr_gamma) relative to the target, "
+        "Hang et al. 2023; ddpm only)",
+        choices=("none", "min_snr"),
+    )
+    snr_gamma: float = param(5.0, "gamma of loss_weighting=min_snr", min=0, min_inclusive=False)
 
     def validate(self) -> None:
+        for name, default in (("schedule", "cosine"), ("prediction_type", "epsilon")):
+            if self.process == "rflow" and getattr(self, name) != default:
+                raise ConfigError(
+                    f"parameter {name!r} ({getattr(self, name)!r}) has no effect with "
+                    "process='rflow' (a straight noise-to-image path, velocity target); leave it "
+                    f"at {default!r} or use process='ddpm'",
+                    parameter=name,
+                )
+        if self.process == "rflow" and self.loss_weighting != "none":
+            raise ConfigError(
+                f"parameter 'loss_weighting' ({self.loss_weighting!r}) is defined for the ddpm "
+                "process (it weights by the noise schedule's SNR); use loss_weighting=none with "
+                "process=rflow",
+                parameter="loss_weighting",
+            )
         n = len(self.channels)
         if len(self.attention_levels) != n:
             raise ConfigError(
@@ -214,6 +258,11 @@ class TrainConfig(PrecisionFields, DeviceFields, RunFields):
     ema_decay: float = param(0.995, "EMA decay of the weights used for sampling", min=0, max=1)
     ema_start: int = param(0, "first step that updates the EMA", min=0)
     ema_every: int = param(1, "EMA update interval (steps)", min=1)
+    ema_warmup: bool = param(
+        False,
+        "EMA warm-up: decay min(ema_decay, (1 + n) / (10 + n)) at the n-th update, so that a "
+        "short run's EMA is not dominated by its first, untrained weights",
+    )
     compile: bool = param(False, "torch.compile the UNet")
     channels_last: bool = param(False, "channels_last memory format")
     checkpoint_every: int = param(500, "checkpoint interval (steps)", min=1, shapes=False)
@@ -233,8 +282,14 @@ class SampleConfig(PrecisionFields, DeviceFields, RunFields):
     """Generating the synthetic cohort."""
 
     stage: ClassVar[str] = "sample"
-    sampler: str = param("ddim", "sampler", choices=("ddpm", "ddim", "pndm"))
-    steps: int = param(50, "sampler steps (ddpm always uses all timesteps)", min=1)
+    sampler: str = param(
+        "ddim",
+        "sampler: ddpm | ddim | pndm for process=ddpm; euler | heun for process=rflow",
+        choices=("ddpm", "ddim", "pndm", "euler", "heun"),
+    )
+    steps: int = param(
+        50, "sampler steps (ddpm always uses all timesteps; heun: 2 x steps - 1 evaluations)", min=1
+    )
     eta: float = param(0.0, "DDIM eta (0 = deterministic)", min=0, max=1)
     n_samples: int = param(64, "synthetic images/volumes to generate", min=1)
     sample_batch_size: int = param(32, "samples per forward batch", min=1)
@@ -258,7 +313,15 @@ class MetricsConfig(DeviceFields, RunFields):
         "medicalnet:<path to weights>",
     )
     n_bootstrap: int = param(200, "bootstrap resamples for 95% CIs", min=10)
-    n_permutations: int = param(200, "permutations for the MMD test", min=10)
+    n_permutations: int = param(
+        200, "permutations of subjects for the MMD test (slices of a subject move together)", min=10
+    )
+    n_redraws: int = param(
+        100,
+        "subject-level redraws of the train/test split for the real-vs-real range of every "
+        "metric (0: the one split, with a bootstrap interval)",
+        min=0,
+    )
     msssim_pairs: int = param(100, "random pairs for MS-SSIM diversity", min=2)
     nn_k: int = param(5, "k of the k-NN manifolds (precision/recall, density/coverage)", min=1)
 

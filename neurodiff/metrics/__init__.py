@@ -70,6 +70,7 @@ the estimator's own small-sample bias, which the baseline at equal n shares.
 """
 
 from .bootstrap import percentile_ci
+from .calibration import LADDER, calibration_for, calibration_ladder, degrade, place_on_ladder
 from .checks import check_images
 from .frechet import fid
 from .manifold import prdc_metrics, prdc_per_sample
@@ -78,7 +79,6 @@ from .mmd import MMDTest, median_bandwidth, mmd_linear, mmd_rbf, per_site_mmd
 from .results import (
     METRICS,
     PAPER_RESULTS,
-    QUALITY_TARGET_RATIO,
     MetricsData,
     MetricsResult,
     MetricValue,
@@ -90,9 +90,13 @@ from .similarity import diversity, ms_ssim, ms_ssim_settings, ssim
 from .stage import evaluate, load_inputs, run
 
 __all__ = [
+    "LADDER",
+    "calibration_ladder",
+    "calibration_for",
+    "degrade",
+    "place_on_ladder",
     "METRICS",
     "PAPER_RESULTS",
-    "QUALITY_TARGET_RATIO",
     "MMDTest",
     "MemorisationAudit",
     "MetricValue",

@@ -13,7 +13,9 @@ __all__ = [
     "check_features",
     "check_images",
     "check_pair",
+    "gram",
     "sq_dists",
+    "subject_labels",
 ]
 
 
@@ -107,3 +109,26 @@ def sq_dists(x: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
     y = x if y is None else y
     d = (x * x).sum(1)[:, None] + (y * y).sum(1)[None, :] - 2.0 * x @ y.T
     return np.maximum(d, 0.0)
+
+
+def gram(x: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
+    """``x x^T`` of flattened samples in float64, accumulated over voxel chunks (3D-safe)."""
+    flat = x.reshape(len(x), -1)
+    g = np.zeros((len(x), len(x)))
+    for s in range(0, flat.shape[1], chunk):
+        c = flat[:, s : s + chunk].astype(np.float64)
+        g += c @ c.T
+    return g
+
+
+def subject_labels(labels: Any, n: int, name: str, prefix: str) -> np.ndarray:
+    """Subject labels as strings (checked for length); without labels one subject per sample."""
+    if labels is None:
+        return np.array([f"{prefix}{i}" for i in range(n)])
+    labels = np.asarray(labels).astype(str)
+    if len(labels) != n:
+        raise MetricError(
+            f"argument {name!r} must give one subject per image: {len(labels)} labels for "
+            f"{n} images"
+        )
+    return np.char.add(prefix, labels)

@@ -10,6 +10,7 @@ import numpy as np
 from .checks import check_features
 
 __all__ = [
+    "prdc_from_distances",
     "prdc_metrics",
     "prdc_per_sample",
 ]
@@ -49,4 +50,25 @@ def prdc_per_sample(
         "density": inside_real.sum(axis=0) / nn_k,
         "recall": (d < r_syn[None, :]).any(axis=1).astype(float),
         "coverage": (d.min(axis=1) < r_real).astype(float),
+    }
+
+
+def prdc_from_distances(
+    d_real: np.ndarray, d_syn: np.ndarray, d_cross: np.ndarray, nn_k: int = 5
+) -> dict[str, float]:
+    """:func:`prdc_metrics` from precomputed Euclidean distances: within the real set
+    ``(N, N)``, within the synthetic set ``(M, M)`` and real-to-synthetic ``(N, M)``.
+
+    The same radii (k-th nearest neighbour, self excluded) and comparisons as the ``prdc``
+    package. Hand-written because the package computes the distances on every call: the
+    real-vs-real redraws cut blocks from one pooled distance matrix instead.
+    """
+    r_real = np.partition(d_real, nn_k, axis=1)[:, nn_k]
+    r_syn = np.partition(d_syn, nn_k, axis=1)[:, nn_k]
+    inside_real = d_cross < r_real[:, None]
+    return {
+        "precision": float(inside_real.any(axis=0).mean()),
+        "recall": float((d_cross < r_syn[None, :]).any(axis=1).mean()),
+        "density": float(inside_real.sum(axis=0).mean() / nn_k),
+        "coverage": float((d_cross.min(axis=1) < r_real).mean()),
     }

@@ -73,25 +73,53 @@ def _mmd2_from_kernel(k: np.ndarray, m: int) -> float:
     return float(xx + yy - 2.0 * kxy.mean())
 
 
+def _unit_codes(units: Any, n: int, name: str) -> np.ndarray:
+    """Integer codes of the exchangeable units (subjects) of ``n`` samples; None: one per sample."""
+    if units is None:
+        return np.arange(n)
+    units = np.asarray(units)
+    if len(units) != n:
+        raise MetricError(f"{len(units)} {name} labels for {n} samples; expected one per sample")
+    return np.unique(units.astype(str), return_inverse=True)[1]
+
+
 def _mmd2_permutations(
-    k: np.ndarray, m: int, n_permutations: int, rng: np.random.Generator
+    k: np.ndarray,
+    m: int,
+    n_permutations: int,
+    rng: np.random.Generator,
+    units: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Unbiased MMD^2 under ``n_permutations`` random relabellings of the pooled sample."""
+    """Unbiased MMD^2 under ``n_permutations`` random relabellings of the pooled sample.
+
+    ``units`` (one integer code per pooled sample) makes whole units change sides together:
+    slices of one subject are not independent, so under the null hypothesis it is subjects that
+    are exchangeable, not slices. The first set keeps its number of units (so its number of
+    samples may vary from one permutation to the next). Without ``units`` every sample is a unit.
+    """
     # Hand-written: neither MONAI nor torchmetrics has a two-sample permutation test.
     total = len(k)
-    n = total - m
+    if units is None:
+        units = np.arange(total)
+    _, codes = np.unique(units, return_inverse=True)
+    n_units = codes.max() + 1
+    n_first = len(np.unique(codes[:m]))
+    if len(np.intersect1d(codes[:m], codes[m:])):
+        raise MetricError("a unit (subject) has samples in both sets; units must not be shared")
     kz = k - np.diag(np.diag(k))
     out = np.empty(n_permutations)
     for s in range(0, n_permutations, 256):
         b = min(256, n_permutations - s)
-        perm = rng.permuted(np.tile(np.arange(total), (b, 1)), axis=1)
-        a = np.zeros((b, total))
-        np.put_along_axis(a, perm[:, :m], 1.0, axis=1)
+        perm = rng.permuted(np.tile(np.arange(n_units), (b, 1)), axis=1)
+        first = np.zeros((b, n_units), dtype=bool)
+        np.put_along_axis(first, perm[:, :n_first], True, axis=1)
+        a = first[:, codes].astype(float)  # (b, total): sample in the first set
         c = 1.0 - a
-        ak = a @ kz
-        xx = (ak * a).sum(1) / (m * (m - 1))
-        yy = ((c @ kz) * c).sum(1) / (n * (n - 1))
-        xy = ((a @ k) * c).sum(1) / (m * n)
+        mm = a.sum(1)
+        nn = total - mm
+        xx = ((a @ kz) * a).sum(1) / np.maximum(mm * (mm - 1), 1)
+        yy = ((c @ kz) * c).sum(1) / np.maximum(nn * (nn - 1), 1)
+        xy = ((a @ k) * c).sum(1) / np.maximum(mm * nn, 1)
         out[s : s + b] = xx + yy - 2.0 * xy
     return out
 
@@ -112,6 +140,8 @@ def mmd_rbf(
     bandwidth: float | None = None,
     n_permutations: int = 0,
     seed: int = 0,
+    real_units: Any = None,
+    synthetic_units: Any = None,
 ) -> MMDTest:
     """Unbiased MMD^2 with a Gaussian kernel on features, and a permutation-test p-value.
 
@@ -123,6 +153,12 @@ def mmd_rbf(
     ----------
     real, synthetic : np.ndarray
         ``(N, F)`` and ``(M, F)`` features, N, M >= 2.
+    real_units, synthetic_units : array-like, optional
+        The subject of each sample. The permutation test then moves whole subjects between the
+        sets: slices of a subject resemble each other more than slices of two subjects, and
+        permuting slices would make two groups of real subjects "significantly different" far
+        more often than the test's level. Synthetic images are independent draws, each its own
+        unit, unless labels are given. The labels of the two sets are kept apart.
     """
     # Hand-written: MONAI's MMDMetric has no kernel choice beyond a mapping of the inputs, and
     # torchmetrics' kernel MMD (inside KID) uses a polynomial kernel on random subsets.
@@ -134,7 +170,10 @@ def mmd_rbf(
     value = _mmd2_from_kernel(k, len(x))
     p = None
     if n_permutations > 0:
-        perm = _mmd2_permutations(k, len(x), n_permutations, np.random.default_rng(seed))
+        ux = _unit_codes(real_units, len(x), "real unit")
+        uy = _unit_codes(synthetic_units, len(y), "synthetic unit") + ux.max() + 1
+        units = np.concatenate([ux, uy])
+        perm = _mmd2_permutations(k, len(x), n_permutations, np.random.default_rng(seed), units)
         p = float((1 + np.sum(perm >= value)) / (1 + n_permutations))
     return MMDTest(value, sigma, p)
 

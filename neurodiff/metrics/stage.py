@@ -21,11 +21,12 @@ from ..intensity import to_unit_range
 from ..io import atomic_write_json
 from ..runs import record_run
 from .bootstrap import percentile_ci, resampled_means, subset
-from .checks import check_images, check_pair, sq_dists
+from .checks import check_images, check_pair, gram, sq_dists, subject_labels
 from .frechet import fid, fid_replicates
 from .manifold import prdc_metrics, prdc_per_sample
 from .memorisation import MemorisationAudit, audit_fraction_replicates, memorisation_audit
-from .mmd import mmd2_replicates, mmd_linear, mmd_rbf, per_site_mmd
+from .mmd import median_bandwidth, mmd2_replicates, mmd_linear, mmd_rbf, per_site_mmd
+from .redraws import redraw_baselines
 from .results import METRICS, MetricsData, MetricsResult, MetricValue, jsonable
 from .similarity import diversity, ms_ssim_settings
 
@@ -61,16 +62,6 @@ def _entry(
     )
 
 
-def _gram(x: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
-    """``x x^T`` of flattened samples in float64, accumulated over voxel chunks (3D-safe)."""
-    flat = x.reshape(len(x), -1)
-    g = np.zeros((len(x), len(x)))
-    for s in range(0, flat.shape[1], chunk):
-        c = flat[:, s : s + chunk].astype(np.float64)
-        g += c @ c.T
-    return g
-
-
 def evaluate(
     real: np.ndarray,
     synthetic: np.ndarray,
@@ -85,6 +76,9 @@ def evaluate(
     device: torch.device | str = "cpu",
     real_sites: Any = None,
     train_sites: Any = None,
+    real_subjects: Any = None,
+    train_subjects: Any = None,
+    n_redraws: int = 0,
 ) -> MetricsResult:
     """All metrics, baselines and CIs from arrays.
 
@@ -102,13 +96,21 @@ def evaluate(
         :mod:`neurodiff.features`).
     real_sites, train_sites : array-like, optional
         Site of each real / training sample, for the per-site view.
+    real_subjects, train_subjects : array-like, optional
+        Subject of each real / training sample: the MMD permutation test moves whole subjects,
+        and the real-vs-real range redraws subjects. Without them every image counts as its own
+        subject (right for independent images, too optimistic for several slices per subject).
+    n_redraws : int
+        Subject-level redraws of the train/test split for the real-vs-real range of every set
+        metric (:mod:`.redraws`); 0 keeps the one split's value with a bootstrap interval.
 
     Notes
     -----
     Set-level metrics compare equal-size sets: ``n = min(N_test, N_synthetic, N_train)`` samples
     are drawn (seeded) from each, so that the synthetic comparison (test vs synthetic) and the
     baseline (test vs train) share their reference and their sizes. The memorisation audit uses
-    every sample. Features are extracted once per set.
+    every sample. Features are extracted once per set. One RBF bandwidth serves the whole report
+    (value, intervals, baseline and redraws): the median heuristic on the pooled real features.
     """
     real, synthetic, train = _check_inputs(real, synthetic, train, nn_k)
     kernel, weights = ms_ssim_settings(real.shape[2:])  # fails early for tiny images
@@ -125,6 +127,13 @@ def evaluate(
     )
 
     feats = {"real": extractor(real), "synthetic": extractor(synthetic), "train": extractor(train)}
+    subjects = {
+        "real": subject_labels(real_subjects, len(real), "real_subjects", "r"),
+        "train": subject_labels(train_subjects, len(train), "train_subjects", "t"),
+    }
+    real_pool = np.concatenate([feats["real"], feats["train"]])
+    d2_pool = sq_dists(real_pool)
+    bandwidth = median_bandwidth(d2_pool)
     rng = np.random.default_rng(seed)
     n = min(len(real), len(synthetic), len(train))
     sub = {
@@ -133,18 +142,29 @@ def evaluate(
     }
     images = (real[sub["real"]], synthetic[sub["synthetic"]], train[sub["train"]])
     features = tuple(feats[k][sub[k]] for k in ("real", "synthetic", "train"))
+    units = (subjects["real"][sub["real"]], None, subjects["train"][sub["train"]])
     metrics = _set_metrics(
         images,
         features,
         ext_name,
         n_bootstrap,
-        n_permutations,
+        (n_permutations, units, bandwidth),
         msssim_pairs,
         nn_k,
         seed,
         device,
         rng,
     )
+    if n_redraws > 0:
+        redraw_baselines(
+            metrics,
+            np.concatenate([real, train]),
+            real_pool,
+            d2_pool,
+            subjects,
+            (n, n_redraws, bandwidth, nn_k, msssim_pairs, seed),
+            device,
+        )
     audit = memorisation_audit(
         train, real, synthetic, feats["train"], feats["real"], feats["synthetic"], device=device
     )
@@ -172,6 +192,8 @@ def evaluate(
         weights,
         audit,
         per_site=per_site,
+        n_redraws=n_redraws,
+        bandwidth=bandwidth,
         data=data,
     )
 
@@ -220,10 +242,11 @@ def _per_site(data: MetricsData, seed: int) -> pd.DataFrame | None:
 
 
 def _set_metrics(
-    images, features, ext_name, b, n_permutations, msssim_pairs, nn_k, seed, device, rng
+    images, features, ext_name, b, mmd_test, msssim_pairs, nn_k, seed, device, rng
 ) -> dict[str, MetricValue]:
     """MMD (images, features), FID, MS-SSIM diversity and PRDC on the equal-size subsets
     ``(real, synthetic, train)``: value = real vs synthetic, baseline = real vs train.
+    ``mmd_test`` is ``(n_permutations, subjects of each subset, bandwidth)``.
 
     The order of the draws from ``rng`` is part of the result (same seed, same numbers): the four
     bootstrap index arrays first, then the diversity and PRDC resamples.
@@ -236,20 +259,22 @@ def _set_metrics(
     jb = rng.integers(0, n, (b, n)) + 2 * n  # train
     boot = (ia, ib, ja, jb)
     metrics: dict[str, MetricValue] = {}
-    metrics.update(_mmd_entries(images, features, ext_name, boot, n_permutations, seed))
+    metrics.update(_mmd_entries(images, features, ext_name, boot, mmd_test, seed))
     metrics["fid"] = _fid_entry(features, ext_name, boot)
     metrics["ms_ssim_diversity"] = _diversity_entry(images, msssim_pairs, b, seed, device, rng)
     metrics.update(_prdc_entries(features, ext_name, nn_k, b, rng))
     return metrics
 
 
-def _mmd_entries(images, features, ext_name, boot, n_permutations, seed) -> dict[str, MetricValue]:
-    """Linear MMD on images (MONAI) and RBF MMD^2 on features, replicates from pooled kernels."""
+def _mmd_entries(images, features, ext_name, boot, mmd_test, seed) -> dict[str, MetricValue]:
+    """Linear MMD on images (MONAI) and RBF MMD^2 on features with the report's one bandwidth and
+    a subject-level permutation test; replicates from pooled kernels."""
+    n_permutations, (u_real, u_syn, u_train), bandwidth = mmd_test
     r_img, s_img, t_img = images
     r_f, s_f, t_f = features
     ia, ib, ja, jb = boot
     n = len(r_img)
-    g_img = _gram(np.concatenate([r_img, s_img, t_img]))
+    g_img = gram(np.concatenate([r_img, s_img, t_img]))
     linear = _entry(
         "mmd_linear",
         mmd_linear(r_img, s_img),
@@ -260,23 +285,26 @@ def _mmd_entries(images, features, ext_name, boot, n_permutations, seed) -> dict
         n,
         n,
     )
-    # RBF kernel, bandwidth by the median heuristic of each pooled pair
+    # RBF kernel: one bandwidth for value, baseline and replicates; subjects move together
     d2 = sq_dists(np.concatenate([r_f, s_f, t_f]))
-    test_s = mmd_rbf(r_f, s_f, n_permutations=n_permutations, seed=seed)
-    test_b = mmd_rbf(r_f, t_f, n_permutations=n_permutations, seed=seed + 1)
+    common = {"bandwidth": bandwidth, "n_permutations": n_permutations, "real_units": u_real}
+    test_s = mmd_rbf(r_f, s_f, seed=seed, synthetic_units=u_syn, **common)
+    test_b = mmd_rbf(r_f, t_f, seed=seed + 1, synthetic_units=u_train, **common)
+    kernel = np.exp(-d2 / (2 * bandwidth**2))
     rbf = _entry(
         "mmd_rbf",
         test_s.value,
-        mmd2_replicates(np.exp(-d2 / (2 * test_s.bandwidth**2)), ia, ib),
+        mmd2_replicates(kernel, ia, ib),
         test_b.value,
-        mmd2_replicates(np.exp(-d2 / (2 * test_b.bandwidth**2)), ja, jb),
+        mmd2_replicates(kernel, ja, jb),
         ext_name,
         n,
         n,
         p_value=test_s.p_value,
         baseline_p_value=test_b.p_value,
-        bandwidth=test_s.bandwidth,
+        bandwidth=bandwidth,
         n_permutations=n_permutations,
+        permuted="subjects",
     )
     return {"mmd_linear": linear, "mmd_rbf": rbf}
 
@@ -411,6 +439,14 @@ def load_inputs(params: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _index_column(inputs: dict[str, Any], split: str, column: str) -> np.ndarray | None:
+    """Column ``column`` of a split's index table, one value per image (None when missing)."""
+    index = inputs[f"{split}_index"]
+    if isinstance(index, pd.DataFrame) and column in index and len(index) == len(inputs[split]):
+        return index[column].to_numpy()
+    return None
+
+
 def run(params: Any) -> MetricsResult:
     """Stage 5: every metric, written to ``metrics.json`` in ``artifacts.metrics_dir(params)``.
 
@@ -428,16 +464,8 @@ def run(params: Any) -> MetricsResult:
     device = resolve_device(cfg.device)
     extractor = get_extractor(cfg.extractor, seed=cfg.seed, device=device)  # fail early
     inputs = load_inputs(params)
-    sites = {}
-    for split in ("test", "train"):
-        index = inputs[f"{split}_index"]
-        sites[split] = (
-            index["site"].to_numpy()
-            if isinstance(index, pd.DataFrame)
-            and "site" in index
-            and len(index) == len(inputs[split])
-            else None
-        )
+    sites = {split: _index_column(inputs, split, "site") for split in ("test", "train")}
+    subjects = {split: _index_column(inputs, split, "subject") for split in ("test", "train")}
     result = evaluate(
         inputs["test"],
         inputs["synthetic"],
@@ -451,9 +479,13 @@ def run(params: Any) -> MetricsResult:
         device=device,
         real_sites=sites["test"],
         train_sites=sites["train"],
+        real_subjects=subjects["test"],
+        train_subjects=subjects["train"],
+        n_redraws=cfg.n_redraws,
     )
     result.params_hash = params.hash()
     result.data.train_index = inputs["train_index"]
+    result.data.real_index = inputs["test_index"]
     result.config = {**cfg.to_dict(), "config_hash": cfg.hash()}
     path = metrics_dir(params) / "metrics.json"
     atomic_write_json(path, jsonable(result.to_dict()))

@@ -16,9 +16,11 @@ from ..sampling import SAMPLERS, ReverseProcess, generate, reverse_process
 from .stage import SampleResult, run, write_synthetic
 from .table import (
     TABLE_DDIM_STEPS,
+    TABLE_FLOW_STEPS,
     TABLE_PNDM_STEPS,
     compare_samplers,
     default_table_rows,
+    recommend,
     reverse_processes,
     sampler_table,
     speedup,
@@ -27,11 +29,13 @@ from .table import (
 __all__ = [
     "SAMPLERS",
     "TABLE_DDIM_STEPS",
+    "TABLE_FLOW_STEPS",
     "TABLE_PNDM_STEPS",
     "ReverseProcess",
     "SampleResult",
     "compare_samplers",
     "default_table_rows",
+    "recommend",
     "generate",
     "load_synthetic",
     "provenance",

@@ -20,7 +20,7 @@ from ..intensity import to_unit_range
 from ..io import atomic_dir, file_sha256, shown_path
 from ..model import load_ema_model
 from ..runs import record_run
-from ..sampling import check_sampler_args, generate
+from ..sampling import check_sampler_args, generate, network_evaluations
 from ..templates import target_affine
 from ..viz import save_grid
 
@@ -170,7 +170,8 @@ def run(params: Params) -> SampleResult:
     with provenance, grid.png)."""
     cfg: SampleConfig = params.stage(SampleConfig)
     mcfg: ModelConfig = params.stage(ModelConfig)
-    n_evals = check_sampler_args(mcfg, cfg.sampler, cfg.steps, cfg.eta)
+    check_sampler_args(mcfg, cfg.sampler, cfg.steps, cfg.eta)
+    n_evals = network_evaluations(mcfg, cfg.sampler, cfg.steps)
     device = resolve_device(cfg.device)
     affine, spacing, geometry_source = _geometry(params)
     model, ckpt_cfg, ckpt_path = load_ema_model(params, device)

@@ -17,12 +17,20 @@ from ..intensity import to_unit_range
 from ..metrics.checks import sq_dists
 from ..metrics.mmd import median_bandwidth, mmd_linear, mmd_rbf
 from ..model import load_ema_model
-from ..sampling import ReverseProcess, check_sampler_args, generate, reverse_process
+from ..sampling import (
+    ReverseProcess,
+    check_sampler_args,
+    generate,
+    network_evaluations,
+    reverse_process,
+)
 
 __all__ = [
     "TABLE_DDIM_STEPS",
+    "TABLE_FLOW_STEPS",
     "TABLE_PNDM_STEPS",
     "compare_samplers",
+    "recommend",
     "default_table_rows",
     "reverse_processes",
     "sampler_table",
@@ -36,10 +44,21 @@ TABLE_DDIM_STEPS = (250, 100, 50, 20, 10)
 
 TABLE_PNDM_STEPS = (50, 20)
 
+#: Euler and Heun step counts of the table for a rectified-flow model.
+TABLE_FLOW_STEPS = {"euler": (5, 10, 20, 50), "heun": (5, 10, 20)}
 
-def default_table_rows(timesteps: int, pndm: bool = True) -> list[tuple[str, int]]:
-    """``(sampler, steps)`` rows: DDPM with all T steps, DDIM 250/100/50/20/10 and PNDM 50/20
-    (those <= T; PNDM only with ``pndm``, i.e. for an epsilon-prediction model)."""
+
+def default_table_rows(
+    timesteps: int, pndm: bool = True, process: str = "ddpm"
+) -> list[tuple[str, int]]:
+    """``(sampler, steps)`` rows (those <= T).
+
+    DDPM models: DDPM with all T steps, DDIM 250/100/50/20/10 and PNDM 50/20 (PNDM only with
+    ``pndm``, i.e. for an epsilon-prediction model). Rectified-flow models (``process="rflow"``):
+    Euler 5/10/20/50 and Heun 5/10/20.
+    """
+    if process == "rflow":
+        return [(k, s) for k, steps in TABLE_FLOW_STEPS.items() for s in steps if s <= timesteps]
     rows = [("ddpm", timesteps)]
     rows += [("ddim", s) for s in TABLE_DDIM_STEPS if s <= timesteps]
     if pndm:
@@ -61,8 +80,9 @@ def sampler_table(
     device: str | torch.device | None = None,
     precision: str = "auto",
     progress: bool = False,
+    extractor=None,
 ):
-    """Seconds per sample and a quick quality figure for several samplers, same model and seed.
+    """Seconds per sample and quality figures for several samplers, same model and seed.
 
     Parameters
     ----------
@@ -75,6 +95,10 @@ def sampler_table(
         Samples per row (>= 2), compared with ``n`` real images drawn once (seeded).
     rows : sequence of (sampler, steps), optional
         Default :func:`default_table_rows`.
+    extractor : str or FeatureExtractor, optional
+        Feature extractor of stage 5 (e.g. ``"random"``): adds ``fid``, ``precision`` and
+        ``recall`` in its feature space (k = min(5, n - 2); from n = 3), the figures that rank
+        the rows.
 
     Returns
     -------
@@ -84,9 +108,14 @@ def sampler_table(
         on the pixels, :func:`neurodiff.metrics.mmd_rbf`, one bandwidth for every row: the
         median heuristic on the real images) and ``mmd_linear`` (MONAI's linear-kernel MMD², the
         statistic the paper most likely reported, :func:`neurodiff.metrics.mmd_linear`). Both are
-        unbiased estimates and can be slightly negative when the sets are alike.
+        unbiased estimates and can be slightly negative when the sets are alike. With an
+        ``extractor``: ``fid``, ``precision``, ``recall`` against the same real images.
     """
     import pandas as pd
+
+    from ..features import get_extractor
+    from ..metrics.frechet import fid
+    from ..metrics.manifold import prdc_metrics
 
     real = _check_table_inputs(model_config, real, n)
     rows = _table_rows(model_config, rows, eta)
@@ -100,13 +129,24 @@ def sampler_table(
     pool = real_k if ref_k is None else np.concatenate([real_k, ref_k])
     bandwidth = median_bandwidth(sq_dists(pool.reshape(len(pool), -1).astype(np.float64)))
 
+    if isinstance(extractor, str):
+        extractor = get_extractor(extractor, seed=seed, device=device or "cpu")
+    # k-NN radii need nn_k + 1 other samples: feature metrics from 3 samples per row
+    real_f = extractor(real_k) if extractor is not None and k >= 3 else None
+    nn_k = max(1, min(5, k - 2))
+
     def quality(images: np.ndarray) -> dict[str, float]:
-        return {
+        out = {
             "mmd_rbf": mmd_rbf(
                 real_k.reshape(k, -1), images.reshape(len(images), -1), bandwidth=bandwidth
             ).value,
             "mmd_linear": mmd_linear(real_k, images),
         }
+        if real_f is not None:
+            feats = extractor(images)
+            prdc = prdc_metrics(real_f, feats, nn_k)
+            out.update(fid=fid(real_f, feats), precision=prdc["precision"], recall=prdc["recall"])
+        return out
 
     records = []
     if ref_k is not None:
@@ -132,12 +172,13 @@ def sampler_table(
         t0 = time.perf_counter()
         x = generate(model, model_config, k, sampler=sampler, steps=steps, **sample_args)
         seconds = time.perf_counter() - t0
-        n_evals = check_sampler_args(model_config, sampler, steps, eta)
+        n_evals = network_evaluations(model_config, sampler, steps)
+        steps_label = steps if sampler == "heun" else n_evals
         records.append(
             {
                 "sampler": sampler,
                 "steps": n_evals,
-                "label": f"{sampler}-{n_evals}",
+                "label": f"{sampler}-{steps_label}",
                 "seconds": seconds,
                 "seconds_per_sample": seconds / k,
                 **quality(to_unit_range(x)),
@@ -156,7 +197,9 @@ def _table_rows(
     model, the one it can sample), each checked against the model."""
     if rows is None:
         rows = default_table_rows(
-            model_config.timesteps, pndm=model_config.prediction_type == "epsilon"
+            model_config.timesteps,
+            pndm=model_config.prediction_type == "epsilon",
+            process=model_config.process,
         )
     rows = list(rows)
     for sampler, steps in rows:
@@ -202,12 +245,36 @@ def compare_samplers(params: Params, rows: Sequence[tuple[str, int]] | None = No
         seed=params.seed,
         device=device,
         precision=params.precision,
+        extractor=params.extractor,
     )
 
 
+def recommend(table, tolerance: float = 0.1) -> dict[str, str | float]:
+    """The best row by FID and the fastest row within ``tolerance`` (relative) of that FID.
+
+    Returns ``{"best": label, "best_fid": ..., "fast": label, "fast_fid": ...,
+    "fast_seconds_per_sample": ...}`` from a :func:`sampler_table` made with an extractor.
+    """
+    rows = table[table["sampler"] != "real"]
+    if "fid" not in rows:
+        raise DataError("recommend(): the sampler table has no 'fid' column; pass an extractor")
+    best = rows.loc[rows["fid"].idxmin()]
+    near = rows[rows["fid"] <= best["fid"] * (1.0 + tolerance)]
+    fast = near.loc[near["seconds_per_sample"].idxmin()]
+    return {
+        "best": str(best["label"]),
+        "best_fid": float(best["fid"]),
+        "fast": str(fast["label"]),
+        "fast_fid": float(fast["fid"]),
+        "fast_seconds_per_sample": float(fast["seconds_per_sample"]),
+    }
+
+
 def reverse_processes(params: Params, n_snapshots: int = 6) -> dict[str, ReverseProcess]:
-    """One sample's reverse process with DDPM (all T steps) and with DDIM (``steps``, eta = 0),
-    from the EMA model of ``params``, same seed: ``{"ddpm": ..., "ddim": ...}``."""
+    """One sample's reverse process with two samplers of the model, same seed, from the EMA
+    model of ``params``: DDPM (all T steps) and DDIM (``steps``, eta = 0) for a DDPM model
+    (``{"ddpm": ..., "ddim": ...}``), Euler and Heun (``steps`` each) for a rectified-flow model
+    (``{"euler": ..., "heun": ...}``)."""
     device = resolve_device(params.device)
     model, model_config, _checkpoint = load_ema_model(params, device)
     common = {
@@ -216,15 +283,15 @@ def reverse_processes(params: Params, n_snapshots: int = 6) -> dict[str, Reverse
         "device": device,
         "precision": params.precision,
     }
+    steps = min(params.steps, model_config.timesteps)
+    if model_config.process == "rflow":
+        return {
+            k: reverse_process(model, model_config, sampler=k, steps=steps, **common)
+            for k in ("euler", "heun")
+        }
     return {
         "ddpm": reverse_process(model, model_config, sampler="ddpm", **common),
-        "ddim": reverse_process(
-            model,
-            model_config,
-            sampler="ddim",
-            steps=min(params.steps, model_config.timesteps),
-            **common,
-        ),
+        "ddim": reverse_process(model, model_config, sampler="ddim", steps=steps, **common),
     }
 
 

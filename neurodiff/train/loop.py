@@ -39,11 +39,13 @@ from ..model import (
     count_parameters,
     diffusion_loss,
     estimate_train_flops,
+    loss_weights,
+    sample_timesteps,
 )
 from ..sampling import preview_samples
 from ..viz import save_grid
 from .data import ResumableSampler, batches, collate
-from .helpers import Dist, lr_factor, memory_format, noise_seed, read_rows, write_rows
+from .helpers import Dist, ema_avg_fn, lr_factor, memory_format, noise_seed, read_rows, write_rows
 
 __all__ = ["PREVIEW_IMAGES", "PREVIEW_STEPS", "TrainState", "Trainer"]
 
@@ -81,7 +83,7 @@ class Trainer:
         dist_info: Dist,
         device: torch.device,
     ) -> None:
-        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+        from torch.optim.swa_utils import AveragedModel
 
         self.params, self.mcfg, self.tcfg = params, mcfg, tcfg
         self.dataset, self.train_dir, self.dist, self.device = dataset, train_dir, dist_info, device
@@ -99,7 +101,7 @@ class Trainer:
         self.model = build_model(mcfg, flash_attention=device.type == "cuda")
         self.model = self.model.to(device=device, memory_format=self.fmt)
         self.ema = AveragedModel(
-            self.model, multi_avg_fn=get_ema_multi_avg_fn(tcfg.ema_decay), use_buffers=True
+            self.model, multi_avg_fn=ema_avg_fn(tcfg.ema_decay, tcfg.ema_warmup), use_buffers=True
         )
         opt_cls = torch.optim.AdamW if tcfg.optimizer == "adamw" else torch.optim.Adam
         opt_kwargs: dict[str, Any] = {"lr": tcfg.lr, "weight_decay": tcfg.weight_decay}
@@ -275,15 +277,14 @@ class Trainer:
             x0 = next(data).to(device, non_blocking=True).contiguous(memory_format=self.fmt)
             noise_gen.manual_seed(noise_seed(t.seed, step, micro, self.dist.rank))
             noise = torch.randn(shape, generator=noise_gen, device=device)
-            ts = torch.randint(
-                0, mcfg.timesteps, (t.batch_size,), generator=noise_gen, device=device
-            )
+            ts = sample_timesteps(mcfg, t.batch_size, noise_gen, device)
             last_micro = micro == t.grad_accum - 1
             sync = net.no_sync() if (world > 1 and not last_micro) else contextlib.nullcontext()
             with sync:
                 with autocast(device, self.dtype):
                     prediction = self.inferer(x0, net, noise, ts)  # x_t ~ q(x_t | x_0), UNet
-                loss = diffusion_loss(prediction, x0, noise, ts, self.scheduler, mcfg.loss)
+                weights = loss_weights(ts, self.scheduler, mcfg.loss_weighting, mcfg.snr_gamma)
+                loss = diffusion_loss(prediction, x0, noise, ts, self.scheduler, mcfg.loss, weights)
                 (loss / t.grad_accum).backward()
             step_loss += loss.detach() / t.grad_accum
         if t.grad_clip > 0:
@@ -312,6 +313,17 @@ class Trainer:
         self, progress: bool, callback: Callable[[TrainState], None] | None
     ) -> tuple[int, float | None, float]:
         """Train from :attr:`start` to ``train_steps``; returns (step, last loss, seconds)."""
+        steps = self.iterate(progress, callback)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value
+
+    def iterate(self, progress: bool = False, callback: Callable[[TrainState], None] | None = None):
+        """:meth:`fit` one optimiser step at a time: a generator that yields the step number
+        after each step and returns ``(step, last loss, seconds)``, so that a caller can train
+        several models in turn (``benchmarks/recipes.py``)."""
         from torch.nn.parallel import DistributedDataParallel
         from tqdm.auto import tqdm
 
@@ -379,6 +391,7 @@ class Trainer:
                         self.optimizer,
                     )
                 )
+            yield step
         bar.close()
         if main:
             write_rows(self.train_dir / "loss.csv", self.rows)

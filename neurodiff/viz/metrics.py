@@ -14,6 +14,8 @@ from ..errors import MetricError
 from ._base import figure, show
 
 __all__ = [
+    "plot_calibration_ladder",
+    "plot_levels_side_by_side",
     "plot_metric_bars",
     "plot_nearest_neighbours",
     "plot_nn_distances",
@@ -202,4 +204,83 @@ def plot_nn_distances(result) -> Figure:
     )
     ax.set(xlabel=f"distance to nearest training sample ({result.extractor})", ylabel="density")
     ax.legend(frameon=False, fontsize=8)
+    return fig
+
+
+def plot_levels_side_by_side(result, levels: int = 4, per_level: int = 3) -> Figure:
+    """Real test slices and synthetic slices at the same anatomical levels, side by side.
+
+    Synthetic images carry no slice position; each is given the level of its nearest training
+    slice in feature space (the memorisation audit's neighbour). ``levels`` levels evenly spread
+    over those present; each row shows ``per_level`` real test slices of that level (left) and
+    the synthetic slices assigned to it (right; fewer when fewer were).
+    """
+    data = _data(result)
+    train_index, real_index = data.train_index, data.real_index
+    if train_index is None or real_index is None or "slice" not in train_index:
+        raise ValueError("plot_levels_side_by_side() needs the split index tables (a stage run)")
+    syn_level = train_index["slice"].to_numpy()[result.audit.syn_nearest]
+    real_level = real_index["slice"].to_numpy()
+    present = np.unique(real_level)
+    chosen = present[
+        np.linspace(0, len(present) - 1, min(levels, len(present))).round().astype(int)
+    ]
+    fig = figure(
+        figsize=(1.45 * 2 * per_level + 0.6, 1.55 * len(chosen) + 0.5), layout="constrained"
+    )
+    axes = np.array(fig.subplots(len(chosen), 2 * per_level, squeeze=False))
+    for r, level in enumerate(chosen):
+        real_i = np.flatnonzero(real_level == level)[:per_level]
+        syn_i = np.flatnonzero(syn_level == level)[:per_level]
+        for c in range(2 * per_level):
+            ax = axes[r, c]
+            ax.set_axis_off()
+            pick = real_i if c < per_level else syn_i
+            k = c if c < per_level else c - per_level
+            if k < len(pick):
+                show(ax, (data.real if c < per_level else data.synthetic)[pick[k]])
+        axes[r, 0].set_axis_on()
+        axes[r, 0].set_xticks([])
+        axes[r, 0].set_yticks([])
+        axes[r, 0].set_ylabel(f"slice {level}", fontsize=9)
+    axes[0, 0].set_title("real test", fontsize=9, loc="left")
+    axes[0, per_level].set_title(
+        "synthetic (level of nearest training slice)", fontsize=9, loc="left"
+    )
+    return fig
+
+
+def plot_calibration_ladder(
+    ladder,
+    result,
+    metrics: tuple[str, ...] = ("fid", "mmd_rbf", "precision", "recall", "density", "coverage"),
+) -> Figure:
+    """Each metric for real data degraded in known ways (bars), with the synthetic value (red
+    line) and the real-vs-real range (grey band): where on the ladder the synthetic set sits.
+
+    ``ladder`` is the table of :func:`neurodiff.metrics.calibration_ladder`, ``result`` the
+    :class:`~neurodiff.metrics.MetricsResult` of the same run.
+    """
+    k = len(metrics)
+    cols = 3
+    rows = int(np.ceil(k / cols))
+    fig = figure(figsize=(9.5, 2.6 * rows + 0.4), layout="constrained")
+    axes = np.array(fig.subplots(rows, cols, squeeze=False)).ravel()
+    names = list(ladder.index)
+    y = np.arange(len(names))
+    for ax, key in zip(axes, metrics, strict=False):
+        m = result.metrics[key]
+        ax.barh(y, ladder[key].to_numpy(dtype=float), color="0.55")
+        ax.axvspan(*m.baseline_ci, color=_REAL, alpha=0.25, lw=0)
+        ax.axvline(m.value, color=_SYN, lw=2)
+        ax.set_yticks(y, names if key == metrics[0] or ax in axes[::cols] else [""] * len(y))
+        ax.invert_yaxis()
+        ax.set_title(key, fontsize=10)
+        ax.tick_params(labelsize=8)
+    for ax in axes[k:]:
+        ax.set_axis_off()
+    fig.suptitle(
+        "grey bars: real vs degraded real; band: real-vs-real range; red line: synthetic",
+        fontsize=10,
+    )
     return fig

@@ -14,6 +14,7 @@ from ..model import build_scheduler
 from ._base import figure, show
 
 __all__ = [
+    "plot_denoising_error",
     "plot_forward_process",
     "plot_loss_curve",
     "plot_noise_schedules",
@@ -42,7 +43,10 @@ def plot_noise_schedules(
     ax1, ax2 = fig.subplots(1, 2)
     t = np.arange(timesteps)
     for name in schedules:
-        sched = build_scheduler(_model_config(None, timesteps=timesteps, schedule=name))
+        cfg = _model_config(
+            None, timesteps=timesteps, schedule=name, process="ddpm", loss_weighting="none"
+        )
+        sched = build_scheduler(cfg)
         abar = sched.alphas_cumprod.double().numpy()
         label = _SCHEDULE_LABELS.get(name, name)
         ax1.plot(t, abar, label=label)
@@ -74,22 +78,27 @@ def plot_forward_process(
 
     ``image`` is ``(1, H, W)`` (or ``(1, X, Y, Z)``, shown by its central axial slice) in
     [-1, 1]; ``fractions`` of T - 1 give the steps shown. The same noise is used at every t, so
-    the panels differ only by how much of it is mixed in.
+    the panels differ only by how much of it is mixed in. A rectified-flow model mixes along a
+    straight line, x_t = (1 - t/T) x_0 + (t/T) eps; the titles then give the image's share.
     """
     cfg = model_config or ModelConfig()
     sched = build_scheduler(cfg)
+    flow = cfg.process == "rflow"
     x0 = torch.as_tensor(np.asarray(image, dtype=np.float32))[None]
     gen = torch.Generator().manual_seed(seed)
     noise = torch.randn(x0.shape, generator=gen)
     steps = [int(round(f * (cfg.timesteps - 1))) for f in fractions]
     fig = figure(figsize=(2.0 * len(steps), 2.4), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(steps)))
-    abar = sched.alphas_cumprod
     for ax, t in zip(axes, steps):
-        # x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps  (Ho et al. 2020, eq. 4)
+        # x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps  (Ho et al. 2020, eq. 4); flow: a line
         xt = sched.add_noise(x0, noise, torch.tensor([t]))[0]
         show(ax, xt, -1.0, 1.0)
-        ax.set_title(f"t = {t}\n" + r"$\bar\alpha_t$" + f" = {float(abar[t]):.2f}", fontsize=9)
+        if flow:
+            label = f"image share {1 - t / cfg.timesteps:.2f}"
+        else:
+            label = r"$\bar\alpha_t$" + f" = {float(sched.alphas_cumprod[t]):.2f}"
+        ax.set_title(f"t = {t}\n" + label, fontsize=9)
         ax.set_axis_off()
     return fig
 
@@ -155,4 +164,33 @@ def plot_previews(previews: Sequence[tuple[int, np.ndarray]], max_panels: int = 
         ax.imshow(image, cmap="gray")
         ax.set_title(f"step {step}", fontsize=10)
         ax.set_axis_off()
+    return fig
+
+
+def plot_denoising_error(curves: dict[str, Any]) -> Figure:
+    """Error of the implied clean image against the noise level, one line per model.
+
+    ``curves`` maps a label to a DataFrame of :func:`neurodiff.train.denoising_error`. The x axis
+    is log10 SNR: pure noise on the left, nearly clean images on the right; the grey line is the
+    error of returning the noisy input unchanged (no model), which every model should beat. A
+    model whose line meets the grey one on the right leaves the last, fine-detail steps of
+    sampling undone: noisy, speckled images.
+    """
+    fig = figure(figsize=(6.5, 3.8), layout="constrained")
+    ax = fig.add_subplot()
+    first = None
+    for label, df in curves.items():
+        ax.plot(df["log10_snr"], df["mse_x0"], marker="o", ms=3, label=label)
+        first = df if first is None else first
+    if first is not None:
+        ax.plot(
+            first["log10_snr"], first["mse_identity"], color="0.6", ls="--", label="noisy input"
+        )
+    ax.set_yscale("log")
+    ax.set(
+        xlabel="noise level: log10 signal-to-noise ratio (noisier to the left)",
+        ylabel="mean squared error of the clean image",
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False, fontsize=9)
     return fig

@@ -1,0 +1,111 @@
+"""The recipe study's results (``benchmarks/results/recipes.json``), read for chapter 3.
+
+``python benchmarks/recipes.py`` trains each candidate recipe for the same CPU budget and judges
+it with stage 5's metrics against the real-vs-real range; it writes one JSON file. This module
+only reads that file: the ablation table of chapter 3 (:func:`recipe_table`), the recipe chosen
+by the study's rule (:func:`best_recipe`) and the denoising-error curves
+(:func:`recipe_curves`). Nothing here is typed by hand: a new study run changes all of it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..config import project_root
+from ..errors import DataError
+
+__all__ = [
+    "RECIPES_FILE",
+    "best_recipe",
+    "load_recipe_study",
+    "recipe_curves",
+    "recipe_table",
+]
+
+#: Where ``benchmarks/recipes.py`` writes its results (relative to the project root).
+RECIPES_FILE = Path("benchmarks") / "results" / "recipes.json"
+
+#: The metrics of the table, in order (keys of ``metrics.json``).
+_SHOWN = ("fid", "mmd_rbf", "precision", "recall", "density", "coverage")
+
+
+def load_recipe_study(path: str | Path | None = None) -> dict[str, Any]:
+    """The study's JSON (default :data:`RECIPES_FILE` under the project root), checked."""
+    path = Path(path) if path is not None else project_root() / RECIPES_FILE
+    try:
+        study = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(
+            f"no recipe study at {str(path)!r}: run `python benchmarks/recipes.py` to make it"
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"recipe study {str(path)!r} is not valid JSON ({exc})") from None
+    if not isinstance(study, dict) or not isinstance(study.get("recipes"), dict):
+        raise DataError(f"recipe study {str(path)!r} has no 'recipes' mapping")
+    return study
+
+
+def _inside(metrics: Mapping[str, Any]) -> int:
+    return sum(1 for m in metrics.values() if m.get("verdict") == "inside")
+
+
+def _fid_excess(metrics: Mapping[str, Any]) -> float:
+    fid = metrics["fid"]
+    return fid["value"] / fid["baseline"] if fid["baseline"] else float("inf")
+
+
+def best_recipe(study: Mapping[str, Any]) -> str:
+    """The study's winner: most metrics inside the real-vs-real range, then the lowest FID
+    relative to its real-vs-real median."""
+    recipes = study["recipes"]
+    return min(
+        recipes,
+        key=lambda n: (-_inside(recipes[n]["metrics"]), _fid_excess(recipes[n]["metrics"])),
+    )
+
+
+def recipe_table(study: Mapping[str, Any]) -> pd.DataFrame:
+    """One row per recipe: what changes, steps and speed in the budget, sampling time, the set
+    metrics (value, with ``*`` when outside the real-vs-real range; ``fid real``: the median FID
+    of real vs real at the recipe's image size) and the count inside. The last row gives the
+    real-vs-real medians at the first recipe's image size."""
+    rows = []
+    for name, r in study["recipes"].items():
+        m = r["metrics"]
+        row = {
+            "recipe": name,
+            "what changes": r["description"],
+            "steps": r["steps"],
+            "images/s": round(r["images_per_second"], 1),
+            "sampler": r["sampler"],
+            "sampling s": round(r["sample_seconds"], 1),
+        }
+        for key in _SHOWN:
+            mark = "" if m[key]["verdict"] == "inside" else " *"
+            row[key] = f"{m[key]['value']:.3g}{mark}"
+            if key == "fid":
+                row["fid real"] = f"{m[key]['baseline']:.3g}"
+        row["inside range"] = f"{_inside(m)}/{len(m)}"
+        rows.append(row)
+    real = dict.fromkeys(rows[0], "") if rows else {}
+    first_recipe = next(iter(study["recipes"].values()))
+    size = first_recipe.get("image_size")
+    label = f"real vs real (median{f', {size} px' if size else ''})"
+    real.update(recipe=label, **{"what changes": "two groups of real subjects"})
+    first = first_recipe["metrics"]
+    real.update({k: f"{first[k]['baseline']:.3g}" for k in _SHOWN})
+    rows.append(real)
+    return pd.DataFrame(rows, dtype=object).set_index("recipe")
+
+
+def recipe_curves(study: Mapping[str, Any], names: list[str] | None = None) -> dict:
+    """``{recipe: DataFrame(t, snr, log10_snr, mse_x0, mse_identity)}`` of the study's
+    denoising-error curves (recipes without one are left out)."""
+    recipes = study["recipes"]
+    names = list(recipes) if names is None else names
+    return {n: pd.DataFrame(recipes[n]["denoising"]) for n in names if "denoising" in recipes[n]}
