@@ -15,12 +15,16 @@ For each: the mean intensity of the background (pixels that are background, < 0.
 real test image; real data: about 0) and the FID against the test split in stage 5's features.
 
     python benchmarks/ddim_background.py data/derived/recipes/authors   # a trained model folder
+
+The rows go to ``benchmarks/results/ddim_background.json`` (chapter 4 shows them) with the CPU
+model and the command.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 import time
 from pathlib import Path
 
@@ -30,6 +34,7 @@ import torch
 from neurodiff import artifacts, config, sampling
 from neurodiff.features import get_extractor
 from neurodiff.intensity import to_unit_range
+from neurodiff.io import atomic_write_json
 from neurodiff.metrics import fid
 from neurodiff.model import load_ema_model
 from neurodiff.sampling import generate
@@ -40,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("train_dir", type=Path, help="a training run folder (checkpoints inside)")
     ap.add_argument("--profile", default="demo", help="profile whose test split is the reference")
     ap.add_argument("-n", type=int, default=64, help="samples per variant")
+    ap.add_argument(
+        "--out", type=Path, default=Path(__file__).parent / "results" / "ddim_background.json"
+    )
     args = ap.parse_args(argv)
     model, cfg, _ = load_ema_model(args.train_dir, "cpu")
     params = config.resolve(args.profile, {"image_size": cfg.image_size})
@@ -55,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         "ddim-250, no clipping": ("ddim", cfg.timesteps, "none"),
         "ddim-50, re-derived eps": ("ddim", 50, "rederive"),
     }
-    print(f"real test: background mean {test[:, background].mean():.4f}")
+    rows = [{"variant": "real test images", "background_mean": float(test[:, background].mean())}]
+    print(f"real test: background mean {rows[0]['background_mean']:.4f}")
     ddim = sampling.SAMPLER_SPECS["ddim"]
     for label, (sampler, steps, mode) in variants.items():
 
@@ -74,10 +83,29 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             sampling.SAMPLER_SPECS["ddim"] = ddim
         x = to_unit_range(x.numpy())
-        print(
-            f"{label:28s} background mean {x[:, background].mean():.4f}  "
-            f"FID {fid(real_f, extractor(x)):.4f}  ({time.perf_counter() - t0:.0f} s)"
+        rows.append(
+            {
+                "variant": label,
+                "background_mean": float(x[:, background].mean()),
+                "fid": fid(real_f, extractor(x)),
+                "seconds": time.perf_counter() - t0,
+            }
         )
+        r = rows[-1]
+        print(f"{label:28s} background {r['background_mean']:.4f}  FID {r['fid']:.4f}")
+    from recipes import cpu_model  # same folder
+
+    atomic_write_json(
+        args.out,
+        {
+            "cpu": cpu_model(),
+            "model": str(args.train_dir),
+            "n": args.n,
+            "command": "python benchmarks/ddim_background.py " + " ".join(argv or sys.argv[1:]),
+            "rows": rows,
+        },
+    )
+    print(f"wrote {args.out}")
     return 0
 
 

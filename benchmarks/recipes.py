@@ -200,8 +200,11 @@ def train_all(names: list[str], budget: float, slice_s: float, out_root: Path) -
             "done": False,
         }
         log.info("%s: %.3f s/step in the pilot -> %d steps", n, per_step[n], steps)
+    order = list(state)
     while not all(s["done"] for s in state.values()):
-        for s in state.values():
+        # rotate who goes first: the first slice after another model's can run slower
+        order = order[1:] + order[:1]
+        for s in (state[n] for n in order):
             if s["done"]:
                 continue
             t0 = time.perf_counter()

@@ -44,6 +44,7 @@ from .config import SAMPLERS_BY_PROCESS, ModelConfig
 from .device import autocast, resolve_device, resolve_precision
 from .errors import ConfigError
 from .model import build_scheduler, schedule_args
+from .schedulers import heun_step, schedule_consistent_ddim
 
 __all__ = [
     "SAMPLERS",
@@ -70,7 +71,8 @@ class SamplerSpec:
     schedule); ``all_timesteps``: always ``T`` network evaluations (``steps`` is ignored);
     ``uses_eta``: takes DDIM's ``eta``; ``stochastic``: draws noise from the generator at each
     step; ``stateful``: keeps a history per chain, reset for every batch; ``epsilon_only``: needs
-    an epsilon-prediction model; ``heun``: a second evaluation per step (rectified flow).
+    an epsilon-prediction model; ``flow``: integrates a rectified-flow velocity (Euler steps to
+    the next timestep); ``heun``: with a second evaluation per step.
     """
 
     scheduler: Callable[[ModelConfig], Any]
@@ -79,6 +81,7 @@ class SamplerSpec:
     stochastic: bool = False
     stateful: bool = False
     epsilon_only: bool = False
+    flow: bool = False
     heun: bool = False
 
 
@@ -92,82 +95,9 @@ SAMPLER_SPECS: dict[str, SamplerSpec] = {}  # filled below, once the DDIM class 
 StepCallback = Callable[[int, int, torch.Tensor, "torch.Tensor | None"], None]
 
 
-def _ddim_class():
-    from monai.networks.schedulers import DDIMScheduler
-
-    class ScheduleConsistentDDIM(DDIMScheduler):
-        """MONAI's DDIM, with the previous timestep read from the inference schedule.
-
-        MONAI 1.6 ``DDIMScheduler.set_timesteps`` spaces the timesteps with
-        ``linspace(T - 1, 0, steps)``, but ``step`` assumes the uniform stride ``T // steps``.
-        When ``steps`` does not divide ``T`` (100 of 250, 20 of 50, ...) every update then lands on
-        a noise level other than the one the network is evaluated at next; with an exact
-        denoiser of Gaussian data, DDIM-100 at T = 250 gives samples 25 % too wide. The same bug
-        is reported for diffusers (huggingface/diffusers#12633, #11347). Only the lookup of the
-        previous timestep differs from ``DDIMScheduler.step``; the update is the same
-        (Song et al. 2021, eqs. 12 and 16).
-        """
-
-        #: What clipping does: "x0" clips the clean-image estimate only (MONAI's default),
-        #: "rederive" also recomputes eps from it, "none" clips nothing
-        #: (``benchmarks/ddim_background.py`` compares them).
-        clip_mode = "x0"
-
-        def previous_timestep(self, timestep: int) -> int:
-            ts = self.timesteps.tolist()
-            i = ts.index(int(timestep))
-            return ts[i + 1] if i + 1 < len(ts) else -1
-
-        def step(self, model_output, timestep, sample, eta=0.0, generator=None):
-            prev_timestep = self.previous_timestep(timestep)
-            alpha_prod_t = self.alphas_cumprod[timestep]
-            alpha_prod_t_prev = (
-                self.alphas_cumprod[prev_timestep]
-                if prev_timestep >= 0
-                else self.final_alpha_cumprod
-            )
-            beta_prod_t = 1 - alpha_prod_t
-            # predicted x_0 and ε from the network output (eq. 12 "predicted x_0")
-            if self.prediction_type == "epsilon":
-                pred_original_sample = (
-                    sample - beta_prod_t**0.5 * model_output
-                ) / alpha_prod_t**0.5
-                pred_epsilon = model_output
-            elif self.prediction_type == "sample":
-                pred_original_sample = model_output
-                pred_epsilon = (sample - alpha_prod_t**0.5 * model_output) / beta_prod_t**0.5
-            else:  # v_prediction
-                pred_original_sample = alpha_prod_t**0.5 * sample - beta_prod_t**0.5 * model_output
-                pred_epsilon = alpha_prod_t**0.5 * model_output + beta_prod_t**0.5 * sample
-            if self.clip_sample and self.clip_mode != "none":
-                pred_original_sample = torch.clamp(pred_original_sample, *self.clip_sample_values)
-                if self.clip_mode == "rederive":
-                    # eps re-derived from the clipped x_0, so that x_s stays on the line through
-                    # x_t (diffusers' use_clipped_model_output=True)
-                    pred_epsilon = (
-                        sample - alpha_prod_t**0.5 * pred_original_sample
-                    ) / beta_prod_t**0.5
-            # σ_t(η) = η sqrt((1 − ᾱ_{t−1}) / (1 − ᾱ_t)) sqrt(1 − ᾱ_t / ᾱ_{t−1})   (eq. 16)
-            std_dev_t = eta * self._get_variance(timestep, prev_timestep) ** 0.5
-            # x_{t−1} = sqrt(ᾱ_{t−1}) x̂_0 + sqrt(1 − ᾱ_{t−1} − σ_t²) ε̂ + σ_t z   (eq. 12)
-            direction = (1 - alpha_prod_t_prev - std_dev_t**2) ** 0.5 * pred_epsilon
-            pred_prev_sample = alpha_prod_t_prev**0.5 * pred_original_sample + direction
-            if eta > 0:
-                noise = torch.randn(
-                    model_output.shape,
-                    dtype=model_output.dtype,
-                    generator=generator,
-                    device=model_output.device,
-                )
-                pred_prev_sample = pred_prev_sample + std_dev_t * noise
-            return pred_prev_sample, pred_original_sample
-
-    return ScheduleConsistentDDIM
-
-
 def _ddim_scheduler(model_config: ModelConfig):
     """MONAI's DDIM with the previous-timestep fix, built like the training scheduler."""
-    return _ddim_class()(
+    return schedule_consistent_ddim()(
         num_train_timesteps=model_config.timesteps,
         schedule=model_config.schedule,
         prediction_type=model_config.prediction_type,
@@ -180,8 +110,8 @@ SAMPLER_SPECS.update(
     ddpm=SamplerSpec(lambda c: build_scheduler(c, "ddpm"), all_timesteps=True, stochastic=True),
     ddim=SamplerSpec(_ddim_scheduler, uses_eta=True, stochastic=True),
     pndm=SamplerSpec(lambda c: build_scheduler(c, "pndm"), stateful=True, epsilon_only=True),
-    euler=SamplerSpec(build_scheduler),
-    heun=SamplerSpec(build_scheduler, heun=True),
+    euler=SamplerSpec(build_scheduler, flow=True),
+    heun=SamplerSpec(build_scheduler, flow=True, heun=True),
 )
 SAMPLERS = tuple(SAMPLER_SPECS)
 
@@ -247,13 +177,26 @@ def make_scheduler(model_config: ModelConfig, sampler: str = "ddim", steps: int 
 
     DDPM and PNDM come from :func:`neurodiff.model.build_scheduler` (the schedule training used);
     DDIM is MONAI's ``DDIMScheduler`` built with the same arguments, with the previous-timestep
-    fix described in :func:`_ddim_class`. ``ddpm`` always uses all ``T`` timesteps (MONAI's DDPM
-    step goes from ``t`` to ``t - 1``); ``steps`` is then ignored.
+    fix of :func:`neurodiff.schedulers.schedule_consistent_ddim`. ``ddpm`` always uses all ``T``
+    timesteps (MONAI's DDPM step goes from ``t`` to ``t - 1``); ``steps`` is then ignored.
     """
     n_steps = check_sampler_args(model_config, sampler, steps)
     sched = SAMPLER_SPECS[sampler].scheduler(model_config)
     sched.set_timesteps(n_steps)
     return sched
+
+
+def _evaluator(model, device, dtype, tick: Callable[[], None]):
+    """``evaluate(x, t)``: the network at timestep ``t`` under autocast, in fp32, with a tick."""
+
+    def evaluate(x: torch.Tensor, t: int) -> torch.Tensor:
+        t_batch = torch.full((len(x),), t, device=device, dtype=torch.long)
+        with autocast(device, dtype):
+            output = model(x, timesteps=t_batch)
+        tick()
+        return output.float()
+
+    return evaluate
 
 
 def _step_kwargs(spec: SamplerSpec, eta: float, generator: torch.Generator) -> dict:
@@ -373,29 +316,16 @@ def generate(
         disable=not progress,
         leave=False,
     )
+    evaluate = _evaluator(model, device, dtype, lambda: bar.update(1))
     try:
         for start in range(0, n, batch_size):
             m = min(batch_size, n - start)
             if spec.stateful:
                 scheduler.set_timesteps(len(timesteps))  # a history per chain: reset it
             x = torch.randn((m, *shape), generator=generator, device=device, dtype=torch.float32)
-
-            def evaluate(x_in: torch.Tensor, t: int) -> torch.Tensor:
-                t_batch = torch.full((len(x_in),), t, device=device, dtype=torch.long)
-                with autocast(device, dtype):
-                    output = model(x_in, timesteps=t_batch)
-                bar.update(1)
-                return output.float()
-
             for i, t in enumerate(timesteps):
-                output = evaluate(x, t)
-                if spec is _FLOW_EULER or spec is _FLOW_HEUN:
-                    t_next = timesteps[i + 1] if i + 1 < len(timesteps) else 0
-                    x_next, x0 = scheduler.step(output, t, x, t_next)
-                    if spec.heun and t_next > 0:
-                        x_next = _heun_correction(scheduler, evaluate, x, output, x_next, t, t_next)
-                else:
-                    x_next, x0 = scheduler.step(output, t, x, **step_kwargs)
+                t_next = timesteps[i + 1] if i + 1 < len(timesteps) else 0
+                x_next, x0 = _reverse_step(spec, scheduler, evaluate, x, t, t_next, step_kwargs)
                 if callback is not None:
                     callback(i, t, x, x0)
                 x = x_next
@@ -405,16 +335,16 @@ def generate(
     return out
 
 
-_FLOW_EULER, _FLOW_HEUN = SAMPLER_SPECS["euler"], SAMPLER_SPECS["heun"]
-
-
-def _heun_correction(scheduler, evaluate, x, v, x_euler, t: int, t_next: int) -> torch.Tensor:
-    """Heun's step of the flow ODE from ``t`` to ``t_next``: the mean of the velocity at the
-    start (``v``) and at the Euler end point ``x_euler``. Hand-written: MONAI's ``RFlowScheduler``
-    has the Euler step only."""
-    v_end = evaluate(x_euler, t_next)
-    dt = (t - t_next) / scheduler.num_train_timesteps
-    return x + 0.5 * (v + v_end) * dt
+def _reverse_step(spec: SamplerSpec, scheduler, evaluate, x, t: int, t_next: int, step_kwargs):
+    """One step of the reverse process from ``t``: ``(x at the next timestep, x0 estimate)``.
+    Flow samplers step to ``t_next`` (Heun with a second evaluation there, but not at 0)."""
+    output = evaluate(x, t)
+    if not spec.flow:
+        return scheduler.step(output, t, x, **step_kwargs)
+    x_next, x0 = scheduler.step(output, t, x, t_next)
+    if spec.heun and t_next > 0:
+        x_next = heun_step(scheduler, evaluate, x, output, x_next, t, t_next)
+    return x_next, x0
 
 
 @dataclass

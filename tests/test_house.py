@@ -27,6 +27,7 @@ FLOORS = {
     "artifacts": 2,
     "checkpoints": 2,
     "model": 3,
+    "schedulers": 3,
     "sampling": 4,
     "features": 4,
     "metric_functions": 4,  # neurodiff.metrics' families, see room()
@@ -52,6 +53,8 @@ METRIC_FAMILIES = {
     "similarity",
     "manifold",
     "memorisation",
+    "redraws",
+    "calibration",
 }
 MAX_MODULE_LINES = 500
 MAX_FUNCTION_LINES = 80

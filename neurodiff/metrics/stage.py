@@ -114,26 +114,14 @@ def evaluate(
     """
     real, synthetic, train = _check_inputs(real, synthetic, train, nn_k)
     kernel, weights = ms_ssim_settings(real.shape[2:])  # fails early for tiny images
-    extractor = _extractor(extractor, seed, device, real.ndim - 2)
-    ext_name = extractor.name_for(real.ndim - 2)
-    log.info(
-        "metrics on %s: %d real, %d synthetic, %d train; features %s; %d bootstrap",
-        device,
-        len(real),
-        len(synthetic),
-        len(train),
-        ext_name,
-        n_bootstrap,
+    ext_name, feats = _features(
+        {"real": real, "synthetic": synthetic, "train": train}, extractor, seed, device, n_bootstrap
     )
-
-    feats = {"real": extractor(real), "synthetic": extractor(synthetic), "train": extractor(train)}
     subjects = {
         "real": subject_labels(real_subjects, len(real), "real_subjects", "r"),
         "train": subject_labels(train_subjects, len(train), "train_subjects", "t"),
     }
-    real_pool = np.concatenate([feats["real"], feats["train"]])
-    d2_pool = sq_dists(real_pool)
-    bandwidth = median_bandwidth(d2_pool)
+    real_pool, d2_pool, bandwidth = _pooled_real(feats)
     rng = np.random.default_rng(seed)
     n = min(len(real), len(synthetic), len(train))
     sub = {
@@ -143,43 +131,21 @@ def evaluate(
     images = (real[sub["real"]], synthetic[sub["synthetic"]], train[sub["train"]])
     features = tuple(feats[k][sub[k]] for k in ("real", "synthetic", "train"))
     units = (subjects["real"][sub["real"]], None, subjects["train"][sub["train"]])
+    mmd_test = (n_permutations, units, bandwidth)
     metrics = _set_metrics(
-        images,
-        features,
-        ext_name,
-        n_bootstrap,
-        (n_permutations, units, bandwidth),
-        msssim_pairs,
-        nn_k,
-        seed,
-        device,
-        rng,
+        images, features, ext_name, n_bootstrap, mmd_test, msssim_pairs, nn_k, seed, device, rng
     )
     if n_redraws > 0:
-        redraw_baselines(
-            metrics,
-            np.concatenate([real, train]),
-            real_pool,
-            d2_pool,
-            subjects,
-            (n, n_redraws, bandwidth, nn_k, msssim_pairs, seed),
-            device,
-        )
+        sizes = (n, n_redraws, bandwidth, nn_k, msssim_pairs, seed)
+        pooled = np.concatenate([real, train])
+        redraw_baselines(metrics, pooled, real_pool, d2_pool, subjects, sizes, device)
     audit = memorisation_audit(
         train, real, synthetic, feats["train"], feats["real"], feats["synthetic"], device=device
     )
     metrics.update(_audit_metrics(audit, ext_name, n_bootstrap, rng))
 
-    data = MetricsData(
-        real,
-        synthetic,
-        train,
-        feats,
-        sub,
-        None if real_sites is None else np.asarray(real_sites),
-        None if train_sites is None else np.asarray(train_sites),
-    )
-    per_site = _per_site(data, seed)
+    sites = [None if x is None else np.asarray(x) for x in (real_sites, train_sites)]
+    data = MetricsData(real, synthetic, train, feats, sub, *sites)
     return MetricsResult(
         metrics,
         ext_name,
@@ -191,11 +157,36 @@ def evaluate(
         kernel,
         weights,
         audit,
-        per_site=per_site,
+        per_site=_per_site(data, seed),
         n_redraws=n_redraws,
         bandwidth=bandwidth,
         data=data,
     )
+
+
+def _pooled_real(feats: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, float]:
+    """The real features pooled (test, then train), their squared distances and the report's one
+    RBF bandwidth (median heuristic on them)."""
+    pooled = np.concatenate([feats["real"], feats["train"]])
+    d2 = sq_dists(pooled)
+    return pooled, d2, median_bandwidth(d2)
+
+
+def _features(sets: dict[str, np.ndarray], extractor, seed, device, n_bootstrap):
+    """The extractor's name and the features of each set (extracted once), with a log line."""
+    dims = sets["real"].ndim - 2
+    extractor = _extractor(extractor, seed, device, dims)
+    ext_name = extractor.name_for(dims)
+    log.info(
+        "metrics on %s: %d real, %d synthetic, %d train; features %s; %d bootstrap",
+        device,
+        len(sets["real"]),
+        len(sets["synthetic"]),
+        len(sets["train"]),
+        ext_name,
+        n_bootstrap,
+    )
+    return ext_name, {k: extractor(x) for k, x in sets.items()}
 
 
 def _check_inputs(real, synthetic, train, nn_k: int) -> tuple[np.ndarray, ...]:

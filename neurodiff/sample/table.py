@@ -113,10 +113,6 @@ def sampler_table(
     """
     import pandas as pd
 
-    from ..features import get_extractor
-    from ..metrics.frechet import fid
-    from ..metrics.manifold import prdc_metrics
-
     real = _check_table_inputs(model_config, real, n)
     rows = _table_rows(model_config, rows, eta)
     rng = np.random.default_rng(seed)
@@ -129,25 +125,7 @@ def sampler_table(
     pool = real_k if ref_k is None else np.concatenate([real_k, ref_k])
     bandwidth = median_bandwidth(sq_dists(pool.reshape(len(pool), -1).astype(np.float64)))
 
-    if isinstance(extractor, str):
-        extractor = get_extractor(extractor, seed=seed, device=device or "cpu")
-    # k-NN radii need nn_k + 1 other samples: feature metrics from 3 samples per row
-    real_f = extractor(real_k) if extractor is not None and k >= 3 else None
-    nn_k = max(1, min(5, k - 2))
-
-    def quality(images: np.ndarray) -> dict[str, float]:
-        out = {
-            "mmd_rbf": mmd_rbf(
-                real_k.reshape(k, -1), images.reshape(len(images), -1), bandwidth=bandwidth
-            ).value,
-            "mmd_linear": mmd_linear(real_k, images),
-        }
-        if real_f is not None:
-            feats = extractor(images)
-            prdc = prdc_metrics(real_f, feats, nn_k)
-            out.update(fid=fid(real_f, feats), precision=prdc["precision"], recall=prdc["recall"])
-        return out
-
+    quality = _quality(real_k, bandwidth, extractor, seed, device)
     records = []
     if ref_k is not None:
         records.append(
@@ -188,6 +166,36 @@ def sampler_table(
     table.attrs["bandwidth"] = bandwidth
     table.attrs["n"] = k
     return table
+
+
+def _quality(real_k: np.ndarray, bandwidth: float, extractor, seed: int, device):
+    """``quality(images)``: the table's statistics of ``images`` against ``real_k`` (pixel MMDs;
+    with an extractor, FID, precision and recall in its features from 3 images on)."""
+    from ..features import get_extractor
+    from ..metrics.frechet import fid
+    from ..metrics.manifold import prdc_metrics
+
+    k = len(real_k)
+    if isinstance(extractor, str):
+        extractor = get_extractor(extractor, seed=seed, device=device or "cpu")
+    # k-NN radii need nn_k + 1 other samples: feature metrics from 3 samples per row
+    real_f = extractor(real_k) if extractor is not None and k >= 3 else None
+    nn_k = max(1, min(5, k - 2))
+
+    def quality(images: np.ndarray) -> dict[str, float]:
+        out = {
+            "mmd_rbf": mmd_rbf(
+                real_k.reshape(k, -1), images.reshape(len(images), -1), bandwidth=bandwidth
+            ).value,
+            "mmd_linear": mmd_linear(real_k, images),
+        }
+        if real_f is not None:
+            feats = extractor(images)
+            prdc = prdc_metrics(real_f, feats, nn_k)
+            out.update(fid=fid(real_f, feats), precision=prdc["precision"], recall=prdc["recall"])
+        return out
+
+    return quality
 
 
 def _table_rows(

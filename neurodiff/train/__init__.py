@@ -42,7 +42,15 @@ from .data import select_subjects
 from .diagnostics import denoising_error, implied_x0
 from .helpers import lr_factor
 from .loop import PREVIEW_IMAGES, PREVIEW_STEPS, TrainState
-from .recipes import RECIPES_FILE, best_recipe, load_recipe_study, recipe_curves, recipe_table
+from .recipes import (
+    RECIPES_FILE,
+    best_recipe,
+    describe_recipe,
+    find_recipe_study,
+    load_recipe_study,
+    recipe_curves,
+    recipe_table,
+)
 from .stage import TrainResult, run, train
 
 __all__ = [
@@ -53,8 +61,10 @@ __all__ = [
     "TrainResult",
     "TrainState",
     "best_recipe",
+    "describe_recipe",
     "denoising_curve",
     "denoising_error",
+    "find_recipe_study",
     "implied_x0",
     "latest_checkpoint",
     "load_checkpoint",

@@ -22,6 +22,8 @@ from ..errors import DataError
 __all__ = [
     "RECIPES_FILE",
     "best_recipe",
+    "describe_recipe",
+    "find_recipe_study",
     "load_recipe_study",
     "recipe_curves",
     "recipe_table",
@@ -109,3 +111,28 @@ def recipe_curves(study: Mapping[str, Any], names: list[str] | None = None) -> d
     recipes = study["recipes"]
     names = list(recipes) if names is None else names
     return {n: pd.DataFrame(recipes[n]["denoising"]) for n in names if "denoising" in recipes[n]}
+
+
+def find_recipe_study() -> dict[str, Any] | None:
+    """The study of :data:`RECIPES_FILE` under the project root, or None when there is none."""
+    path = project_root() / RECIPES_FILE
+    return load_recipe_study(path) if path.is_file() else None
+
+
+def describe_recipe(params: Any) -> str:
+    """The training recipe of ``params`` in words, e.g. ``"rectified flow (logit-normal t), L2
+    loss, EMA warm-up; euler-20 sampling"``."""
+    if params.process == "rflow":
+        what = f"rectified flow ({params.timestep_sampling.replace('_', '-')} t)"
+    else:
+        what = (
+            f"DDPM ({params.prediction_type.replace('_', '-')}, {params.schedule} schedule, "
+            f"T = {params.timesteps}, {params.timestep_sampling.replace('_', '-')} t)"
+        )
+    parts = [what, f"{params.loss.upper()} loss"]
+    if params.loss_weighting == "min_snr":
+        parts.append(f"min-SNR-{params.snr_gamma:g} weighting")
+    if params.ema_warmup:
+        parts.append("EMA warm-up")
+    steps = params.timesteps if params.sampler == "ddpm" else params.steps
+    return ", ".join(parts) + f"; {params.sampler}-{steps} sampling"

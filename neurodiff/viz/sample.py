@@ -87,14 +87,14 @@ def plot_reverse_process(process) -> Figure:
 
 
 def plot_sampler_tradeoff(table, metric: str = "mmd_rbf") -> Figure:
-    """Quality (an MMD column) against seconds per sample, one labelled point per sampler row.
+    """Quality (an MMD or FID column) against seconds per sample, one labelled point per row.
 
     ``table`` is the DataFrame of :func:`neurodiff.sample.sampler_table`; its ``real`` row, if
     present, is drawn as a horizontal reference line.
     """
     fig = figure(figsize=(6.5, 4), layout="constrained")
     ax = fig.subplots()
-    markers = {"ddpm": "s", "ddim": "o", "pndm": "^"}
+    markers = {"ddpm": "s", "ddim": "o", "pndm": "^", "euler": "o", "heun": "D"}
     synth = table[table["sampler"] != "real"]
     for sampler, group in synth.groupby("sampler", sort=False):
         g = group.sort_values("seconds_per_sample")
@@ -119,7 +119,11 @@ def plot_sampler_tradeoff(table, metric: str = "mmd_rbf") -> Figure:
         )
     ax.set_xscale("log")
     ax.set_xlabel("seconds per sample (log scale)")
-    name = {"mmd_rbf": "RBF-kernel MMD²", "mmd_linear": "linear-kernel MMD²"}.get(metric, metric)
+    name = {
+        "mmd_rbf": "RBF-kernel MMD²",
+        "mmd_linear": "linear-kernel MMD²",
+        "fid": "FID (features)",
+    }.get(metric, metric)
     ax.set_ylabel(f"{name} to real test images\n(lower is better)")
     ax.set_title("Sampler speed and quality (labels: network evaluations)")
     ax.legend()
