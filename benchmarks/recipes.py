@@ -294,6 +294,17 @@ def evaluate_all(names: list[str], out_root: Path, trained: dict) -> dict:
     return results
 
 
+def _command(args, argv) -> str:
+    """The command(s) that made the results: with ``--evaluate-only``, the training run before."""
+    this = "python benchmarks/recipes.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    if not args.evaluate_only:
+        return this
+    return (
+        f"python benchmarks/recipes.py --budget {args.budget:g} --slice {args.slice:g} "
+        f"--train-only, then {this}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--budget", type=float, default=240.0, help="seconds of training per recipe")
@@ -328,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
             "budget_seconds": args.budget,
             "slice_seconds": args.slice,
             "date": time.strftime("%Y-%m-%d"),
-            "command": "python benchmarks/recipes.py " + " ".join(argv or sys.argv[1:]),
+            "command": _command(args, argv),
             "recipes": results,
         },
     )

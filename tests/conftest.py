@@ -154,6 +154,7 @@ def smoke_book(tiny_cohort, tmp_path_factory):
     shutil.copy(ROOT / "requirements.lock", project)
     shutil.copytree(ROOT / "notebooks", project / "notebooks")
     shutil.copytree(ROOT / "book", project / "book", ignore=shutil.ignore_patterns("executed"))
+    shutil.copytree(ROOT / "benchmarks" / "results", project / "benchmarks" / "results")
     mp = pytest.MonkeyPatch()
     mp.setenv("NEURODIFF_ROOT", str(project))
     try:

@@ -21,6 +21,7 @@ from neurodiff.model import (
 )
 
 SMOKE = {
+    "process": "ddpm",  # the DDPM's schedules and targets (rectified flow: test_recipes.py)
     "channels": (16, 32),
     "attention_levels": (False, True),
     "norm_num_groups": 8,
@@ -56,7 +57,7 @@ def test_3d_model(cfg):
 @pytest.mark.parametrize("schedule", ["linear_beta", "scaled_linear_beta", "cosine"])
 @pytest.mark.parametrize("timesteps", [50, 250, 1000])
 def test_every_schedule_ends_in_noise(schedule, timesteps):
-    sched = build_scheduler(ModelConfig(schedule=schedule, timesteps=timesteps))
+    sched = build_scheduler(ModelConfig(process="ddpm", schedule=schedule, timesteps=timesteps))
     abar = sched.alphas_cumprod
     assert abar.shape == (timesteps,)
     assert torch.all(abar[1:] < abar[:-1])  # strictly decreasing: noise only grows
@@ -64,13 +65,13 @@ def test_every_schedule_ends_in_noise(schedule, timesteps):
 
 
 def test_linear_schedule_keeps_ho_et_al_range_at_t1000():
-    assert schedule_args(ModelConfig(schedule="linear_beta", timesteps=1000)) == pytest.approx(
-        {"beta_start": 1e-4, "beta_end": 0.02}
-    )
-    assert schedule_args(ModelConfig(schedule="linear_beta", timesteps=250))[
+    assert schedule_args(
+        ModelConfig(process="ddpm", schedule="linear_beta", timesteps=1000)
+    ) == pytest.approx({"beta_start": 1e-4, "beta_end": 0.02})
+    assert schedule_args(ModelConfig(process="ddpm", schedule="linear_beta", timesteps=250))[
         "beta_end"
     ] == pytest.approx(0.08)
-    assert schedule_args(ModelConfig(schedule="cosine")) == {}
+    assert schedule_args(ModelConfig(process="ddpm", schedule="cosine")) == {}
 
 
 def test_samplers_share_the_training_betas(cfg):
@@ -203,8 +204,10 @@ def test_signal_left_reads_alpha_bar_at_a_fraction_of_the_steps():
 
     for T in (50, 249, 250):
         cfg = {"timesteps": T, "schedule": "cosine"}
-        abar = build_scheduler(cfg).alphas_cumprod
+        abar = build_scheduler({**cfg, "process": "ddpm"}).alphas_cumprod
         assert signal_left(cfg, "cosine", 1 / 3) == float(abar[T // 3 - 1])
         assert signal_left(cfg, "cosine", 1.0) == float(abar[-1])
-    linear = build_scheduler({"timesteps": 250, "schedule": "linear_beta"}).alphas_cumprod
+    ddpm = {"process": "ddpm", "timesteps": 250, "schedule": "linear_beta"}
+    linear = build_scheduler(ddpm).alphas_cumprod
+    # the demo trains rectified flow; the schedule figures of chapter 3 still read the DDPM's
     assert signal_left({"timesteps": 250}, "linear_beta", 1 / 2) == float(linear[124])

@@ -69,3 +69,42 @@ def test_reference_labels_are_author_year_like_the_citations(smoke_book):
         assert not re.search(r"[\\{}]|&quot;", label), f"LaTeX left in {label!r}"
     chapter = (index.parent / "book" / "executed" / "03_train.html").read_text()
     assert "Ho <em>et al.</em>, 2020" in chapter
+
+
+#: The demo's recipe (rectified flow, Euler sampling) at smoke size; smoke itself keeps the
+#: authors' DDPM recipe for the sampler and teaching tests.
+DEMO_RECIPE = {
+    "process": "rflow",
+    "loss": "l2",
+    "timestep_sampling": "logit_normal",
+    "sampler": "euler",
+    "ema_warmup": True,
+}
+
+
+@pytest.mark.slow
+def test_the_demo_recipe_runs_through_training_sampling_and_metrics(
+    smoke_book, tiny_cohort, monkeypatch
+):
+    """Chapters 3-5 with the demo's rectified-flow recipe: the flow figures (forward process,
+    Euler and Heun reverse processes, the Euler/Heun sampler table) and the metrics run."""
+    import json
+
+    from neurodiff import runner
+
+    project, _, _ = smoke_book
+    monkeypatch.setenv("NEURODIFF_ROOT", str(project))
+    out = project / "flow-executed"
+    report = runner.run_notebooks(
+        "smoke",
+        {"cohort": str(tiny_cohort), "derived_dir": "derived", **DEMO_RECIPE},
+        only=["03", "04", "05"],
+        output_dir=out,
+    )
+    assert [n.name for n in report.notebooks] == ["03_train", "04_sample", "05_metrics"]
+    chapter4 = json.loads((out / "04_sample.ipynb").read_text())
+    text = json.dumps(chapter4)
+    assert "euler-5" in text and "heun-5" in text  # the flow rows of the sampler table
+    assert "pndm-" not in text  # no DDPM sampler rows (the DDIM study table names DDIM)
+    chapter3 = (out / "03_train.ipynb").read_text()
+    assert "rectified flow (logit-normal t), L2 loss, EMA warm-up" in chapter3

@@ -91,6 +91,7 @@ def test_stochastic_samplers_use_the_generator_at_every_step(model, smoke_cfg):
 
 def _gaussian_case(timesteps: int, schedule: str = "cosine"):
     cfg = ModelConfig(
+        process="ddpm",
         image_size=16,
         channels=(16, 32),
         attention_levels=(False, True),

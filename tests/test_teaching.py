@@ -63,7 +63,9 @@ def test_what_the_guide_says_about_the_schedules():
     from neurodiff.model import build_scheduler
 
     def abar(kind):
-        return build_scheduler({"timesteps": 250, "schedule": kind}).alphas_cumprod.numpy()
+        return build_scheduler(
+            {"process": "ddpm", "timesteps": 250, "schedule": kind}
+        ).alphas_cumprod.numpy()
 
     lin, cos = abar("linear_beta"), abar("cosine")
     assert abs(lin[250 // 3 - 1] - 0.32) < 0.01 and abs(cos[250 // 3 - 1] - 0.74) < 0.01

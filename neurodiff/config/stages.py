@@ -147,12 +147,12 @@ class ModelConfig(ImageFields):
 
     stage: ClassVar[str] = "model"
     channels: tuple[int, ...] = param((32, 64, 128), "UNet channels per level", min=1)
-    attention_levels: tuple[bool, ...] = param((False, False, True), "self-attention per level")
+    attention_levels: tuple[bool, ...] = param((False, False, False), "self-attention per level")
     num_res_blocks: int = param(1, "residual blocks per level", min=1)
     num_head_channels: int = param(32, "channels per attention head", min=1)
     norm_num_groups: int = param(32, "GroupNorm groups (must divide every channel count)", min=1)
     process: str = param(
-        "ddpm",
+        "rflow",
         "generative process: ddpm (Gaussian diffusion with 'schedule' and 'prediction_type') | "
         "rflow (rectified flow: straight noise-to-image paths, velocity target; MONAI "
         "RFlowScheduler; 'schedule' and 'prediction_type' do not apply)",
@@ -165,9 +165,9 @@ class ModelConfig(ImageFields):
     prediction_type: str = param(
         "epsilon", "what the network predicts", choices=("epsilon", "v_prediction", "sample")
     )
-    loss: str = param("l1", "training loss", choices=("l1", "l2"))
+    loss: str = param("l2", "training loss", choices=("l1", "l2"))
     timestep_sampling: str = param(
-        "uniform",
+        "logit_normal",
         "training timesteps: uniform | logit_normal (more weight on the middle noise levels, "
         "Esser et al. 2024)",
         choices=("uniform", "logit_normal"),
@@ -247,7 +247,7 @@ class TrainConfig(PrecisionFields, DeviceFields, RunFields):
         8, "per-process batch size (effective batch = batch_size x processes x grad_accum)", min=1
     )
     grad_accum: int = param(1, "gradient accumulation steps", min=1)
-    train_steps: int = param(1800, "optimiser steps", min=1)
+    train_steps: int = param(1929, "optimiser steps", min=1)
     train_subjects: int = param(
         0,
         "train on N training subjects only, drawn evenly across sites with the seed (0 = all): "
@@ -283,18 +283,18 @@ class SampleConfig(PrecisionFields, DeviceFields, RunFields):
 
     stage: ClassVar[str] = "sample"
     sampler: str = param(
-        "ddim",
+        "heun",
         "sampler: ddpm | ddim | pndm for process=ddpm; euler | heun for process=rflow",
         choices=("ddpm", "ddim", "pndm", "euler", "heun"),
     )
     steps: int = param(
-        50, "sampler steps (ddpm always uses all timesteps; heun: 2 x steps - 1 evaluations)", min=1
+        10, "sampler steps (ddpm always uses all timesteps; heun: 2 x steps - 1 evaluations)", min=1
     )
     eta: float = param(0.0, "DDIM eta (0 = deterministic)", min=0, max=1)
     n_samples: int = param(64, "synthetic images/volumes to generate", min=1)
     sample_batch_size: int = param(32, "samples per forward batch", min=1)
     sampler_table_samples: int = param(
-        8,
+        64,
         "samples per row of the sampler speed/quality table (chapter 4; recomputed on every run, "
         "not part of the synthetic cohort)",
         min=2,

@@ -26,10 +26,13 @@ from ..sampling import (
 )
 
 __all__ = [
+    "DDIM_BACKGROUND_FILE",
     "TABLE_DDIM_STEPS",
     "TABLE_FLOW_STEPS",
     "TABLE_PNDM_STEPS",
+    "background_mean",
     "compare_samplers",
+    "ddim_background",
     "recommend",
     "default_table_rows",
     "reverse_processes",
@@ -257,23 +260,27 @@ def compare_samplers(params: Params, rows: Sequence[tuple[str, int]] | None = No
     )
 
 
-def recommend(table, tolerance: float = 0.1) -> dict[str, str | float]:
+def recommend(table, tolerance: float = 0.05) -> dict[str, str | float]:
     """The best row by FID and the fastest row within ``tolerance`` (relative) of that FID.
 
-    Returns ``{"best": label, "best_fid": ..., "fast": label, "fast_fid": ...,
-    "fast_seconds_per_sample": ...}`` from a :func:`sampler_table` made with an extractor.
+    Returns ``{"metric": "fid", "best": label, "best_value": ..., "fast": label,
+    "fast_value": ..., "fast_seconds_per_sample": ...}``. A table without FID (made without an
+    extractor, or with fewer than 3 samples per row) is read by its pixel RBF-MMD instead, and
+    ``metric`` says so.
     """
     rows = table[table["sampler"] != "real"]
-    if "fid" not in rows:
-        raise DataError("recommend(): the sampler table has no 'fid' column; pass an extractor")
-    best = rows.loc[rows["fid"].idxmin()]
-    near = rows[rows["fid"] <= best["fid"] * (1.0 + tolerance)]
+    if rows.empty:
+        raise DataError("recommend(): the sampler table has no sampler rows")
+    metric = "fid" if "fid" in rows and rows["fid"].notna().all() else "mmd_rbf"
+    best = rows.loc[rows[metric].idxmin()]
+    near = rows[rows[metric] <= best[metric] + abs(best[metric]) * tolerance]
     fast = near.loc[near["seconds_per_sample"].idxmin()]
     return {
+        "metric": metric,
         "best": str(best["label"]),
-        "best_fid": float(best["fid"]),
+        "best_value": float(best[metric]),
         "fast": str(fast["label"]),
-        "fast_fid": float(fast["fid"]),
+        "fast_value": float(fast[metric]),
         "fast_seconds_per_sample": float(fast["seconds_per_sample"]),
     }
 
@@ -310,3 +317,32 @@ def speedup(table, fast: str, slow: str) -> float | None:
     if fast not in rows.index or slow not in rows.index or rows[fast] <= 0:
         return None
     return float(rows[slow] / rows[fast])
+
+
+#: Where ``benchmarks/ddim_background.py`` writes its rows (relative to the project root).
+DDIM_BACKGROUND_FILE = "benchmarks/results/ddim_background.json"
+
+
+def ddim_background():
+    """The rows of ``benchmarks/ddim_background.py`` (background mean and FID per DDIM variant)
+    as a DataFrame with ``attrs`` (cpu, command, n), or None when the file is absent."""
+    import json
+
+    import pandas as pd
+
+    from ..config import project_root
+
+    path = project_root() / DDIM_BACKGROUND_FILE
+    if not path.is_file():
+        return None
+    found = json.loads(path.read_text())
+    table = pd.DataFrame(found["rows"]).set_index("variant")
+    table.attrs.update({k: found.get(k) for k in ("cpu", "command", "n")})
+    return table
+
+
+def background_mean(images: np.ndarray, real: np.ndarray, level: float = 0.02) -> float:
+    """Mean intensity of ``images`` (in [0, 1]) over the background: the pixels where the mean
+    ``real`` image is under ``level`` (real data: about 0; a grey veil shows as more)."""
+    mask = np.asarray(real, dtype=np.float32).mean(0) < level
+    return float(np.asarray(images, dtype=np.float32)[:, mask].mean())

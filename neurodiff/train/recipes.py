@@ -113,9 +113,10 @@ def recipe_curves(study: Mapping[str, Any], names: list[str] | None = None) -> d
     return {n: pd.DataFrame(recipes[n]["denoising"]) for n in names if "denoising" in recipes[n]}
 
 
-def find_recipe_study() -> dict[str, Any] | None:
-    """The study of :data:`RECIPES_FILE` under the project root, or None when there is none."""
-    path = project_root() / RECIPES_FILE
+def find_recipe_study(name: str = "recipes") -> dict[str, Any] | None:
+    """``benchmarks/results/<name>.json`` under the project root (default: the recipe study,
+    :data:`RECIPES_FILE`; ``"longer"``: ``benchmarks/longer_run.py``'s run), or None."""
+    path = project_root() / RECIPES_FILE.with_name(f"{name}.json")
     return load_recipe_study(path) if path.is_file() else None
 
 
