@@ -266,7 +266,7 @@ def _fmt(v: float) -> str:
 
 
 def comparison_table(result: MetricsResult) -> pd.DataFrame:
-    """Our values next to the real-vs-real baseline and the paper's reported values."""
+    """Our values next to the real-vs-real range, the verdict and the paper's reported values."""
     rows = []
     for m in result.metrics.values():
         rows.append(
@@ -274,6 +274,7 @@ def comparison_table(result: MetricsResult) -> pd.DataFrame:
                 "metric": m.label,
                 "this run (synthetic vs real)": _with_ci(m.value, m.ci),
                 "real vs real": _with_ci(m.baseline, m.baseline_ci),
+                "verdict": m.verdict,
                 "paper": PAPER_RESULTS.get(m.name, "not reported"),
                 "better": m.better,
             }
