@@ -243,7 +243,7 @@ def evaluate_all(names: list[str], out_root: Path, trained: dict) -> dict:
     from neurodiff.intensity import to_unit_range
     from neurodiff.metrics import evaluate
     from neurodiff.model import load_ema_model
-    from neurodiff.sampling import generate
+    from neurodiff.sample.stage import synthesize
     from neurodiff.train import denoising_error
 
     results = {}
@@ -253,16 +253,7 @@ def evaluate_all(names: list[str], out_root: Path, trained: dict) -> dict:
         scfg, mcfg = params.stage(SampleConfig), params.stage(ModelConfig)
         model, _, _ = load_ema_model(out_root / n, "cpu")
         t0 = time.perf_counter()
-        synthetic = generate(
-            model,
-            mcfg,
-            scfg.n_samples,
-            sampler=scfg.sampler,
-            steps=scfg.steps,
-            batch_size=scfg.sample_batch_size,
-            seed=scfg.seed,
-            progress=False,
-        )
+        synthetic = synthesize(model, mcfg, scfg)
         sample_seconds = time.perf_counter() - t0
         np.save(out_root / n / "synthetic.npy", synthetic.numpy())
         test, test_index = artifacts.load_split(params, "test")

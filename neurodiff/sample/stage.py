@@ -164,6 +164,23 @@ class SampleResult:
         )
 
 
+def synthesize(model, model_config: ModelConfig, cfg: SampleConfig, device=None):
+    """``cfg.n_samples`` images from ``model`` with the sampler, steps, eta, batch size, seed and
+    precision of ``cfg`` (:func:`neurodiff.sampling.generate`): ``(N, 1, *spatial)`` in [-1, 1]."""
+    return generate(
+        model,
+        model_config,
+        cfg.n_samples,
+        sampler=cfg.sampler,
+        steps=cfg.steps,
+        eta=cfg.eta,
+        batch_size=cfg.sample_batch_size,
+        seed=cfg.seed,
+        device=device,
+        precision=cfg.precision,
+    )
+
+
 def run(params: Params) -> SampleResult:
     """Generate ``n_samples`` images from the latest checkpoint's EMA weights and write them
     under ``artifacts.synthetic_dir(params)`` (NIfTI, participants.tsv, dataset_description.json
@@ -177,18 +194,7 @@ def run(params: Params) -> SampleResult:
     model, ckpt_cfg, ckpt_path = load_ema_model(params, device)
     ckpt_path = Path(ckpt_path)
     t0 = time.perf_counter()
-    images = generate(
-        model,
-        ckpt_cfg,
-        cfg.n_samples,
-        sampler=cfg.sampler,
-        steps=cfg.steps,
-        eta=cfg.eta,
-        batch_size=cfg.sample_batch_size,
-        seed=cfg.seed,
-        device=device,
-        precision=cfg.precision,
-    )
+    images = synthesize(model, ckpt_cfg, cfg, device)
     seconds = time.perf_counter() - t0
     step = checkpoint_step(ckpt_path)
     generated_by = {

@@ -39,7 +39,7 @@ from ..checkpoints import CHECKPOINT_FORMAT, latest_checkpoint, load_checkpoint
 from ..model import load_ema_model
 from ..sampling import preview_samples
 from .data import select_subjects
-from .diagnostics import denoising_error, implied_x0
+from .diagnostics import denoising_error, denoising_reading, implied_x0
 from .helpers import lr_factor
 from .loop import PREVIEW_IMAGES, PREVIEW_STEPS, TrainState
 from .recipes import (
@@ -64,6 +64,7 @@ __all__ = [
     "describe_recipe",
     "denoising_curve",
     "denoising_error",
+    "denoising_reading",
     "find_recipe_study",
     "implied_x0",
     "latest_checkpoint",

@@ -21,7 +21,7 @@ from ..config import ModelConfig
 from ..errors import DataError
 from ..model import build_scheduler, is_flow
 
-__all__ = ["denoising_error", "implied_x0", "noise_levels"]
+__all__ = ["denoising_error", "denoising_reading", "implied_x0", "noise_levels"]
 
 
 def noise_levels(cfg: ModelConfig, n_levels: int = 16) -> np.ndarray:
@@ -103,3 +103,17 @@ def denoising_error(
             }
         )
     return pd.DataFrame(rows)
+
+
+def denoising_reading(curves: dict[str, pd.DataFrame]) -> str:
+    """Chapter 3's reading of several :func:`denoising_error` curves (Markdown): the error at
+    the noisiest and the cleanest level of each."""
+    return (
+        "At the noisiest level the error of the clean-image estimate is "
+        + ", ".join(f"{float(v['mse_x0'].iloc[0]):.3g} ({k})" for k, v in curves.items())
+        + "; at the cleanest, "
+        + ", ".join(f"{float(v['mse_x0'].iloc[-1]):.2g} ({k})" for k, v in curves.items())
+        + ". An epsilon-predicting model estimates the clean image by dividing by the square"
+        " root of alpha-bar_t, nearly zero at the noisy end of the cosine schedule (chapter 4"
+        " shows what that does to DDIM's backgrounds); a velocity model does not divide."
+    )
