@@ -26,6 +26,7 @@ from .errors import DataError
 from .runs import chain_keys, list_runs, run_dir
 
 __all__ = [
+    "AUGMENT",
     "LOCATION_PARAMS",
     "METRICS",
     "PREPROCESSED",
@@ -33,6 +34,7 @@ __all__ = [
     "RUN_METRICS",
     "SYNTHETIC",
     "TRAIN",
+    "augment_dir",
     "load_histograms",
     "load_manifest",
     "load_metrics_json",
@@ -42,6 +44,7 @@ __all__ = [
     "load_split",
     "load_split_table",
     "load_synthetic",
+    "synthetic_groups",
     "metrics_dir",
     "preprocessed_dir",
     "preview_images",
@@ -57,10 +60,11 @@ PREPROCESSED = "preprocessed"
 TRAIN = "train"
 SYNTHETIC = "synthetic"
 METRICS = "metrics"
+AUGMENT = "augment"
 
 #: Written into the preprocessing manifest; bumped when the pipeline changes so that old caches
 #: are rebuilt and old folders are refused by the readers.
-PREPROCESSED_FORMAT = "neurodiff-preprocessed/1"
+PREPROCESSED_FORMAT = "neurodiff-preprocessed/2"
 
 _PREVIEW_RE = re.compile(r"step-(\d+)")
 
@@ -89,6 +93,11 @@ def synthetic_dir(params_or_dir: Params | str | Path) -> Path:
 def metrics_dir(params_or_dir: Params | str | Path) -> Path:
     """``<derived_dir>/<profile>/metrics/<key>`` of ``params``, or the folder given."""
     return _folder(params_or_dir, METRICS)
+
+
+def augment_dir(params_or_dir: Params | str | Path) -> Path:
+    """``<derived_dir>/<profile>/augment/<key>`` of ``params``, or the folder given."""
+    return _folder(params_or_dir, AUGMENT)
 
 
 # --------------------------------------------------------------------------------------------
@@ -148,7 +157,10 @@ def load_manifest(params_or_dir: Params | str | Path) -> dict:
 
 
 def load_split(
-    params_or_dir: Params | str | Path, split: str = "train", mmap: bool = False
+    params_or_dir: Params | str | Path,
+    split: str = "train",
+    mmap: bool = False,
+    group: str | None = None,
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """One split of the preprocessed dataset.
 
@@ -160,13 +172,17 @@ def load_split(
     split : {"train", "test"}
     mmap : bool
         Memory-map the array read-only instead of reading it (large 3D datasets).
+    group : str, optional
+        Only the images of subjects of this group (the cohort's ``group`` column); the index
+        keeps its ``row`` numbers into the whole split.
 
     Returns
     -------
     images : np.ndarray
         float32 ``(N, 1, H, W)`` (2D) or ``(N, 1, D, H, W)`` (3D), in [-1, 1].
     index : pandas.DataFrame
-        One row per image: ``row, subject, site, slice`` (``slice`` = -1 for volumes).
+        One row per image: ``row, subject, site, slice`` (``slice`` = -1 for volumes), and
+        ``group`` when the cohort has one.
     """
     if split not in ("train", "test"):
         raise ConfigError(f"split must be 'train' or 'test'; got {split!r}", parameter="split")
@@ -182,7 +198,7 @@ def load_split(
         raise DataError(
             f"{arr_path} cannot be read ({exc}); run `neurodiff preprocess` again", path=arr_path
         ) from None
-    index = pd.read_csv(idx_path, sep="\t", dtype={"subject": str, "site": str})
+    index = pd.read_csv(idx_path, sep="\t", dtype={"subject": str, "site": str, "group": str})
     expected = manifest["shapes"][split]
     if list(images.shape) != expected or images.dtype != np.float32 or len(index) != len(images):
         raise DataError(
@@ -191,6 +207,15 @@ def load_split(
             "run `neurodiff preprocess` again",
             path=arr_path,
         )
+    if group is not None:
+        if "group" not in index.columns:
+            raise DataError(
+                f"{idx_path} has no 'group' column (the cohort has no groups); cannot select "
+                f"group {group!r}",
+                path=idx_path,
+            )
+        keep = (index["group"] == group).to_numpy()
+        images, index = np.asarray(images[keep]), index[keep].reset_index(drop=True)
     return images, index
 
 
@@ -198,7 +223,9 @@ def load_split_table(params_or_dir: Params | str | Path) -> pd.DataFrame:
     """``split.tsv``: subject, site, split (``train`` | ``test`` | ``excluded``)."""
     folder = preprocessed_dir(params_or_dir)
     load_manifest(params_or_dir)
-    return pd.read_csv(folder / "split.tsv", sep="\t", dtype={"subject": str, "site": str})
+    return pd.read_csv(
+        folder / "split.tsv", sep="\t", dtype={"subject": str, "site": str, "group": str}
+    )
 
 
 def load_qc(params_or_dir: Params | str | Path) -> pd.DataFrame:
@@ -275,8 +302,11 @@ def provenance(out_dir: str | Path) -> dict[str, Any]:
     return {k: v for k, v in generated_by.items() if k != "ModelConfig"}
 
 
-def load_synthetic(params_or_dir: Params | str | Path) -> np.ndarray:
-    """Read a synthetic cohort written by :func:`run`.
+def load_synthetic(params_or_dir: Params | str | Path, group: str | None = None) -> np.ndarray:
+    """Read a synthetic cohort written by :func:`neurodiff.sample.run`.
+
+    ``group``: only the images sampled as that group (a class-conditional model; its
+    ``participants.tsv`` has a ``group`` column).
 
     Returns
     -------
@@ -304,6 +334,15 @@ def load_synthetic(params_or_dir: Params | str | Path) -> np.ndarray:
     files = sorted(root.glob("sub-*/anat/sub-*_T1w.nii.gz"))
     if not files:
         raise DataError(f"no sub-*/anat/sub-*_T1w.nii.gz files in {root}", path=root)
+    if group is not None:
+        table = synthetic_groups(root)
+        if group not in set(table.values()):
+            raise DataError(
+                f"the synthetic cohort in {root} has no images of group {group!r} (groups: "
+                f"{sorted(set(table.values())) or 'none: an unconditional model'})",
+                path=root,
+            )
+        files = [f for f in files if table.get(f.name.split("_T1w")[0]) == group]
     arrays = []
     for f in files:
         data = np.asarray(nib.load(f).dataobj, dtype=np.float32)
@@ -318,6 +357,19 @@ def load_synthetic(params_or_dir: Params | str | Path) -> np.ndarray:
     if len(shapes) != 1:
         raise DataError(f"synthetic images in {root} differ in shape: {sorted(shapes)}", path=root)
     return np.stack(arrays)
+
+
+def synthetic_groups(params_or_dir: Params | str | Path) -> dict[str, str]:
+    """``{participant_id: group}`` of a synthetic cohort (empty for an unconditional model)."""
+    import pandas as pd
+
+    path = synthetic_dir(params_or_dir) / "participants.tsv"
+    if not path.is_file():
+        raise DataError(f"{path} is missing; run `neurodiff sample` again", path=path)
+    table = pd.read_csv(path, sep="\t", dtype=str)
+    if "group" not in table.columns:
+        return {}
+    return dict(zip(table["participant_id"], table["group"], strict=True))
 
 
 def load_metrics_json(params_or_dir: Params | str | Path) -> dict[str, Any] | None:

@@ -22,6 +22,7 @@ STAGE_COMMANDS = {
     "train": "train the diffusion model (also under torchrun for DDP)",
     "sample": "generate a synthetic cohort as NIfTI",
     "metrics": "MMD, FID, MS-SSIM, precision/recall, memorisation audit",
+    "augment": "does augmentation help? the downstream patient-vs-control experiment",
 }
 
 
@@ -89,8 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--patients",
         type=int,
-        default=0,
-        help="extra subjects with a bvFTD-like atrophy pattern (adds a 'group' column)",
+        default=24,
+        help="extra subjects with a bvFTD-like atrophy pattern (a 'group' column; 0 = none)",
+    )
+    p.add_argument(
+        "--new-subjects",
+        action="store_true",
+        help="other random streams, subjects named sub-new*: new subjects of the same "
+        "distribution, in no cohort of the same seed (chapter 6's oracle, data/raw/demo-new)",
     )
 
     p = sub.add_parser("cohort", help="list the scans of a cohort (BIDS, IXI-style or flat folder)")
@@ -148,6 +155,7 @@ def _demo_data(args: argparse.Namespace) -> int:
         sites=args.sites,
         seed=args.seed,
         patients=args.patients,
+        new_subjects=args.new_subjects,
         progress=sys.stderr.isatty(),  # a bar on a terminal, not hundreds of lines in a log
     )
     print(f"wrote simulated cohort to {out}")
@@ -277,6 +285,10 @@ def _stage(args: argparse.Namespace) -> int:
     from . import config
 
     params = config.resolve(args.profile, args.overrides)
+    if args.command == "augment":  # its oracle cohort, preprocessed like the cohort
+        from .notebook import prepare_oracle
+
+        prepare_oracle(params)
     module = importlib.import_module(f"neurodiff.{args.command}")
     result = module.run(params)
     if result is not None:

@@ -25,13 +25,23 @@ import torch
 from torch import nn
 
 from .checkpoints import load_ema_state
+from .conditioning import (
+    ClassGuided,
+    class_index,
+    class_labels,
+    conditional_unet_class,
+    null_class,
+)
 from .config import ModelConfig, Params
 from .errors import CheckpointError, ConfigError
 
 __all__ = [
+    "ClassGuided",
     "build_inferer",
     "build_model",
     "build_scheduler",
+    "class_index",
+    "class_labels",
     "count_parameters",
     "diffusion_loss",
     "diffusion_target",
@@ -39,6 +49,7 @@ __all__ = [
     "is_flow",
     "load_ema_model",
     "loss_weights",
+    "null_class",
     "sample_timesteps",
     "model_summary",
     "summary_table",
@@ -65,8 +76,8 @@ def build_model(
     ----------
     cfg : ModelConfig or mapping
         ``spatial_dims``, ``channels``, ``attention_levels``, ``num_res_blocks``,
-        ``num_head_channels`` and ``norm_num_groups`` are used (a :class:`~neurodiff.config.Params`
-        works too).
+        ``num_head_channels``, ``norm_num_groups`` and ``groups`` are used (a
+        :class:`~neurodiff.config.Params` works too).
     flash_attention : bool
         Compute attention with ``torch.nn.functional.scaled_dot_product_attention`` (fused
         kernels; faster on GPUs, slower than MONAI's plain attention on CPUs under bf16). Only the
@@ -77,12 +88,16 @@ def build_model(
     monai.networks.nets.DiffusionModelUNet
         Maps ``(B, 1, *spatial)`` noisy inputs and ``(B,)`` integer timesteps to a
         ``(B, 1, *spatial)`` prediction (noise, velocity or clean sample, see
-        ``cfg.prediction_type``).
+        ``cfg.prediction_type``). With ``cfg.groups`` it is class-conditional: MONAI's class
+        embedding (``num_class_embeds`` = the groups + one "no class"), added to the timestep
+        embedding; ``class_labels`` (``(B,)`` integers, :func:`class_labels`) choose the class,
+        and a call without them evaluates the unconditional model (the "no class" label), so
+        every caller that does not care about classes works unchanged.
     """
     from monai.networks.nets import DiffusionModelUNet
 
     cfg = _as_config(cfg)
-    return DiffusionModelUNet(
+    kwargs = dict(
         spatial_dims=cfg.spatial_dims,
         in_channels=1,
         out_channels=1,
@@ -92,6 +107,11 @@ def build_model(
         num_head_channels=cfg.num_head_channels,
         norm_num_groups=cfg.norm_num_groups,
         use_flash_attention=flash_attention,
+    )
+    if not cfg.groups:
+        return DiffusionModelUNet(**kwargs)
+    return conditional_unet_class()(
+        null_class=null_class(cfg), num_class_embeds=len(cfg.groups) + 1, **kwargs
     )
 
 

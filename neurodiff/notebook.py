@@ -15,9 +15,12 @@ import logging
 from . import artifacts, runs
 from .config import ConfigError, Params, parameter_specs
 
-__all__ = ["CHAPTER_NEEDS", "prepare"]
+__all__ = ["CHAPTER_NEEDS", "ORACLE", "prepare", "prepare_oracle"]
 
 log = logging.getLogger(__name__)
+
+#: Chapter 6's oracle: the new-subjects cohort, preprocessed like the cohort.
+ORACLE = "oracle"
 
 #: The stage outputs each chapter reads (the cohort is always needed).
 CHAPTER_NEEDS: dict[str, tuple[str, ...]] = {
@@ -26,6 +29,7 @@ CHAPTER_NEEDS: dict[str, tuple[str, ...]] = {
     "03": (artifacts.PREPROCESSED,),
     "04": (artifacts.PREPROCESSED, artifacts.TRAIN),
     "05": (artifacts.PREPROCESSED, artifacts.TRAIN, artifacts.SYNTHETIC),
+    "06": (artifacts.PREPROCESSED, artifacts.TRAIN, artifacts.SYNTHETIC, ORACLE),
 }
 
 
@@ -60,6 +64,9 @@ def prepare(params: Params, chapter: str) -> None:
         )
     _cohort(params)
     for stage in CHAPTER_NEEDS[key]:
+        if stage == ORACLE:
+            prepare_oracle(params)
+            continue
         if _complete(params, stage):
             continue
         log.info(
@@ -80,3 +87,31 @@ def prepare(params: Params, chapter: str) -> None:
             from . import sample
 
             sample.run(params)
+
+
+def prepare_oracle(params: Params) -> None:
+    """Preprocess chapter 6's oracle cohort (new subjects) like the cohort, when it is missing;
+    write the simulated one first when ``oracle_cohort`` is the default and absent."""
+    from .augment import oracle_params
+
+    oracle = oracle_params(params)
+    if oracle is None:
+        return
+    root = params.path(params.oracle_cohort)
+    if not root.is_dir():
+        if params.oracle_cohort != parameter_specs()["oracle_cohort"].default:
+            raise ConfigError(
+                f"parameter 'oracle_cohort': the folder {str(root)!r} does not exist; expected "
+                "a cohort of new subjects (or '' for no arm E)",
+                parameter="oracle_cohort",
+            )
+        from .demo_data import make_demo_cohort
+
+        log.info("the simulated oracle cohort is missing: writing it to %s", root)
+        make_demo_cohort(root, subjects=8, patients=8, new_subjects=True)
+    if _complete(oracle, artifacts.PREPROCESSED):
+        return
+    from . import preprocess
+
+    log.info("preprocessing the oracle cohort %s like the cohort", root)
+    preprocess.run(oracle)

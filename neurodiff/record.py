@@ -140,7 +140,26 @@ def write_record(params: config.Params, runs: Sequence[Any], out_dir: Path, root
     atomic_write_json(record_path, record)
     atomic_write_text(out_dir / "reproducibility.md", reproducibility_markdown(record))
     atomic_write_text(out_dir / "results.md", _results_markdown(params))
+    atomic_write_text(out_dir / "augment.md", _augment_markdown(params))
     return record_path
+
+
+def _augment_markdown(params: config.Params) -> str:
+    """Chapter 6's answer, which the Discussion includes, from this run's augmentation outputs."""
+    from . import augment, runs
+
+    folder = runs.run_dir(params, "augment")
+    if not (runs.read_run(folder).complete and (folder / "augment.json").is_file()):
+        return (
+            "*The augmentation experiment has not run with these parameters: run `neurodiff run "
+            f"--profile {params.profile}` through `06_augment`.*\n"
+        )
+    result = augment.run(params)  # complete: read back, not recomputed
+    return (
+        augment.answer(result)
+        + f"\n\n*From `{folder.name}/augment.json` of profile `{params.profile}` "
+        "(chapter 6).*\n"
+    )
 
 
 def _results_markdown(params: config.Params) -> str:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import (
+    AugmentConfig,
     CohortConfig,
     MetricsConfig,
     ModelConfig,
@@ -59,10 +60,11 @@ __all__ = [
 #: The stages in order: folder name, the configs whose fields shape its outputs, output format.
 #: Bump a format when a stage's outputs change meaning, so that old folders are not reused.
 STAGE_CHAIN: tuple[tuple[str, tuple[type, ...], str], ...] = (
-    ("preprocessed", (CohortConfig, PreprocessConfig), "neurodiff-preprocessed/1"),
+    ("preprocessed", (CohortConfig, PreprocessConfig), "neurodiff-preprocessed/2"),
     ("train", (ModelConfig, TrainConfig), "neurodiff-train/1"),
     ("synthetic", (SampleConfig,), "neurodiff-synthetic/1"),
     ("metrics", (MetricsConfig,), "neurodiff-metrics/1"),
+    ("augment", (AugmentConfig,), "neurodiff-augment/1"),
 )
 #: The record written into every run folder.
 RECORD = "run.json"

@@ -78,12 +78,34 @@ def _no_network(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
 
 @pytest.fixture(scope="session")
 def tiny_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A simulated BIDS cohort: 6 subjects at 3 sites (A RAS uint16, B LPS int16, C LIA float32),
-    fast mode (2 mm templates, voxels 2.4-3 mm, ~80 x 100 x 80). Read-only: copy it to modify."""
+    """A simulated BIDS cohort: 6 controls and 6 patients at 3 sites (A RAS uint16, B LPS int16,
+    C LIA float32), fast mode (2 mm templates, voxels 2.4-3 mm, ~80 x 100 x 80). Read-only: copy
+    it to modify."""
     from neurodiff.demo_data import make_demo_cohort
 
     out = tmp_path_factory.mktemp("tiny_cohort") / "demo"
-    return make_demo_cohort(out, subjects=6, sites=3, seed=0, resolution=2, progress=False)
+    return make_demo_cohort(
+        out, subjects=6, sites=3, seed=0, patients=6, resolution=2, progress=False
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_new_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """New subjects of the tiny cohort's distribution (4 controls, 4 patients; chapter 6's
+    oracle), fast mode. Read-only."""
+    from neurodiff.demo_data import make_demo_cohort
+
+    out = tmp_path_factory.mktemp("tiny_new_cohort") / "demo-new"
+    return make_demo_cohort(
+        out,
+        subjects=4,
+        sites=3,
+        seed=0,
+        patients=4,
+        new_subjects=True,
+        resolution=2,
+        progress=False,
+    )
 
 
 def write_nifti(
@@ -144,7 +166,7 @@ def model(smoke_cfg):
 
 
 @pytest.fixture(scope="session")
-def smoke_book(tiny_cohort, tmp_path_factory):
+def smoke_book(tiny_cohort, tiny_new_cohort, tmp_path_factory):
     """The whole study on the smoke profile through papermill, then a strict book build, in a
     copy of the project: ``(project, RunReport, index.html)``."""
     from neurodiff import runner
@@ -159,7 +181,12 @@ def smoke_book(tiny_cohort, tmp_path_factory):
     mp.setenv("NEURODIFF_ROOT", str(project))
     try:
         report = runner.run_notebooks(
-            "smoke", {"cohort": str(tiny_cohort), "derived_dir": "derived"}
+            "smoke",
+            {
+                "cohort": str(tiny_cohort),
+                "oracle_cohort": str(tiny_new_cohort),
+                "derived_dir": "derived",
+            },
         )
         index = runner.build_book(strict=True, root=project)
     finally:

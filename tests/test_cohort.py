@@ -32,7 +32,7 @@ def test_bids_demo_cohort(tiny_cohort: Path) -> None:
     df = load_cohort(tiny_cohort)
     assert df.attrs["layout"] == "bids"
     assert df.attrs["skipped"] == []
-    assert df["subject"].tolist() == [f"sub-00{i}" for i in range(1, 7)]
+    assert df["subject"].tolist() == [f"sub-{i:03d}" for i in range(1, 13)]
     for col in (
         "subject",
         "site",

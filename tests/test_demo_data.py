@@ -26,11 +26,11 @@ def _hashes(root: Path) -> dict[str, str]:
 
 def test_bids_layout_and_description(tiny_cohort: Path) -> None:
     scans = sorted(tiny_cohort.glob("sub-*/anat/sub-*_T1w.nii.gz"))
-    assert [p.name for p in scans] == [f"sub-00{i}_T1w.nii.gz" for i in range(1, 7)]
+    assert [p.name for p in scans] == [f"sub-{i:03d}_T1w.nii.gz" for i in range(1, 13)]
     table = pd.read_csv(tiny_cohort / "participants.tsv", sep="\t")
-    assert list(table.columns) == ["participant_id", "site", "age", "sex"]
-    assert table["participant_id"].tolist() == [f"sub-00{i}" for i in range(1, 7)]
-    assert table["site"].value_counts().to_dict() == {"A": 2, "B": 2, "C": 2}
+    assert list(table.columns) == ["participant_id", "site", "age", "sex", "group"]
+    assert table["participant_id"].tolist() == [f"sub-{i:03d}" for i in range(1, 13)]
+    assert table["site"].value_counts().to_dict() == {"A": 4, "B": 4, "C": 4}
     assert table["age"].between(20, 86).all()
     assert set(table["sex"]) <= {"F", "M"}
     desc = json.loads((tiny_cohort / "dataset_description.json").read_text())
@@ -70,12 +70,19 @@ def test_same_seed_gives_identical_bytes_other_seed_other_subjects(
     tiny_cohort: Path, tmp_path: Path
 ) -> None:
     again = make_demo_cohort(
-        tmp_path / "again", subjects=6, sites=3, seed=0, resolution=2, workers=1, progress=False
+        tmp_path / "again",
+        subjects=6,
+        sites=3,
+        seed=0,
+        patients=6,
+        resolution=2,
+        workers=1,
+        progress=False,
     )
     assert _hashes(again) == _hashes(tiny_cohort)
 
     other = make_demo_cohort(
-        tmp_path / "other", subjects=6, sites=3, seed=1, resolution=2, progress=False
+        tmp_path / "other", subjects=6, sites=3, seed=1, patients=6, resolution=2, progress=False
     )
     first, second = _hashes(tiny_cohort), _hashes(other)
     assert first.keys() == second.keys()
@@ -188,10 +195,10 @@ def test_interrupted_generation_leaves_nothing(
 
 def test_existing_cohort_is_replaced(tiny_cohort: Path, tmp_path: Path) -> None:
     out = make_demo_cohort(
-        tmp_path / "c", subjects=2, sites=1, seed=3, resolution=2, progress=False
+        tmp_path / "c", subjects=2, sites=1, seed=3, patients=0, resolution=2, progress=False
     )
     (out / "stale.txt").write_text("old")
-    make_demo_cohort(out, subjects=1, sites=1, seed=3, resolution=2, progress=False)
+    make_demo_cohort(out, subjects=1, sites=1, seed=3, patients=0, resolution=2, progress=False)
     assert not (out / "stale.txt").exists()
     assert len(list(out.glob("sub-*"))) == 1
 

@@ -25,7 +25,7 @@ def table(tiny_cohort: Path):
 
 def test_tables(table) -> None:
     demo = explore.demographics_table(table)
-    assert demo["subjects"].to_dict() == {"A": 2, "B": 2, "C": 2}
+    assert demo["subjects"].to_dict() == {"A": 4, "B": 4, "C": 4}
     assert {"age mean", "age range", "women %"} <= set(demo.columns)
     acq = explore.acquisition_table(table)
     assert acq.loc["B", "orientation"] == "LPS"
@@ -33,13 +33,13 @@ def test_tables(table) -> None:
     assert acq.loc["A", "voxel size (mm)"] == "2.4 x 2.4 x 2.4"
     assert acq.loc["A", "median p99"] > 100 * acq.loc["C", "median p99"]
     text = explore.describe_source(table)
-    assert "These images are simulated" in text and "6 scans from 3 site(s)" in text
+    assert "These images are simulated" in text and "12 scans from 3 site(s)" in text
 
 
 def test_site_summary_and_figures(table) -> None:
     summary = explore.summarise_sites(table)
     assert summary.sites == ["A", "B", "C"]
-    assert summary.count == {"A": 2, "B": 2, "C": 2}
+    assert summary.count == {"A": 4, "B": 4, "C": 4}
     shape = summary.template.shape
     for site in summary.sites:
         mean = summary.mean[site]

@@ -27,6 +27,7 @@ FLOORS = {
     "artifacts": 2,
     "checkpoints": 2,
     "model": 3,
+    "conditioning": 3,
     "schedulers": 3,
     "sampling": 4,
     "features": 4,
@@ -38,13 +39,14 @@ FLOORS = {
     "train": 6,
     "sample": 6,
     "metrics": 6,
+    "augment": 6,
     "runner": 7,
     "notebook": 7,
     "record": 7,
     "cli": 8,
     "__main__": 9,
 }
-STAGES = {"demo_data", "explore", "preprocess", "train", "sample", "metrics"}
+STAGES = {"demo_data", "explore", "preprocess", "train", "sample", "metrics", "augment"}
 METRIC_FAMILIES = {
     "checks",
     "bootstrap",

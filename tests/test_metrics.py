@@ -472,7 +472,7 @@ def fake_stage_inputs(monkeypatch, sets):
     """The readers of the preprocessed splits and the synthetic set replaced by in-memory sets
     ([-1, 1] real)."""
 
-    def load_split(params, split):
+    def load_split(params, split, group=None):
         images = sets[split] * 2 - 1
         index = pd.DataFrame(
             {
@@ -484,7 +484,9 @@ def fake_stage_inputs(monkeypatch, sets):
         return images.astype(np.float32), index
 
     monkeypatch.setattr(stage_module, "load_split", load_split)
-    monkeypatch.setattr(stage_module, "load_synthetic", lambda params: sets["synthetic"])
+    monkeypatch.setattr(
+        stage_module, "load_synthetic", lambda params, group=None: sets["synthetic"]
+    )
 
 
 def test_run_writes_metrics_json(tmp_path, fake_stage_inputs, sets):

@@ -76,7 +76,7 @@ def test_2d_outputs_shape_range_dtype(built, tiny_cohort: Path) -> None:
     cfg = params.stage(config.PreprocessConfig)
     folder = artifacts.preprocessed_dir(params)
     assert result.out_dir == folder and not result.cached
-    assert result.n_subjects == 6 and result.excluded == []
+    assert result.n_subjects == 12 and result.excluded == []
     for split in ("train", "test"):
         images, index = pp.load_split(params, split)
         assert images.dtype == np.float32
@@ -180,7 +180,7 @@ def test_split_has_no_leakage_and_is_stratified(built) -> None:
     train = set(split.loc[split["split"] == "train", "subject"])
     test = set(split.loc[split["split"] == "test", "subject"])
     assert not train & test
-    assert train | test == {f"sub-00{i}" for i in range(1, 7)}
+    assert train | test == {f"sub-{i:03d}" for i in range(1, 13)}
     assert split.groupby("site")["split"].nunique().eq(2).all()  # every site in both
     _, train_index = pp.load_split(params, "train")
     _, test_index = pp.load_split(params, "test")
@@ -264,9 +264,9 @@ def test_cache_reuse_and_invalidation(
     np.testing.assert_array_equal(parallel_images, serial_images)  # ... reproducibly
 
     # a new scan in the cohort rebuilds
-    add_subject(cohort, "sub-007", "A", data, img.affine, dtype=str(img.get_data_dtype()))
+    add_subject(cohort, "sub-013", "A", data, img.affine, dtype=str(img.get_data_dtype()))
     grown = pp.run(params, workers=1)
-    assert not grown.cached and grown.n_subjects == 7
+    assert not grown.cached and grown.n_subjects == 13
 
 
 def test_interrupted_run_leaves_nothing_that_looks_complete(
@@ -521,7 +521,7 @@ def test_figures_and_tables(built) -> None:
     assert "percentile 0.5-99.5" in hist.axes[1].get_title()
 
     table = pp.split_summary(params)
-    assert table.loc["total", "total"] == 6
+    assert table.loc["total", "total"] == 12
     assert table.loc["total", "train"] == result.n_train_subjects
 
     qc = pp.load_qc(params)

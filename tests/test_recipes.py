@@ -165,7 +165,8 @@ def test_a_rectified_flow_model_trains_and_samples_on_smoke(tmp_path):
         {"process": "rflow", "sampler": "heun", "loss": "l2", "timestep_sampling": "logit_normal"},
     )
     images = np.random.default_rng(0).uniform(-1, 1, (8, 1, 16, 16)).astype(np.float32)
-    result = train(params, images, tmp_path / "train", progress=False)
+    labels = np.arange(len(images)) % 2  # control, patient, ... (the smoke model is conditional)
+    result = train(params, images, tmp_path / "train", labels=labels, progress=False)
     assert result.step == params.train_steps and np.isfinite(result.final_loss)
     model, cfg, _ = load_ema_model(tmp_path / "train")
     x = generate(model, cfg, 3, sampler="heun", steps=3, progress=False)

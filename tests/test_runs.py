@@ -15,17 +15,20 @@ def _params(tmp_path, **overrides):
 
 def test_a_key_changes_with_its_own_and_upstream_parameters_only(tmp_path):
     base = runs.chain_keys(_params(tmp_path))
-    assert all(len(k) == 12 for k in base.values()) and len(set(base.values())) == 4
+    assert all(len(k) == 12 for k in base.values()) and len(set(base.values())) == 5
     # a training parameter: training and everything after it, not preprocessing
     lr = runs.chain_keys(_params(tmp_path, lr=3e-4))
     assert lr["preprocessed"] == base["preprocessed"]
-    assert all(lr[s] != base[s] for s in ("train", "synthetic", "metrics"))
+    assert all(lr[s] != base[s] for s in ("train", "synthetic", "metrics", "augment"))
     # a preprocessing parameter changes every key
     norm = runs.chain_keys(_params(tmp_path, normalise="minmax"))
     assert all(norm[s] != base[s] for s in base)
     # a sampler parameter: sampling and metrics only
     steps = runs.chain_keys(_params(tmp_path, steps=10))
-    assert [steps[s] == base[s] for s in base] == [True, True, False, False]
+    assert [steps[s] == base[s] for s in base] == [True, True, False, False, False]
+    # an experiment parameter: the augmentation experiment only
+    draws = runs.chain_keys(_params(tmp_path, augment_draws=5))
+    assert [draws[s] == base[s] for s in base] == [True, True, True, True, False]
 
 
 def test_where_and_how_do_not_enter_a_key(tmp_path):
@@ -91,7 +94,13 @@ def test_clean_prunes_safely_by_default_and_more_on_request(tmp_path, capsys):
     assert artifacts.train_dir(a) not in dry and artifacts.preprocessed_dir(b) not in dry
     # --run: b's training run and what was made from it, not its upstream
     gone = runs.remove_runs(a.profile_dir(), keys=[runs.stage_key(b, "train")])
-    assert sorted(p.parent.name for p in gone) == ["metrics", "synthetic", "train", "train"]
+    assert sorted(p.parent.name for p in gone) == [
+        "augment",
+        "metrics",
+        "synthetic",
+        "train",
+        "train",
+    ]
     assert stray in gone  # the strays go with every clean
     assert artifacts.preprocessed_dir(b).exists() and artifacts.metrics_dir(a).exists()
     with pytest.raises(ValueError, match="no run 'abcdef' under"):
@@ -106,8 +115,10 @@ def test_clean_prunes_safely_by_default_and_more_on_request(tmp_path, capsys):
     assert set(orphans) == {
         artifacts.synthetic_dir(a),
         artifacts.metrics_dir(a),
+        artifacts.augment_dir(a),
         artifacts.synthetic_dir(c),
         artifacts.metrics_dir(c),
+        artifacts.augment_dir(c),
     }
     # --incomplete: an interrupted training and what was made from it
     d = _params(tmp_path, lr=1e-4)

@@ -43,6 +43,7 @@ def trained(tiny_cohort, tmp_path_factory):
             "sample_batch_size": 2,
             "steps": 5,
             "seed": 4,
+            "groups": [],  # the unconditional path (test_augment.py samples each group)
         },
     )
     preprocess.run(params)
@@ -319,6 +320,8 @@ def test_cli_sample(trained, capsys):
         "preview_every=0",
         "-p",
         "seed=4",
+        "-p",
+        "groups=[]",
     ]
     assert main([*base, "-p", "sampler=lms"]) == 2
     assert "parameter 'sampler' must be one of" in capsys.readouterr().err

@@ -43,6 +43,7 @@ EXERCISES = {
     "subjects": "-p train_subjects=8",
     "target": "-p prediction_type=v_prediction",
     "harmonisation": "-p register=none -p normalise=minmax",
+    "augmentation": "-p augment_n='[1, 2]' -p augment_draws=40",
 }
 
 
@@ -79,12 +80,22 @@ def test_what_the_guide_says_about_the_schedules():
 
 
 @pytest.fixture(scope="module")
-def course(smoke_book, tiny_cohort):
+def course(smoke_book, tiny_cohort, tiny_new_cohort):
     """The guide's class, on the smoke book's project: ``run(command)`` executes one command of
     the guide with ``--profile smoke`` and that project's cohort and output folder."""
     project, report, _ = smoke_book
-    extra = ["-p", f"cohort={tiny_cohort}", "-p", "derived_dir=derived"]  # in the project
-    base = config.resolve("smoke", {"cohort": str(tiny_cohort), "derived_dir": "derived"})
+    extra = [  # in the project
+        *("-p", f"cohort={tiny_cohort}", "-p", f"oracle_cohort={tiny_new_cohort}"),
+        *("-p", "derived_dir=derived"),
+    ]
+    base = config.resolve(
+        "smoke",
+        {
+            "cohort": str(tiny_cohort),
+            "oracle_cohort": str(tiny_new_cohort),
+            "derived_dir": "derived",
+        },
+    )
     mp = pytest.MonkeyPatch()
     mp.setenv("NEURODIFF_ROOT", str(project))
 
@@ -101,6 +112,12 @@ def _runs(params, stage):
     return {r.key: r for r in found if r.stage == stage}
 
 
+def _preprocessed_cohorts(params):
+    """The preprocessing runs of the cohort (the oracle cohort of chapter 6 has its own)."""
+    found = _runs(params, "preprocessed").values()
+    return [r for r in found if r.params.get("cohort") == params.cohort]
+
+
 def _metrics(params):
     return json.loads((artifacts.metrics_dir(params) / "metrics.json").read_text())["metrics"]
 
@@ -115,9 +132,9 @@ def test_setting_up_a_class(course, tmp_path, capsys):
     # neurodiff demo-data (into a scratch folder: the smoke book uses the small test cohort)
     assert cli.main(["demo-data", "--out", str(tmp_path / "demo")]) == 0
     subjects = list((tmp_path / "demo").glob("sub-*"))
-    assert len(subjects) == 48
+    assert len(subjects) == 48 + 24  # controls and patients
     # neurodiff run --profile course: the smoke book fixture ran the same, on smoke
-    assert [n.name[:2] for n in report.notebooks] == ["01", "02", "03", "04", "05"]
+    assert [n.name[:2] for n in report.notebooks] == ["01", "02", "03", "04", "05", "06"]
     # make book
     proc = subprocess.run(
         ["make", "-C", str(ROOT), "book"], env=env, capture_output=True, text=True
@@ -128,7 +145,7 @@ def test_setting_up_a_class(course, tmp_path, capsys):
     capsys.readouterr()
     assert run(".venv/bin/neurodiff runs --profile course") == 0
     out = capsys.readouterr().out
-    assert len(re.findall(r"\b[0-9a-f]{12} \*", out)) == 4 and "complete" in out
+    assert len(re.findall(r"\b[0-9a-f]{12} \*", out)) == 5 and "complete" in out
 
 
 @pytest.mark.slow
@@ -139,7 +156,7 @@ def test_exercise_1_the_noise_schedule(course, capsys):
     new = config.Params({**base.to_dict(), "schedule": "linear_beta"})
     after = _runs(base, "train")
     assert set(before) < set(after) and runs.stage_key(new, "train") in after
-    assert len(_runs(base, "preprocessed")) == 1  # the preprocessing is shared
+    assert len(_preprocessed_cohorts(base)) == 1  # the preprocessing is shared
     assert _metrics(new)["fid"]["value"] != _metrics(base)["fid"]["value"]
     assert run(".venv/bin/neurodiff runs --profile course") == 0
     out = capsys.readouterr().out
@@ -186,9 +203,24 @@ def test_exercise_5_harmonisation(course):
     _, _, base, run = course
     assert run(_guide_commands()[len(SETUP) + 4]) == 0
     new = config.Params({**base.to_dict(), "register": "none", "normalise": "minmax"})
-    assert len(_runs(base, "preprocessed")) == 2  # the whole chain is recomputed
+    assert len(_preprocessed_cohorts(base)) == 2  # the whole chain is recomputed
     assert artifacts.load_manifest(new)["params"]["normalise"] == "minmax"
     after_new = pd.DataFrame(artifacts.load_histograms(new)["after"]).median(axis=1)
     after_base = pd.DataFrame(artifacts.load_histograms(base)["after"]).median(axis=1)
     assert not after_new.equals(after_base)
     assert runs.read_run(artifacts.metrics_dir(new)).complete
+
+
+@pytest.mark.slow
+def test_exercise_6_augmentation_reuses_the_generator(course):
+    _, _, base, run = course
+    trained = set(_runs(base, "train"))
+    sampled = set(_runs(base, "synthetic"))
+    assert run(_guide_commands()[len(SETUP) + 5]) == 0
+    new = config.Params({**base.to_dict(), "augment_n": [1, 2], "augment_draws": 40})
+    assert set(_runs(base, "train")) == trained and set(_runs(base, "synthetic")) == sampled
+    folder = artifacts.augment_dir(new)
+    assert folder != artifacts.augment_dir(base) and runs.read_run(folder).complete
+    table = pd.read_csv(folder / "table.tsv", sep="\t")
+    assert sorted(set(table["n"])) == [1, 2]
+    assert json.loads((folder / "augment.json").read_text())["draws"] == 40

@@ -48,6 +48,11 @@ def _params(tmp_path: Path, **overrides):
     return config.resolve("smoke", {"derived_dir": str(tmp_path / "derived"), **BASE, **overrides})
 
 
+def _halves(images) -> np.ndarray:
+    """Class labels 0, 1, 0, 1 ... (the smoke model is class-conditional)."""
+    return np.arange(len(images)) % 2
+
+
 def _blobs(n: int, size: int = 16, seed: int = 0) -> np.ndarray:
     """Bright discs of random radius and centre on a dark background, in [-1, 1]."""
     rng = np.random.default_rng(seed)
@@ -70,7 +75,7 @@ def smoke_run(tmp_path_factory, images):
     """One finished smoke training (6 steps, checkpoints at 3 and 6)."""
     tmp = tmp_path_factory.mktemp("smoke")
     params = _params(tmp)
-    result = train(params, images, progress=False)
+    result = train(params, images, labels=np.arange(len(images)) % 2, progress=False)
     return params, result
 
 
@@ -98,7 +103,7 @@ def test_loss_decreases_on_a_tiny_dataset(tmp_path, images):
         preview_every=0,
         loss="l2",
     )
-    result = train(params, images, progress=False)
+    result = train(params, images, labels=np.arange(len(images)) % 2, progress=False)
     loss = read_loss_log(result.train_dir)["loss"].to_numpy()
     assert len(loss) == 60
     assert np.isfinite(loss).all()
@@ -155,30 +160,47 @@ def test_checkpoint_round_trip(smoke_run):
 
 def test_finished_run_is_not_repeated(smoke_run, images):
     params, first = smoke_run
-    again = train(params, images, progress=False)
+    again = train(params, images, labels=np.arange(len(images)) % 2, progress=False)
     assert again.steps_run == 0 and again.step == 6
     assert "reused the finished run" in str(again)
     assert again.final_loss == pytest.approx(first.final_loss, rel=1e-4)
 
 
 def test_changed_parameters_train_a_new_run_and_keep_the_old(tmp_path, images):
-    first = train(_params(tmp_path, train_steps=3, preview_every=0), images, progress=False)
-    longer = train(_params(tmp_path, train_steps=5, preview_every=0), images, progress=False)
+    first = train(
+        _params(tmp_path, train_steps=3, preview_every=0),
+        images,
+        labels=_halves(images),
+        progress=False,
+    )
+    longer = train(
+        _params(tmp_path, train_steps=5, preview_every=0),
+        images,
+        labels=_halves(images),
+        progress=False,
+    )
     assert longer.train_dir != first.train_dir
     assert longer.resumed_from is None and longer.steps_run == 5
-    other_lr = train(_params(tmp_path, train_steps=3, lr=3e-4, preview_every=0), images)
+    other_lr = train(
+        _params(tmp_path, train_steps=3, lr=3e-4, preview_every=0), images, labels=_halves(images)
+    )
     assert other_lr.train_dir not in (first.train_dir, longer.train_dir)
     assert other_lr.steps_run == 3
     # the first run is intact, and asking for it again reuses it
     assert latest_checkpoint(first.train_dir).name == "step-0000003.pt"
-    again = train(_params(tmp_path, train_steps=3, preview_every=0), images, progress=False)
+    again = train(
+        _params(tmp_path, train_steps=3, preview_every=0),
+        images,
+        labels=_halves(images),
+        progress=False,
+    )
     assert again.train_dir == first.train_dir and again.steps_run == 0
     # where outputs go does not name the run: the same key under another derived_dir
     moved = _params(tmp_path / "elsewhere", train_steps=3, preview_every=0)
     assert artifacts.train_dir(moved).name == first.train_dir.name
     # resume=false starts the same run over and removes its old checkpoints first
     fresh = _params(tmp_path, train_steps=3, checkpoint_every=2, resume=False, preview_every=0)
-    result = train(fresh, images, progress=False)
+    result = train(fresh, images, labels=np.arange(len(images)) % 2, progress=False)
     assert result.train_dir == first.train_dir
     assert result.resumed_from is None and result.steps_run == 3
     names = [p.name for p in (result.train_dir / "checkpoints").iterdir()]
@@ -197,7 +219,7 @@ def test_gradient_accumulation_and_ema_schedule(tmp_path, images):
         compile=False,
         channels_last=True,
     )
-    result = train(params, images, progress=False)
+    result = train(params, images, labels=np.arange(len(images)) % 2, progress=False)
     assert result.effective_batch == 8
     ckpt = load_checkpoint(result.checkpoint)
     assert ckpt["ema_updates"] == 1  # only step 4 is >= ema_start and a multiple of ema_every
@@ -220,7 +242,7 @@ def test_lr_schedule():
 
 def test_dataset_smaller_than_one_batch(tmp_path, images):
     with pytest.raises(DataError, match="has 3 images, fewer than one batch: batch_size=4"):
-        train(_params(tmp_path), images[:3], progress=False)
+        train(_params(tmp_path), images[:3], labels=np.arange(3) % 2, progress=False)
 
 
 @pytest.mark.parametrize(
@@ -269,25 +291,32 @@ def test_corrupt_or_foreign_checkpoints(tmp_path, smoke_run):
 
 
 def test_a_model_parameter_change_trains_without_error(tmp_path, images):
-    train(_params(tmp_path, train_steps=3, preview_every=0), images, progress=False)
+    train(
+        _params(tmp_path, train_steps=3, preview_every=0),
+        images,
+        labels=_halves(images),
+        progress=False,
+    )
     for change in ({"timesteps": 80}, {"schedule": "linear_beta"}):
         other = _params(tmp_path, train_steps=3, preview_every=0, **change)
-        assert train(other, images, progress=False).steps_run == 3
+        assert (
+            train(other, images, labels=np.arange(len(images)) % 2, progress=False).steps_run == 3
+        )
 
 
 def test_resume_refuses_a_corrupt_or_foreign_checkpoint(tmp_path, images):
     params = _params(tmp_path, train_steps=3, preview_every=0)
-    first = train(params, images, progress=False)
+    first = train(params, images, labels=np.arange(len(images)) % 2, progress=False)
     other = _params(tmp_path, train_steps=6, timesteps=80, preview_every=0)
     folder = artifacts.train_dir(other)
     (folder / "checkpoints").mkdir(parents=True)
     shutil.copy(latest_checkpoint(first.train_dir), folder / "checkpoints")
     with pytest.raises(CheckpointError, match=r"timesteps: checkpoint has 50, expected 80"):
-        train(other, images, progress=False)
+        train(other, images, labels=np.arange(len(images)) % 2, progress=False)
     # a corrupt latest checkpoint stops the run before training
     latest_checkpoint(first.train_dir).write_bytes(b"\0" * 100)
     with pytest.raises(CheckpointError, match="step-0000003.pt' cannot be read"):
-        train(params, images, progress=False)
+        train(params, images, labels=np.arange(len(images)) % 2, progress=False)
     with pytest.raises(CheckpointError, match="no checkpoint in"):
         load_ema_model(tmp_path / "nowhere")
 
@@ -337,7 +366,8 @@ images = np.load(sys.argv[1])
 def slow_down(state):  # leaves the parent time to kill us between checkpoints
     time.sleep(0.4)
 
-train(params, images, sys.argv[2], progress=False, callback=slow_down)
+labels = np.arange(len(images)) % 2
+train(params, images, sys.argv[2], labels=labels, progress=False, callback=slow_down)
 """
 
 
@@ -366,9 +396,11 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path, images, lau
     assert not (killed / "checkpoints" / "step-0000010.pt").exists()
 
     params = config.resolve("smoke", overrides)
-    resumed = train(params, images, killed, progress=False)
+    resumed = train(params, images, killed, labels=np.arange(len(images)) % 2, progress=False)
     assert resumed.resumed_from in (4, 8) and resumed.step == 10
-    straight = train(params, images, tmp_path / "straight", progress=False)
+    straight = train(
+        params, images, tmp_path / "straight", labels=np.arange(len(images)) % 2, progress=False
+    )
     assert straight.resumed_from is None
 
     a = load_checkpoint(latest_checkpoint(killed))
@@ -400,7 +432,8 @@ def keep_final(state):
         final["ema"] = {{k: v.clone() for k, v in state.ema.state_dict().items()}}
         final["world_size"] = state.world_size
 
-result = train(params, images, sys.argv[2], progress=False, callback=keep_final)
+labels = np.arange(len(images)) % 2
+result = train(params, images, sys.argv[2], labels=labels, progress=False, callback=keep_final)
 torch.save(final, os.path.join(sys.argv[2], f"rank{{os.environ['RANK']}}.pt"))
 """
 

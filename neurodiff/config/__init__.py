@@ -2,8 +2,9 @@
 
 Each pipeline stage owns a small frozen dataclass (:class:`CohortConfig`,
 :class:`PreprocessConfig`, :class:`ModelConfig`, :class:`TrainConfig`, :class:`SampleConfig`,
-:class:`MetricsConfig`, in :mod:`.stages`). Their fields *are* the parameter names that appear in
-the notebooks' ``parameters`` cells and in the profile YAML files (``neurodiff/profiles/*.yaml``).
+:class:`MetricsConfig`, :class:`AugmentConfig`, in :mod:`.stages`). Their fields *are* the
+parameter names that appear in the notebooks' ``parameters`` cells and in the profile YAML files
+(``neurodiff/profiles/*.yaml``).
 A name used by several stages is declared once, in a mixin of :mod:`.fields`.
 
 Values flow like this::
@@ -33,6 +34,7 @@ from .params import (
 from .stages import (
     SAMPLERS_BY_PROCESS,
     STAGES,
+    AugmentConfig,
     CohortConfig,
     MetricsConfig,
     ModelConfig,
@@ -44,6 +46,7 @@ from .stages import (
 __all__ = [
     "LOCATION_PARAMS",
     "STAGES",
+    "AugmentConfig",
     "CohortConfig",
     "ConfigError",
     "MetricsConfig",

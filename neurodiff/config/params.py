@@ -27,7 +27,7 @@ import yaml
 
 from ..errors import ConfigError
 from .fields import LOCATION_PARAMS, StageConfig, coerce
-from .stages import SAMPLERS_BY_PROCESS, STAGES, ModelConfig, SampleConfig
+from .stages import SAMPLERS_BY_PROCESS, STAGES, AugmentConfig, ModelConfig, SampleConfig
 
 __all__ = [
     "LOCATION_PARAMS",
@@ -283,6 +283,14 @@ def _check_across_stages(params: Params) -> None:
             f"sampler {sample.sampler!r} does not fit process={model.process!r}; "
             f"use one of {list(fitting)}",
             parameter="sampler",
+        )
+    augment: AugmentConfig = params.stage(AugmentConfig)
+    if model.groups and max(augment.augment_synthetic) > sample.n_samples:
+        raise ConfigError(
+            f"parameter 'augment_synthetic' asks for up to {max(augment.augment_synthetic)} "
+            f"synthetic images per class, but n_samples is {sample.n_samples}; lower "
+            "augment_synthetic or raise n_samples",
+            parameter="augment_synthetic",
         )
     if sample.sampler == "pndm" and model.prediction_type != "epsilon":
         raise ConfigError(

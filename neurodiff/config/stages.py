@@ -24,6 +24,7 @@ from .fields import (
 __all__ = [
     "SAMPLERS_BY_PROCESS",
     "STAGES",
+    "AugmentConfig",
     "CohortConfig",
     "MetricsConfig",
     "ModelConfig",
@@ -179,8 +180,28 @@ class ModelConfig(ImageFields):
         choices=("none", "min_snr"),
     )
     snr_gamma: float = param(5.0, "gamma of loss_weighting=min_snr", min=0, min_inclusive=False)
+    groups: tuple[str, ...] = param(
+        ("control", "patient"),
+        "class-conditional generator: the values of the cohort's 'group' column it is "
+        "conditioned on, in this order (MONAI num_class_embeds; [] = unconditional, as the "
+        "authors' model)",
+    )
+    label_dropout: float = param(
+        0.1,
+        "share of training images whose class is replaced by 'no class', so that the same "
+        "network also learns the unconditional model (classifier-free guidance, Ho & Salimans "
+        "2022); used with groups only",
+        min=0,
+        max=1,
+    )
 
     def validate(self) -> None:
+        if len(set(self.groups)) != len(self.groups) or any(not g for g in self.groups):
+            raise ConfigError(
+                f"parameter 'groups' must list distinct, non-empty group names; got "
+                f"{list(self.groups)}",
+                parameter="groups",
+            )
         for name, default in (("schedule", "cosine"), ("prediction_type", "epsilon")):
             if self.process == "rflow" and getattr(self, name) != default:
                 raise ConfigError(
@@ -267,7 +288,7 @@ class TrainConfig(PrecisionFields, DeviceFields, RunFields):
     channels_last: bool = param(False, "channels_last memory format")
     checkpoint_every: int = param(500, "checkpoint interval (steps)", min=1, shapes=False)
     keep_checkpoints: int = param(2, "checkpoints kept (oldest removed)", min=1, shapes=False)
-    preview_every: int = param(300, "preview-sample interval (steps, 0 = off)", min=0)
+    preview_every: int = param(500, "preview-sample interval (steps, 0 = off)", min=0)
     resume: bool = param(
         True,
         "continue from the latest checkpoint of the same parameters if one exists "
@@ -291,10 +312,19 @@ class SampleConfig(PrecisionFields, DeviceFields, RunFields):
         10, "sampler steps (ddpm always uses all timesteps; heun: 2 x steps - 1 evaluations)", min=1
     )
     eta: float = param(0.0, "DDIM eta (0 = deterministic)", min=0, max=1)
-    n_samples: int = param(64, "synthetic images/volumes to generate", min=1)
+    guidance_scale: float = param(
+        1.0,
+        "classifier-free guidance of a class-conditional model: prediction = unconditional + "
+        "scale x (conditional - unconditional); 1 = the conditional model alone (one network "
+        "evaluation per step), > 1 strengthens the class (two evaluations), 0 = unconditional",
+        min=0,
+    )
+    n_samples: int = param(
+        64, "synthetic images/volumes to generate (per group of a class-conditional model)", min=1
+    )
     sample_batch_size: int = param(32, "samples per forward batch", min=1)
     sampler_table_samples: int = param(
-        64,
+        32,
         "samples per row of the sampler speed/quality table (chapter 4; recomputed on every run, "
         "not part of the synthetic cohort)",
         min=2,
@@ -326,6 +356,41 @@ class MetricsConfig(DeviceFields, RunFields):
     nn_k: int = param(5, "k of the k-NN manifolds (precision/recall, density/coverage)", min=1)
 
 
+@dataclass(frozen=True)
+class AugmentConfig(RunFields):
+    """Does augmentation help? The downstream patient-vs-control experiment of chapter 6."""
+
+    stage: ClassVar[str] = "augment"
+    augment_n: tuple[int, ...] = param(
+        (2, 4, 8, 16), "real training subjects per class of the learning curve", min=1
+    )
+    augment_draws: int = param(
+        20, "random draws of the real training subjects per n (paired across arms)", min=2
+    )
+    augment_synthetic: tuple[int, ...] = param(
+        (16, 32, 64),
+        "synthetic images added per class in arm C (real + synthetic); the largest also sets "
+        "the images added in arms B (classical augmentation) and E (new subjects), and arm D "
+        "trains on that many synthetic images per class only. At most n_samples",
+        min=1,
+    )
+    oracle_cohort: str = param(
+        "data/raw/demo-new",
+        "new subjects of the cohort's distribution, in no split and unseen by the generator, "
+        "for arm E (`neurodiff demo-data --new-subjects`; '' = no arm E, e.g. with real data)",
+    )
+    augment_bootstrap: int = param(
+        1000, "paired bootstrap resamples (test subjects and draws) for the 95% intervals", min=10
+    )
+    classifier_c: float = param(
+        0.01,
+        "inverse L2 strength of the logistic-regression classifier on standardised pooled "
+        "pixels (fixed in advance, not tuned on the test subjects)",
+        min=0,
+        min_inclusive=False,
+    )
+
+
 STAGES: tuple[type[StageConfig], ...] = (
     CohortConfig,
     PreprocessConfig,
@@ -333,4 +398,5 @@ STAGES: tuple[type[StageConfig], ...] = (
     TrainConfig,
     SampleConfig,
     MetricsConfig,
+    AugmentConfig,
 )

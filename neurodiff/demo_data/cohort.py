@@ -71,38 +71,48 @@ def _work(index: int) -> int:
     return index
 
 
-def _draw_subjects(subjects: int, patients: int, n_sites: int, seed: int) -> list[_Subject]:
+#: Random streams of a cohort's subjects: (demographics of controls, of patients, anatomy of
+#: controls, of patients). ``new_subjects`` uses its own four, so that no new subject repeats a
+#: subject of the cohort made with the same seed.
+_STREAMS = {False: (0, 1, 2, 3), True: (4, 5, 6, 7)}
+
+
+def _draw_subjects(
+    subjects: int, patients: int, n_sites: int, seed: int, new_subjects: bool = False
+) -> list[_Subject]:
     width = max(3, len(str(subjects + patients)))
+    prefix = "sub-new" if new_subjects else "sub-"
+    d_control, d_patient, a_control, a_patient = _STREAMS[new_subjects]
     out = []
-    rng = np.random.default_rng([seed, 0])
+    rng = np.random.default_rng([seed, d_control])
     sites = rng.permutation(np.arange(subjects) % n_sites)
     ages = rng.integers(20, 87, subjects)
     sexes = rng.choice(["F", "M"], subjects)
     for i in range(subjects):
         out.append(
             _Subject(
-                f"sub-{i + 1:0{width}d}",
+                f"{prefix}{i + 1:0{width}d}",
                 int(sites[i]),
                 int(ages[i]),
                 str(sexes[i]),
                 "control",
-                (seed, 2, i),
+                (seed, a_control, i),
             )
         )
     if patients:
-        rng = np.random.default_rng([seed, 1])
+        rng = np.random.default_rng([seed, d_patient])
         sites = rng.permutation(np.arange(patients) % n_sites)
         ages = np.clip(np.rint(rng.normal(62.0, 8.0, patients)), 45, 80).astype(int)
         sexes = np.where(rng.uniform(size=patients) < 0.6, "M", "F")
         for j in range(patients):
             out.append(
                 _Subject(
-                    f"sub-{subjects + j + 1:0{width}d}",
+                    f"{prefix}{subjects + j + 1:0{width}d}",
                     int(sites[j]),
                     int(ages[j]),
                     str(sexes[j]),
                     "patient",
-                    (seed, 3, j),
+                    (seed, a_patient, j),
                 )
             )
     return out
@@ -209,8 +219,9 @@ def make_demo_cohort(
     subjects: int = 48,
     sites: int = 3,
     seed: int = 0,
-    patients: int = 0,
+    patients: int = 24,
     *,
+    new_subjects: bool = False,
     resolution: int = 1,
     workers: int | None = None,
     progress: bool = True,
@@ -229,7 +240,11 @@ def make_demo_cohort(
     seed : int
         Same seed, same bytes; another seed, other subjects.
     patients : int
-        Extra subjects with the bvFTD-like pattern (adds a ``group`` column).
+        Extra subjects with the bvFTD-like pattern (adds a ``group`` column; 0 = controls only).
+    new_subjects : bool
+        Draw the subjects from other random streams and name them ``sub-new*``: *new* subjects
+        of the same distribution, none of them in the cohort of the same seed. Chapter 6 uses
+        such a cohort as its oracle ("what more real subjects would give").
     resolution : {1, 2}
         Template resolution in mm; 2 also doubles every site's voxel size (8x fewer voxels), a
         fast mode for tests.
@@ -247,7 +262,7 @@ def make_demo_cohort(
     """
     protocols = _check_arguments(out, subjects, sites, seed, patients, resolution)
     out = Path(out)
-    people = _draw_subjects(int(subjects), int(patients), int(sites), int(seed))
+    people = _draw_subjects(int(subjects), int(patients), int(sites), int(seed), bool(new_subjects))
     tpl = _templates(resolution)
     bases = [_site_base(tpl, s) for s in protocols]
     if patients:
@@ -276,13 +291,15 @@ def make_demo_cohort(
             _STATE.clear()
         _write_tables(root, people, protocols, int(patients))
         desc = _description(int(subjects), protocols, int(seed), int(patients), resolution)
+        desc["SimulationParameters"]["new_subjects"] = bool(new_subjects)
         (root / "dataset_description.json").write_text(json.dumps(desc, indent=2) + "\n")
         (root / "README").write_text(
             "SIMULATED DATA - not images of real people.\n\n"
             + desc["GeneratedBy"][0]["Description"]
             + "\n\n"
             f"Written by `{GENERATOR_NAME} --subjects {subjects} --sites {sites} --seed {seed}"
-            + (f" --patients {patients}" if patients else "")
+            + f" --patients {patients}"
+            + (" --new-subjects" if new_subjects else "")
             + "`"
             + (f" at {resolution} mm (fast mode)" if resolution != 1 else "")
             + ".\n"

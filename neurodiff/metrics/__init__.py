@@ -69,10 +69,12 @@ to the metric's range. It describes the sampling variability at the given n; it 
 the estimator's own small-sample bias, which the baseline at equal n shares.
 """
 
+from . import groups
 from .bootstrap import percentile_ci
 from .calibration import LADDER, calibration_for, calibration_ladder, degrade, place_on_ladder
 from .checks import check_images
 from .frechet import fid
+from .groups import by_group
 from .manifold import prdc_metrics, prdc_per_sample
 from .memorisation import MemorisationAudit, memorisation_audit
 from .mmd import MMDTest, median_bandwidth, mmd_linear, mmd_rbf, per_site_mmd
@@ -87,10 +89,13 @@ from .results import (
     results_markdown,
 )
 from .similarity import diversity, ms_ssim, ms_ssim_settings, ssim
-from .stage import evaluate, load_inputs, run
+from .stage import evaluate, load_inputs, reference_group, run
 
 __all__ = [
     "LADDER",
+    "by_group",
+    "groups",
+    "reference_group",
     "calibration_ladder",
     "calibration_for",
     "degrade",

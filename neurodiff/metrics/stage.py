@@ -30,7 +30,7 @@ from .redraws import redraw_baselines
 from .results import METRICS, MetricsData, MetricsResult, MetricValue, jsonable
 from .similarity import diversity, ms_ssim_settings
 
-__all__ = ["evaluate", "load_inputs", "run"]
+__all__ = ["evaluate", "load_inputs", "reference_group", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -408,16 +408,27 @@ def _audit_metrics(
     return metrics
 
 
-def load_inputs(params: Mapping[str, Any]) -> dict[str, Any]:
-    """The stage's inputs in [0, 1]: test and train splits (with their index tables) and the
-    synthetic set.
+def reference_group(params: Mapping[str, Any]) -> str | None:
+    """The group whose realism the report measures: the first of a class-conditional model's
+    ``groups`` (the healthy controls, as the paper measured healthy subjects); None for an
+    unconditional model (every image)."""
+    groups = list(params["groups"])
+    return groups[0] if groups else None
 
-    The preprocessed splits are stored in [-1, 1] and mapped here with ``(x + 1) / 2``; the
-    synthetic set is already in [0, 1].
+
+def load_inputs(params: Mapping[str, Any], group: str | None | bool = True) -> dict[str, Any]:
+    """The stage's inputs in [0, 1]: test and train splits (with their index tables) and the
+    synthetic set, of one group.
+
+    ``group``: ``True`` (default) = :func:`reference_group`; a name = that group's real and
+    synthetic images; ``None`` = every image. The preprocessed splits are stored in [-1, 1] and
+    mapped here with ``(x + 1) / 2``; the synthetic set is already in [0, 1].
     """
+    if group is True:
+        group = reference_group(params)
     out: dict[str, Any] = {}
     for split in ("test", "train"):
-        images, index = load_split(params, split)
+        images, index = load_split(params, split, group=group)
         images = np.asarray(images, dtype=np.float32)
         if images.size and (images.min() < -1 - 1e-3 or images.max() > 1 + 1e-3):
             raise MetricError(
@@ -426,7 +437,7 @@ def load_inputs(params: Mapping[str, Any]) -> dict[str, Any]:
             )
         out[split] = to_unit_range(images)
         out[f"{split}_index"] = index
-    out["synthetic"] = np.asarray(load_synthetic(params), dtype=np.float32)
+    out["synthetic"] = np.asarray(load_synthetic(params, group=group), dtype=np.float32)
     return out
 
 
@@ -455,6 +466,9 @@ def run(params: Any) -> MetricsResult:
     device = resolve_device(cfg.device)
     extractor = get_extractor(cfg.extractor, seed=cfg.seed, device=device)  # fail early
     inputs = load_inputs(params)
+    group = reference_group(params)
+    if group is not None:
+        log.info("realism of group %r (real test vs synthetic %s)", group, group)
     sites = {split: _index_column(inputs, split, "site") for split in ("test", "train")}
     subjects = {split: _index_column(inputs, split, "subject") for split in ("test", "train")}
     result = evaluate(

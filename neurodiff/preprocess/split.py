@@ -14,26 +14,38 @@ __all__ = ["qc_table", "split_subjects"]
 
 
 def split_subjects(table: pd.DataFrame, test_fraction: float, seed: int) -> pd.DataFrame:
-    """Seeded subject-level train/test split, stratified by site.
+    """Seeded subject-level train/test split, stratified by site (and by group, when the table
+    has a ``group`` column).
 
-    In each site (subjects sorted, then shuffled by a generator seeded with ``seed`` and the site
-    name, so adding a site leaves the others' splits unchanged), ``round(test_fraction * n)``
-    subjects go to test -- at least one and at most ``n - 1`` when the site has two or more.
-    Written by hand because the whole rule is these few lines and scikit-learn is not a
-    dependency.
+    In each stratum (subjects sorted, then shuffled by a generator seeded with ``seed`` and the
+    stratum's name, so adding a site or a group leaves the others' splits unchanged; controls and
+    a table without groups use the site's name alone, so adding patients to a cohort leaves the
+    controls' split as it was), ``round(test_fraction * n)`` subjects go to test -- at least one
+    and at most ``n - 1`` when the stratum has two or more. Written by hand because the whole
+    rule is these few lines.
 
-    Returns a table ``subject, site, split`` (``train`` | ``test``) sorted by subject.
+    Returns a table ``subject, site[, group], split`` (``train`` | ``test``) sorted by subject.
     """
+    grouped = "group" in table.columns
+    if grouped:  # a subject without a group is its own stratum, not dropped
+        table = table.assign(group=table["group"].fillna("unknown").astype(str))
+    keys = ["site", "group"] if grouped else ["site"]
     rows = []
-    for site, group in table.groupby("site", sort=True):
-        subjects = sorted(group["subject"].astype(str))
+    for key, stratum in table.groupby(keys, sort=True):
+        site, group = (
+            (key[0], key[1]) if grouped else (key[0] if isinstance(key, tuple) else key, "")
+        )
+        subjects = sorted(stratum["subject"].astype(str))
         n = len(subjects)
         n_test = min(max(round(test_fraction * n), 1), n - 1) if n >= 2 else 0
-        rng = np.random.default_rng([seed, zlib.crc32(str(site).encode())])
+        name = str(site) if group in ("", "control") else f"{site}/{group}"
+        rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
         order = rng.permutation(n)
         test = {subjects[i] for i in order[:n_test]}
-        rows += [(s, site, "test" if s in test else "train") for s in subjects]
-    out = pd.DataFrame(rows, columns=["subject", "site", "split"])
+        extra = (str(group),) if grouped else ()
+        rows += [(s, site, *extra, "test" if s in test else "train") for s in subjects]
+    columns = ["subject", "site", *(["group"] if grouped else []), "split"]
+    out = pd.DataFrame(rows, columns=columns)
     return out.sort_values("subject", kind="stable").reset_index(drop=True)
 
 

@@ -128,7 +128,12 @@ def _write_arrays(tmp: Path, split: pd.DataFrame, cfg: PreprocessConfig) -> dict
     spatial = (cfg.image_size,) * cfg.spatial_dims
     for name in ("train", "test"):
         part = split[split["split"] == name]
-        rows = [(r.subject, r.site, k) for r in part.itertuples() for k in slices]
+        grouped = "group" in part.columns
+        rows = [
+            (r.subject, r.site, k, *((r.group,) if grouped else ()))
+            for r in part.itertuples()
+            for k in slices
+        ]
         arr = np.lib.format.open_memmap(
             tmp / f"{name}.npy", mode="w+", dtype=np.float32, shape=(len(rows), 1, *spatial)
         )
@@ -146,7 +151,8 @@ def _write_arrays(tmp: Path, split: pd.DataFrame, cfg: PreprocessConfig) -> dict
         _write_tsv(
             tmp / f"{name}_index.tsv",
             pd.DataFrame(
-                [(i, *r) for i, r in enumerate(rows)], columns=["row", "subject", "site", "slice"]
+                [(i, *r) for i, r in enumerate(rows)],
+                columns=["row", "subject", "site", "slice", *(["group"] if grouped else [])],
             ),
         )
         info[name] = {"shape": [len(rows), 1, *spatial], "range": [lo, hi] if rows else None}
@@ -340,7 +346,8 @@ def _qc_and_split(
             " (excluded)" if cfg.qc_exclude else " (kept: qc_exclude is off)",
         )
     kept = cohort[~cohort["subject"].isin(excluded)]
-    split = split_subjects(kept[["subject", "site"]], cfg.test_fraction, cfg.seed)
+    columns = ["subject", "site"] + (["group"] if "group" in kept.columns else [])
+    split = split_subjects(kept[columns], cfg.test_fraction, cfg.seed)
     n_train = int((split["split"] == "train").sum())
     n_test = int((split["split"] == "test").sum())
     if n_train < 1 or n_test < 1:
@@ -354,9 +361,7 @@ def _qc_and_split(
         split = pd.concat(
             [
                 split,
-                cohort.loc[cohort["subject"].isin(excluded), ["subject", "site"]].assign(
-                    split="excluded"
-                ),
+                cohort.loc[cohort["subject"].isin(excluded), columns].assign(split="excluded"),
             ]
         )
         split = split.sort_values("subject", kind="stable").reset_index(drop=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from .. import __version__
 from ..artifacts import SYNTHETIC, load_manifest, synthetic_dir
@@ -18,7 +19,7 @@ from ..device import resolve_device, resolve_precision
 from ..errors import DataError
 from ..intensity import to_unit_range
 from ..io import atomic_dir, file_sha256, shown_path
-from ..model import load_ema_model
+from ..model import ClassGuided, class_index, load_ema_model, null_class
 from ..runs import record_run
 from ..sampling import check_sampler_args, generate, network_evaluations
 from ..templates import target_affine
@@ -64,6 +65,7 @@ def write_synthetic(
     generated_by: dict[str, Any],
     grid_png: bool = True,
     name: str = "neurodiff synthetic cohort",
+    groups: Any = None,
 ) -> Path:
     """Write images as a BIDS-like synthetic cohort, atomically (the folder appears complete or
     not at all).
@@ -79,6 +81,9 @@ def write_synthetic(
         carries the voxel size (2D: in-plane spacing and slice thickness).
     generated_by : dict
         Provenance merged into ``dataset_description.json``'s ``GeneratedBy`` entry.
+    groups : sequence of str, optional
+        The group each image was sampled as (a class-conditional model): a ``group`` column of
+        ``participants.tsv``.
     """
     import nibabel as nib
     import pandas as pd
@@ -104,6 +109,10 @@ def write_synthetic(
         table = pd.DataFrame(
             {"participant_id": ids, "site": "synthetic", "sample_index": np.arange(len(ids))}
         )
+        if groups is not None:
+            if len(groups) != len(ids):
+                raise DataError(f"{len(groups)} group names for {len(ids)} synthetic images")
+            table["group"] = list(groups)
         table.to_csv(tmp / "participants.tsv", sep="\t", index=False)
         description = {
             "Name": name,
@@ -143,6 +152,8 @@ class SampleResult:
     checkpoint: Path
     checkpoint_step: int | None
     files: list[Path] = field(default_factory=list, repr=False)
+    groups: dict[str, int] = field(default_factory=dict)
+    guidance_scale: float = 1.0
 
     @property
     def seconds_per_sample(self) -> float:
@@ -151,10 +162,16 @@ class SampleResult:
     def __str__(self) -> str:
         eta = f", eta={self.eta:g}" if self.sampler == "ddim" else ""
         step = f" (step {self.checkpoint_step})" if self.checkpoint_step is not None else ""
+        groups = (
+            " (" + ", ".join(f"{n} {g}" for g, n in self.groups.items()) + ", guidance scale "
+            f"{self.guidance_scale:g})"
+            if self.groups
+            else ""
+        )
         return "\n".join(
             [
-                f"synthetic cohort: {self.n_samples} images of {'x'.join(map(str, self.shape))} "
-                f"in {shown_path(self.out_dir)}",
+                f"synthetic cohort: {self.n_samples} images of {'x'.join(map(str, self.shape))}"
+                f"{groups} in {shown_path(self.out_dir)}",
                 f"  sampler {self.sampler}, {self.steps} network evaluations each{eta}, "
                 f"seed {self.seed}",
                 f"  from EMA weights of {shown_path(self.checkpoint)}{step}",
@@ -164,9 +181,21 @@ class SampleResult:
         )
 
 
-def synthesize(model, model_config: ModelConfig, cfg: SampleConfig, device=None):
+def synthesize(
+    model, model_config: ModelConfig, cfg: SampleConfig, device=None, group: str | None = None
+):
     """``cfg.n_samples`` images from ``model`` with the sampler, steps, eta, batch size, seed and
-    precision of ``cfg`` (:func:`neurodiff.sampling.generate`): ``(N, 1, *spatial)`` in [-1, 1]."""
+    precision of ``cfg`` (:func:`neurodiff.sampling.generate`): ``(N, 1, *spatial)`` in [-1, 1].
+
+    ``group``: a class-conditional model samples that group, with ``cfg.guidance_scale``; its
+    seed is ``cfg.seed`` plus the group's position in ``groups`` (each group its own noise).
+    Without it, a class-conditional model samples unconditionally.
+    """
+    seed = cfg.seed
+    if group is not None:
+        label = class_index(model_config, group)
+        model = ClassGuided(model, label, null_class(model_config), cfg.guidance_scale)
+        seed = cfg.seed + label
     return generate(
         model,
         model_config,
@@ -175,7 +204,7 @@ def synthesize(model, model_config: ModelConfig, cfg: SampleConfig, device=None)
         steps=cfg.steps,
         eta=cfg.eta,
         batch_size=cfg.sample_batch_size,
-        seed=cfg.seed,
+        seed=seed,
         device=device,
         precision=cfg.precision,
     )
@@ -194,7 +223,12 @@ def run(params: Params) -> SampleResult:
     model, ckpt_cfg, ckpt_path = load_ema_model(params, device)
     ckpt_path = Path(ckpt_path)
     t0 = time.perf_counter()
-    images = synthesize(model, ckpt_cfg, cfg, device)
+    groups = list(ckpt_cfg.groups)
+    if groups:  # n_samples of every group, in the order of `groups`
+        images = torch.cat([synthesize(model, ckpt_cfg, cfg, device, g) for g in groups])
+        names = [g for g in groups for _ in range(cfg.n_samples)]
+    else:
+        images, names = synthesize(model, ckpt_cfg, cfg, device), None
     seconds = time.perf_counter() - t0
     step = checkpoint_step(ckpt_path)
     generated_by = {
@@ -205,6 +239,8 @@ def run(params: Params) -> SampleResult:
         "Steps": n_evals,
         "Eta": cfg.eta if cfg.sampler == "ddim" else None,
         "Seed": cfg.seed,
+        "Groups": {g: cfg.n_samples for g in groups} or None,
+        "GuidanceScale": cfg.guidance_scale if groups else None,
         "BatchSize": cfg.sample_batch_size,
         "Device": str(device),
         "Precision": "bf16" if resolve_precision(cfg.precision, device) is not None else "fp32",
@@ -223,6 +259,7 @@ def run(params: Params) -> SampleResult:
         affine=affine,
         generated_by=generated_by,
         name=f"neurodiff synthetic cohort (profile {params.profile})",
+        groups=names,
     )
     record_run(params, SYNTHETIC)
     files = sorted(out.glob("sub-*/anat/*_T1w.nii.gz"))
@@ -239,4 +276,6 @@ def run(params: Params) -> SampleResult:
         ckpt_path,
         step,
         files,
+        {g: cfg.n_samples for g in groups},
+        cfg.guidance_scale,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,7 +17,7 @@ from ..errors import ConfigError, DataError
 from ..intensity import to_unit_range
 from ..metrics.checks import sq_dists
 from ..metrics.mmd import median_bandwidth, mmd_linear, mmd_rbf
-from ..model import load_ema_model
+from ..model import ClassGuided, load_ema_model, null_class
 from ..sampling import (
     ReverseProcess,
     check_sampler_args,
@@ -49,7 +50,7 @@ TABLE_DDIM_STEPS = (250, 100, 50, 20, 10)
 TABLE_PNDM_STEPS = (50, 20)
 
 #: Euler and Heun step counts of the table for a rectified-flow model.
-TABLE_FLOW_STEPS = {"euler": (5, 10, 20, 50), "heun": (5, 10, 20)}
+TABLE_FLOW_STEPS = {"euler": (5, 10, 20), "heun": (5, 10, 20)}
 
 
 def default_table_rows(
@@ -242,14 +243,16 @@ def _check_table_inputs(model_config: ModelConfig, real, n: int) -> np.ndarray:
 def compare_samplers(params: Params, rows: Sequence[tuple[str, int]] | None = None):
     """:func:`sampler_table` for the run of ``params``: its EMA model, its real test images (the
     reference) and real training images (the ``real`` row), ``sampler_table_samples`` samples per
-    row, with the run's ``eta``, ``sample_batch_size``, ``seed``, ``device`` and ``precision``."""
+    row, with the run's ``eta``, ``sample_batch_size``, ``seed``, ``device`` and ``precision``.
+    A class-conditional model samples its first group (the healthy controls), against that
+    group's real images (:func:`reference_model`)."""
     device = resolve_device(params.device)
-    model, model_config, _checkpoint = load_ema_model(params, device)
+    model, model_config, group = reference_model(params, device)
     return sampler_table(
         model,
         model_config,
-        to_unit_range(load_split(params, "test")[0]),
-        to_unit_range(load_split(params, "train")[0]),
+        to_unit_range(load_split(params, "test", group=group)[0]),
+        to_unit_range(load_split(params, "train", group=group)[0]),
         n=params.sampler_table_samples,
         rows=rows,
         eta=params.eta,
@@ -259,6 +262,18 @@ def compare_samplers(params: Params, rows: Sequence[tuple[str, int]] | None = No
         precision=params.precision,
         extractor=params.extractor,
     )
+
+
+def reference_model(params: Params, device) -> tuple[Any, ModelConfig, str | None]:
+    """The EMA model of ``params`` as chapter 4 shows it: ``(model, model config, group)``. A
+    class-conditional model is fixed to its first group (the healthy controls, whose realism the
+    report measures) with the run's ``guidance_scale``; ``group`` is None for an unconditional
+    model."""
+    model, model_config, _checkpoint = load_ema_model(params, device)
+    if not model_config.groups:
+        return model, model_config, None
+    guided = ClassGuided(model, 0, null_class(model_config), params.guidance_scale)
+    return guided, model_config, model_config.groups[0]
 
 
 def recommend(table, tolerance: float = 0.05) -> dict[str, str | float]:
@@ -292,7 +307,7 @@ def reverse_processes(params: Params, n_snapshots: int = 6) -> dict[str, Reverse
     (``{"ddpm": ..., "ddim": ...}``), Euler and Heun (``steps`` each) for a rectified-flow model
     (``{"euler": ..., "heun": ...}``)."""
     device = resolve_device(params.device)
-    model, model_config, _checkpoint = load_ema_model(params, device)
+    model, model_config, _group = reference_model(params, device)
     common = {
         "n_snapshots": n_snapshots,
         "seed": params.seed,

@@ -35,13 +35,28 @@ def item_tensor(item: Any) -> torch.Tensor:
     return torch.as_tensor(item)
 
 
-def collate(items: list[Any]) -> torch.Tensor:
-    """A list of dataset items -> one float32 batch ``(B, 1, *spatial)``."""
-    return torch.stack([item_tensor(x).float() for x in items])
+def item_label(item: Any) -> Any:
+    """A dataset item's class label (``{"label": ...}`` or the second of a tuple), or None."""
+    if isinstance(item, Mapping):
+        return item.get("label")
+    if isinstance(item, tuple | list) and len(item) > 1:
+        return item[1]
+    return None
 
 
-def as_dataset(images: Any, cfg: ModelConfig) -> Dataset:
-    """Validate training images against the model configuration; return a Dataset."""
+def collate(items: list[Any]) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """A list of dataset items -> one float32 batch ``(B, 1, *spatial)``, with ``(B,)`` int64
+    class labels beside it when the items carry labels."""
+    images = torch.stack([item_tensor(x).float() for x in items])
+    labels = [item_label(x) for x in items]
+    if labels[0] is None:
+        return images
+    return images, torch.as_tensor([int(v) for v in labels], dtype=torch.long)
+
+
+def as_dataset(images: Any, cfg: ModelConfig, labels: Any = None) -> Dataset:
+    """Validate training images (and class labels, for a class-conditional model) against the
+    model configuration; return a Dataset."""
     expected = (1,) + (cfg.image_size,) * cfg.spatial_dims
     if isinstance(images, np.ndarray | torch.Tensor):
         arr = torch.as_tensor(images)
@@ -61,6 +76,9 @@ def as_dataset(images: Any, cfg: ModelConfig) -> Dataset:
                 f"training images must be scaled to [-1, 1]; found values in "
                 f"[{arr.min().item():.3g}, {arr.max().item():.3g}]"
             )
+        if cfg.groups:  # items are (image, label)
+            _check_labels(arr, labels, cfg)
+            return TensorDataset(arr, torch.as_tensor(np.asarray(labels), dtype=torch.long))
         return TensorDataset(arr)  # items are 1-tuples; item_tensor unwraps them
     if isinstance(images, Dataset):
         if len(images) > 0:  # type: ignore[arg-type]
@@ -71,11 +89,46 @@ def as_dataset(images: Any, cfg: ModelConfig) -> Dataset:
                     f"spatial_dims={cfg.spatial_dims}, image_size={cfg.image_size}; "
                     f"got {shape}"
                 )
+        if cfg.groups:
+            _check_labels(images, labels, cfg)
         return images
     raise DataError(
         f"training images must be an array (N, 1, *spatial) or a torch Dataset; "
         f"got {type(images).__name__}"
     )
+
+
+def _check_labels(images: Any, labels: Any, cfg: ModelConfig) -> None:
+    n_classes = len(cfg.groups)
+    if isinstance(images, Dataset) and not isinstance(images, TensorDataset):
+        if labels is not None:
+            raise DataError(
+                "class labels of a torch Dataset go inside its items ({'image': ..., 'label': "
+                "...} or (image, label)), not in the 'labels' argument"
+            )
+        if len(images) and item_label(images[0]) is None:  # type: ignore[arg-type]
+            raise DataError(
+                f"a class-conditional model (groups={list(cfg.groups)}) needs a class label per "
+                "training image: dataset items {'image': ..., 'label': ...} or (image, label)"
+            )
+        return
+    if labels is None:
+        raise DataError(
+            f"a class-conditional model (groups={list(cfg.groups)}) needs class labels: "
+            f"train(params, images, labels=...) with one label (0..{n_classes - 1}) per image, "
+            "or set groups=[] for an unconditional model"
+        )
+    lab = np.asarray(labels)
+    if lab.shape != (len(images),) or not np.issubdtype(lab.dtype, np.integer):
+        raise DataError(
+            f"class labels must be {len(images)} integers, one per image; got "
+            f"{lab.dtype} {lab.shape}"
+        )
+    if lab.size and (lab.min() < 0 or lab.max() >= n_classes):
+        raise DataError(
+            f"class labels must lie in 0..{n_classes - 1} (groups {list(cfg.groups)}); "
+            f"found {lab.min()}..{lab.max()}"
+        )
 
 
 class ResumableSampler(DistributedSampler):

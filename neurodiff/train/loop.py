@@ -8,6 +8,7 @@ optimiser step, flush the loss read-outs, save a checkpoint or a preview.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -33,6 +34,7 @@ from ..config import ModelConfig, Params, TrainConfig
 from ..device import autocast, precision_label, resolve_precision
 from ..io import atomic_write_json
 from ..model import (
+    ClassGuided,
     build_inferer,
     build_model,
     build_scheduler,
@@ -40,6 +42,7 @@ from ..model import (
     diffusion_loss,
     estimate_train_flops,
     loss_weights,
+    null_class,
     sample_timesteps,
 )
 from ..sampling import preview_samples
@@ -221,18 +224,30 @@ class Trainer:
         rotate_checkpoints(self.train_dir, self.tcfg.keep_checkpoints)
 
     def save_preview(self, step: int) -> None:
-        """A grid of a few DDIM samples from the EMA weights (the raw weights before any EMA)."""
+        """A grid of a few DDIM samples from the EMA weights (the raw weights before any EMA);
+        a class-conditional model's rows go through its groups in turn, from the same noise."""
         source = self.ema.module if int(self.ema.n_averaged) > 0 else self.model
         n = PREVIEW_IMAGES if self.mcfg.spatial_dims == 2 else 4
-        images = preview_samples(
-            source,
-            self.mcfg,
-            n=n,
-            steps=PREVIEW_STEPS,
-            seed=self.tcfg.seed,
-            device=self.device,
-            dtype=self.dtype,
+        groups = self.mcfg.groups
+        models = [ClassGuided(source, i, null_class(self.mcfg)) for i in range(len(groups))] or [
+            source
+        ]
+        per = max(1, n // len(models))
+        images = torch.cat(
+            [
+                preview_samples(
+                    m,
+                    self.mcfg,
+                    n=per,
+                    steps=PREVIEW_STEPS,
+                    seed=self.tcfg.seed,
+                    device=self.device,
+                    dtype=self.dtype,
+                )
+                for m in models
+            ]
         )
+        n = len(images)
         path = self.train_dir / "previews" / f"step-{step:07d}.png"
         save_grid(images, path, value_range=(-1.0, 1.0), ncols=4 if n == 16 else None)
 
@@ -274,15 +289,23 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         step_loss = torch.zeros((), device=device)
         for micro in range(t.grad_accum):
-            x0 = next(data).to(device, non_blocking=True).contiguous(memory_format=self.fmt)
+            batch = next(data)
+            x0, labels = batch if isinstance(batch, tuple) else (batch, None)
+            x0 = x0.to(device, non_blocking=True).contiguous(memory_format=self.fmt)
             noise_gen.manual_seed(noise_seed(t.seed, step, micro, self.dist.rank))
             noise = torch.randn(shape, generator=noise_gen, device=device)
             ts = sample_timesteps(mcfg, t.batch_size, noise_gen, device)
+            model_fn = net
+            if mcfg.groups and labels is not None:  # drawn last: an unconditional run is as before
+                labels = labels.to(device)
+                drop = torch.rand(t.batch_size, generator=noise_gen, device=device)
+                labels = torch.where(drop < mcfg.label_dropout, null_class(mcfg), labels)
+                model_fn = functools.partial(net, class_labels=labels)
             last_micro = micro == t.grad_accum - 1
             sync = net.no_sync() if (world > 1 and not last_micro) else contextlib.nullcontext()
             with sync:
                 with autocast(device, self.dtype):
-                    prediction = self.inferer(x0, net, noise, ts)  # x_t ~ q(x_t | x_0), UNet
+                    prediction = self.inferer(x0, model_fn, noise, ts)  # x_t ~ q(x_t|x_0), UNet
                 weights = loss_weights(ts, self.scheduler, mcfg.loss_weighting, mcfg.snr_gamma)
                 loss = diffusion_loss(prediction, x0, noise, ts, self.scheduler, mcfg.loss, weights)
                 (loss / t.grad_accum).backward()

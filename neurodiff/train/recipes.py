@@ -135,5 +135,11 @@ def describe_recipe(params: Any) -> str:
         parts.append(f"min-SNR-{params.snr_gamma:g} weighting")
     if params.ema_warmup:
         parts.append("EMA warm-up")
+    groups = list(params.get("groups", ()))
+    if groups:
+        parts.append(
+            f"conditioned on {' / '.join(groups)} (class dropped for "
+            f"{params.get('label_dropout', 0):.0%} of the images)"
+        )
     steps = params.timesteps if params.sampler == "ddpm" else params.steps
     return ", ".join(parts) + f"; {params.sampler}-{steps} sampling"

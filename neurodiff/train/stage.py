@@ -13,6 +13,7 @@ from ..checkpoints import latest_checkpoint, load_checkpoint
 from ..config import ModelConfig, Params, TrainConfig
 from ..errors import DataError
 from ..io import shown_path
+from ..model import class_labels
 from ..runs import record_run
 from .data import as_dataset, select_subjects
 from .helpers import init_distributed
@@ -75,6 +76,7 @@ def train(
     images: Any,
     out_dir: str | Path | None = None,
     *,
+    labels: Any = None,
     progress: bool = True,
     callback: Callable[[TrainState], None] | None = None,
 ) -> TrainResult:
@@ -90,6 +92,9 @@ def train(
         or ``{"image": tensor}`` dicts, e.g. a MONAI ``CacheDataset``).
     out_dir : path, optional
         Output folder; default :func:`neurodiff.artifacts.train_dir` of ``params``.
+    labels : array of int, optional
+        A class-conditional model's (``groups``) class label per image
+        (:func:`neurodiff.model.class_labels`); not needed when the dataset items carry them.
     progress : bool
         Show a tqdm bar (main process only).
     callback : callable, optional
@@ -112,7 +117,7 @@ def train(
     train_dir = Path(out_dir) if out_dir is not None else artifacts.train_dir(params)
 
     # Cheap checks first: data and checkpoint, before any process group or model exists.
-    dataset = as_dataset(images, mcfg)
+    dataset = as_dataset(images, mcfg, labels)
     n_images = len(dataset)  # type: ignore[arg-type]
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if n_images // max(world, 1) < tcfg.batch_size:
@@ -179,6 +184,11 @@ def run(params: Params) -> TrainResult | None:
     ranks return None.
     """
     images, index = artifacts.load_split(params, "train")
-    images, _ = select_subjects(images, index, params.train_subjects, params.seed)
-    result = train(params, images)
+    images, index = select_subjects(images, index, params.train_subjects, params.seed)
+    mcfg: ModelConfig = params.stage(ModelConfig)
+    labels = None
+    if mcfg.groups:
+        source = str(artifacts.preprocessed_dir(params) / "train_index.tsv")
+        labels = class_labels(index, mcfg, source)
+    result = train(params, images, labels=labels)
     return result if int(os.environ.get("RANK", "0")) == 0 else None

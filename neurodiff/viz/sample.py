@@ -18,21 +18,32 @@ __all__ = [
 
 
 def plot_synthetic_vs_real(
-    real: np.ndarray, synthetic: np.ndarray, n: int = 8, seed: int = 0
+    real: np.ndarray | dict[str, tuple[np.ndarray, np.ndarray]],
+    synthetic: np.ndarray | None = None,
+    n: int = 8,
+    seed: int = 0,
 ) -> Figure:
-    """Two rows: ``n`` real images (drawn at random, seeded) above ``n`` synthetic ones, [0, 1]."""
-    rng = np.random.default_rng(seed)
-    n = min(n, len(real), len(synthetic))
-    real = np.asarray(real)[np.sort(rng.choice(len(real), n, replace=False))]
-    synthetic = np.asarray(synthetic)[:n]
-    fig = figure(figsize=(1.6 * n, 3.6), layout="constrained")
-    axes = fig.subplots(2, n, squeeze=False)
-    for k in range(n):
-        show(axes[0, k], real[k])
-        show(axes[1, k], synthetic[k])
-    axes[0, 0].set_ylabel("real (test)")
-    axes[1, 0].set_ylabel("synthetic")
-    if np.asarray(real).ndim == 5:
+    """Two rows: ``n`` real images (drawn at random, seeded) above ``n`` synthetic ones, [0, 1].
+
+    ``real`` may instead map each group to its ``(real, synthetic)`` images: two rows per group,
+    labelled with the group's name.
+    """
+    groups = real if isinstance(real, dict) else {"": (real, synthetic)}
+    n = min([n] + [min(len(r), len(s)) for r, s in groups.values()])
+    fig = figure(figsize=(1.6 * n, 1.8 * 2 * len(groups)), layout="constrained")
+    axes = fig.subplots(2 * len(groups), n, squeeze=False)
+    for g, (name, (r, s)) in enumerate(groups.items()):
+        rng = np.random.default_rng(seed)
+        r = np.asarray(r)[np.sort(rng.choice(len(r), n, replace=False))]
+        s = np.asarray(s)[:n]
+        for k in range(n):
+            show(axes[2 * g, k], r[k])
+            show(axes[2 * g + 1, k], s[k])
+        suffix = f"\n{name}" if name else ""
+        axes[2 * g, 0].set_ylabel(f"real (test){suffix}")
+        axes[2 * g + 1, 0].set_ylabel(f"synthetic{suffix}")
+        last = r
+    if np.asarray(last).ndim == 5:
         fig.suptitle("central axial slices")
     return fig
 
