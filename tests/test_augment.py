@@ -194,6 +194,9 @@ def test_the_result_has_every_arm_and_is_reused(smoke_run, experiment) -> None:
     assert augment.run(smoke_run).cached
     text = augment.answer(experiment)
     assert "Synthetic only (D)" in text and "Worth in real subjects" in text
+    shift = experiment.atrophy.set_index("level").loc["all levels"].set_index("images")["mean"]
+    reading = augment.conditioning_reading(experiment)
+    assert f"{shift['real']:+.3f}" in reading and f"{shift['synthetic']:+.3f}" in reading
 
 
 def test_draws_are_paired_and_seeded(smoke_run) -> None:

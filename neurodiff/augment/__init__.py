@@ -20,7 +20,7 @@ class-conditional generator (``groups``) and, for arm E, the oracle cohort prepr
 from .checks import atrophy_proxy, classifier_check, dark_fraction
 from .classify import auroc, features, fit_score, pair_matrix
 from .data import ExperimentData, check_pools, draw, load_data, oracle_params
-from .reading import answer, worth_sentence
+from .reading import answer, conditioning_reading, gains_frame, worth_sentence
 from .stage import AugmentResult, arm_names, describe_arm, experiment, run, summarise
 from .stats import bootstrap_aurocs, real_curve, worth
 
@@ -34,12 +34,14 @@ __all__ = [
     "bootstrap_aurocs",
     "check_pools",
     "classifier_check",
+    "conditioning_reading",
     "dark_fraction",
     "describe_arm",
     "draw",
     "experiment",
     "features",
     "fit_score",
+    "gains_frame",
     "load_data",
     "oracle_params",
     "pair_matrix",

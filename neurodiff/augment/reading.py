@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["answer", "best_c", "worth_sentence"]
+__all__ = ["answer", "best_c", "conditioning_reading", "gains_frame", "worth_sentence"]
 
 
 def _ci(lo: float, hi: float, digits: int = 3) -> str:
@@ -78,10 +78,10 @@ def answer(result: Any) -> str:
     tested = result.info.get("test_subjects_per_group", {})
     if tested:
         lines.append(
-            "The intervals are as wide as the test set allows: "
-            + " and ".join(f"{v} {g}s" for g, v in tested.items())
-            + " held-out subjects, resampled in every bootstrap replicate together with the "
-            "draws."
+            f"The intervals are as wide as the test set allows: {sum(tested.values())} held-out "
+            "subjects ("
+            + ", ".join(f"{v} {g}s" for g, v in tested.items())
+            + "), resampled in every bootstrap replicate together with the draws."
         )
     if helped:
         lines.append(
@@ -123,3 +123,33 @@ def gains_frame(table: pd.DataFrame) -> pd.DataFrame:
         for r in t.itertuples()
     ]
     return t.pivot(index="n", columns="arm", values="gain [95% CI]")
+
+
+def conditioning_reading(result: Any) -> str:
+    """The two conditioning checks in words: how often the real-data classifier calls synthetic
+    images by their own group (beside real test images), and the synthetic patient - control
+    shift of the atrophy proxy beside the real one."""
+    check = result.classifier_check.set_index(["images", "group"])["labelled as own group"]
+    control, patient = result.info["groups"]
+    shift = result.atrophy[result.atrophy["level"] == "all levels"].set_index("images")
+    real, syn = shift.loc["real"], shift.loc["synthetic"]
+    same_sign = np.sign(real["mean"]) == np.sign(syn["mean"]) and syn["mean"] != 0
+    if not same_sign:
+        size = "the opposite sign, or none: the synthetic groups do not differ as the real ones do"
+    else:
+        share = syn["mean"] / real["mean"]
+        excluded = (
+            "its interval excludes zero"
+            if syn["ci_low"] > 0 or syn["ci_high"] < 0
+            else ("its interval includes zero")
+        )
+        size = f"the same sign and {share:.0%} of the real shift ({excluded})"
+    return (
+        f"A classifier trained on real images calls {check[('synthetic', patient)]:.0%} of the "
+        f"synthetic {patient}s {patient}s and {check[('synthetic', control)]:.0%} of the "
+        f"synthetic {control}s {control}s, against {check[('real test', patient)]:.0%} and "
+        f"{check[('real test', control)]:.0%} of the real test images. The atrophy proxy's "
+        f"{patient} - {control} shift is {real['mean']:+.3f} [{real['ci_low']:+.3f}, "
+        f"{real['ci_high']:+.3f}] in real images and {syn['mean']:+.3f} [{syn['ci_low']:+.3f}, "
+        f"{syn['ci_high']:+.3f}] in synthetic ones: {size}."
+    )
