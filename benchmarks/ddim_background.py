@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     model, cfg, _ = load_ema_model(args.train_dir, "cpu")
     params = config.resolve(args.profile, {"image_size": cfg.image_size})
-    test = to_unit_range(np.asarray(artifacts.load_split(params, "test")[0], dtype=np.float32))
+    test = artifacts.load_split(params, "test", group="control")[0]  # the study's images
+    test = to_unit_range(np.asarray(test, dtype=np.float32))
     extractor = get_extractor("random", seed=0)
     real_f = extractor(test[: args.n])
     variants = {

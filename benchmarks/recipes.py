@@ -109,7 +109,12 @@ RECIPES: dict[str, tuple[str, dict]] = {
 }
 
 #: The demo recipe before this study (its parameters' old defaults), the base of every candidate.
+#: The study compares unconditional recipes on the healthy controls (as it was run, before the
+#: demo cohort had patients and the demo model a class embedding).
+STUDY_GROUP = "control"
+
 BASE = {
+    "groups": [],
     "process": "ddpm",
     "prediction_type": "epsilon",
     "loss": "l1",
@@ -154,7 +159,7 @@ def recipe_params(name: str, **extra) -> Params:
 def _data(params: Params) -> np.ndarray:
     """The training split of ``params`` (preprocessed first if missing)."""
     prepare(params, "03")
-    images, _ = artifacts.load_split(params, "train")
+    images, _ = artifacts.load_split(params, "train", group=STUDY_GROUP)
     return np.asarray(images, dtype=np.float32)
 
 
@@ -256,8 +261,8 @@ def evaluate_all(names: list[str], out_root: Path, trained: dict) -> dict:
         synthetic = synthesize(model, mcfg, scfg)
         sample_seconds = time.perf_counter() - t0
         np.save(out_root / n / "synthetic.npy", synthetic.numpy())
-        test, test_index = artifacts.load_split(params, "test")
-        train, train_index = artifacts.load_split(params, "train")
+        test, test_index = artifacts.load_split(params, "test", group=STUDY_GROUP)
+        train, train_index = artifacts.load_split(params, "train", group=STUDY_GROUP)
         result = evaluate(
             to_unit_range(np.asarray(test, dtype=np.float32)),
             to_unit_range(synthetic.numpy()),

@@ -10,14 +10,23 @@ per-step batch, in one process, alternating in rounds so that a change of machin
   optimiser steps through its ``callback``, checkpoints and previews switched off.
 
 Images per second of each, the ratio, and on CUDA the achieved TFLOP/s (forward + backward FLOPs
-counted by :func:`neurodiff.model.estimate_train_flops`) and the MFU against the GPU's dense bf16
-peak. The last line is the ratio, e.g. ``speedup vs plain loop: 1.62x``.
+counted by :func:`neurodiff.model.estimate_train_flops`), the MFU against the GPU's dense bf16
+peak and the peak GPU memory. ``--variants`` times neurodiff's step with each option switched
+against the profile: ``fp32`` (no bf16 autocast), ``channels_last`` (``channels_last_3d`` for
+volumes), ``compile`` (``torch.compile``), ``no_flash`` (MONAI's plain attention instead of
+``scaled_dot_product_attention``), ``no_fused`` (the per-tensor optimiser update), and
+``microbatch`` (the effective batch as one micro-batch: ``batch_size x grad_accum`` with
+``grad_accum`` 1 -- the same effective batch and the same maths, one pass instead of several).
+``--sampling`` also times one sample of the profile's model with DDPM (all T steps) and DDIM-50;
+``--max-batch`` (CUDA) finds the largest micro-batch that fits. The last line is the ratio, e.g.
+``speedup vs plain loop: 1.62x``.
 
 Examples::
 
     python benchmarks/train_throughput.py                       # demo profile, this CPU
     python benchmarks/train_throughput.py --variants            # + what each option adds
     python benchmarks/train_throughput.py --profile paper --steps 20   # the paper's 3D model (GPU)
+    python benchmarks/train_throughput.py --profile paper --variants --sampling --max-batch
 """
 
 from __future__ import annotations
@@ -134,6 +143,8 @@ def neurodiff_loop(
 ) -> float:
     """Images/s of :func:`neurodiff.train.train` between optimiser steps ``warmup`` and the end."""
     stamps: list[float] = []
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
 
     def clock(state: TrainState) -> None:
         if state.step >= warmup:
@@ -151,9 +162,59 @@ def neurodiff_loop(
             **overrides,
         }
     )
+    labels = np.arange(len(images)) % len(p.groups) if p.groups else None  # a conditional model
     with tempfile.TemporaryDirectory() as tmp:
-        result = train(p, images, Path(tmp), progress=False, callback=clock)
+        result = train(p, images, Path(tmp), labels=labels, progress=False, callback=clock)
+    PEAK_MEMORY[str(overrides)] = (
+        torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    )
     return steps * result.effective_batch / (stamps[-1] - stamps[0]) if len(stamps) > 1 else 0.0
+
+
+#: Peak GPU memory (GiB) of the last timed run of each variant, keyed by its overrides.
+PEAK_MEMORY: dict[str, float | None] = {}
+
+
+def time_sampling(params: config.Params, device: torch.device) -> dict[str, float]:
+    """Seconds for one sample (a volume for 3D profiles) of the profile's UNet (random weights:
+    speed does not depend on them) with DDPM over all T steps and with DDIM-50, after one untimed
+    warm-up call each."""
+    from neurodiff.sampling import generate
+
+    mcfg: ModelConfig = params.stage(ModelConfig)
+    model = build_model(mcfg, flash_attention=device.type == "cuda").to(device).eval()
+    ddim = min(50, mcfg.timesteps)
+    rows = {f"ddpm-{mcfg.timesteps}": ("ddpm", None), f"ddim-{ddim}": ("ddim", ddim)}
+    if mcfg.process == "rflow":
+        rows = {f"euler-{ddim}": ("euler", ddim), "heun-10": ("heun", min(10, mcfg.timesteps))}
+    out = {}
+    for label, (sampler, steps) in rows.items():
+        kwargs = dict(sampler=sampler, steps=steps, batch_size=1, device=device, progress=False)
+        generate(model, mcfg, 1, precision=params.precision, **kwargs)
+        _sync(device)
+        t0 = time.perf_counter()
+        generate(model, mcfg, 1, precision=params.precision, **kwargs)
+        _sync(device)
+        out[label] = time.perf_counter() - t0
+    return out
+
+
+def max_micro_batch(params: config.Params, device: torch.device, limit: int = 64) -> int:
+    """The largest micro-batch (powers of two up to ``limit``) whose bf16 training step fits in
+    the GPU's memory; 0 on a CPU."""
+    if device.type != "cuda":
+        return 0
+    images, _ = load_images(params, 2 * limit)
+    best, batch = 0, 1
+    while batch <= limit:
+        try:
+            neurodiff_loop(params, images, 1, 1, device, batch_size=batch, grad_accum=1)
+        except torch.OutOfMemoryError:
+            break
+        finally:
+            torch.cuda.empty_cache()
+        best, batch = batch, batch * 2
+    return best
 
 
 def _peak(device: torch.device, override: float | None) -> float | None:
@@ -178,10 +239,14 @@ def main(argv: list[str] | None = None) -> float:
     ap.add_argument(
         "--variants",
         nargs="?",
-        const="fp32,channels_last,compile",
+        const="fp32,channels_last,compile,no_flash,no_fused,microbatch",
         default="",
         help="also time neurodiff's step with these changes (comma-separated, default all: "
-        "fp32,channels_last,compile)",
+        "fp32,channels_last,compile,no_flash,no_fused,microbatch)",
+    )
+    ap.add_argument("--sampling", action="store_true", help="also time DDPM and DDIM-50 sampling")
+    ap.add_argument(
+        "--max-batch", action="store_true", help="find the largest micro-batch that fits (CUDA)"
     )
     ap.add_argument(
         "--peak-tflops",
@@ -219,6 +284,12 @@ def main(argv: list[str] | None = None) -> float:
         "fp32": ("neurodiff fp32", {"precision": "fp32"}),
         "channels_last": ("neurodiff + channels_last", {"channels_last": True}),
         "compile": ("neurodiff + compile", {"compile": True}),
+        "no_flash": ("neurodiff, plain attention", {"flash_attention": "off"}),
+        "no_fused": ("neurodiff, per-tensor optimiser", {"fused_optimizer": False}),
+        "microbatch": (
+            f"neurodiff, micro-batch {tcfg.batch_size * tcfg.grad_accum} x 1",
+            {"batch_size": tcfg.batch_size * tcfg.grad_accum, "grad_accum": 1},
+        ),
     }
     for key in filter(None, args.variants.split(",")):
         if key not in known:
@@ -244,7 +315,7 @@ def main(argv: list[str] | None = None) -> float:
     base = statistics.median(results["plain loop (fp32)"])
     print(
         f"\n{'loop':30s} {'images/s':>10s} {'ratio':>7s}"
-        + (f" {'TFLOP/s':>8s} {'MFU':>6s}" if device.type == "cuda" else "")
+        + (f" {'TFLOP/s':>8s} {'MFU':>6s} {'peak GiB':>9s}" if device.type == "cuda" else "")
     )
     for name, values in results.items():
         ips = statistics.median(values)
@@ -252,12 +323,22 @@ def main(argv: list[str] | None = None) -> float:
         if device.type == "cuda":
             tflops = ips * flops_image / 1e12
             line += f" {tflops:8.1f} " + (f"{tflops / peak:6.1%}" if peak else "     -")
+            memory = PEAK_MEMORY.get(str(variants.get(name)))
+            line += f" {memory:9.1f}" if memory is not None else "         -"
         print(line)
     print(
         f"neurodiff precision: {'fp32' if dtype is None else 'bf16 autocast'}, channels_last "
         f"{tcfg.channels_last}, compile {tcfg.compile}"
         + (f"; MFU against a dense bf16 peak of {peak:.0f} TFLOP/s" if peak else "")
     )
+    if args.sampling:
+        for label, seconds in time_sampling(params, device).items():
+            print(
+                f"sampling one {'volume' if mcfg.spatial_dims == 3 else 'image'}, {label}: "
+                f"{seconds:.2f} s"
+            )
+    if args.max_batch and device.type == "cuda":
+        print(f"largest micro-batch that fits: {max_micro_batch(params, device)}")
     speedup = statistics.median(results["neurodiff"]) / base
     print(f"speedup vs plain loop: {speedup:.2f}x")
     return speedup

@@ -156,3 +156,21 @@ def test_readme_opens_with_the_two_commands():
 
 def test_ci_runs_make_test():
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_the_slurm_example_is_valid_bash_and_trains_the_paper_profile():
+    import shlex
+    import subprocess
+
+    script = ROOT / "book" / "slurm" / "train_paper.sbatch"
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    text = script.read_text()
+    assert "#SBATCH --nodes=" in text and "--rdzv-backend=c10d" in text
+    command = shlex.split(text[text.index("srun ") :].replace("\\\n", " "))
+    assert command[command.index("-m") + 1 : command.index("-m") + 5] == [
+        "neurodiff",
+        "train",
+        "--profile",
+        "paper",
+    ]
+    assert "slurm/train_paper.sbatch" in (ROOT / "book" / "discussion.md").read_text()

@@ -530,3 +530,53 @@ def test_select_subjects_spans_sites_and_keeps_whole_subjects():
     assert select_subjects(images, index, 99)[0] is images
     again = select_subjects(images, index, 3, seed=1)[1]["subject"].tolist()
     assert again == kept_index["subject"].tolist()  # the seed fixes the draw
+
+
+def test_ddp_in_3d_then_resume_on_another_world_size(tmp_path, caplog):
+    """The paper's path: two gloo processes train the smoke3d model, rank 0 alone writes the
+    checkpoint, and one process resumes it (another world size) to the end."""
+    rng = np.random.default_rng(0)
+    volumes = rng.uniform(-1, 1, (8, 1, 16, 16, 16)).astype(np.float32)
+    data = tmp_path / "volumes.npy"
+    np.save(data, volumes)
+    overrides = {
+        "derived_dir": str(tmp_path),
+        "device": "cpu",
+        "precision": "fp32",
+        "train_steps": 2,
+        "checkpoint_every": 2,
+        "preview_every": 0,
+        "batch_size": 2,
+    }
+    script = tmp_path / "ddp3d.py"
+    script.write_text(_DDP_SCRIPT.replace('"smoke"', '"smoke3d"').format(overrides=overrides))
+    out = tmp_path / "ddp3d"
+    out.mkdir()
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes=1",
+        "--nproc_per_node=2",
+        "--master_addr=127.0.0.1",
+        f"--master_port={_free_port()}",
+        str(script),
+        str(data),
+        str(out),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = (torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert r0["world_size"] == 2 and _tensors_equal(r0["model"], r1["model"])
+    checkpoints = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert checkpoints == ["step-0000002.pt"]  # written once, by rank 0
+    ckpt = load_checkpoint(out / "checkpoints" / checkpoints[0])
+    assert ckpt["world_size"] == 2 and _tensors_equal(ckpt["model"], r0["model"])
+
+    params = config.resolve("smoke3d", {**overrides, "train_steps": 4})
+    with caplog.at_level("WARNING", logger="neurodiff.train.loop"):
+        resumed = train(params, volumes, out, labels=np.arange(8) % 2, progress=False)
+    assert resumed.resumed_from == 2 and resumed.step == 4 and resumed.world_size == 1
+    assert "written by 2 process(es) with 1" in caplog.text
+    assert read_loss_log(out)["step"].tolist() == [1, 2, 3, 4]

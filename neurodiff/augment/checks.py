@@ -24,8 +24,10 @@ __all__ = ["atrophy_proxy", "classifier_check", "dark_fraction", "nearest_level"
 
 
 def _centre(images: np.ndarray) -> np.ndarray:
-    h, w = images.shape[-2:]
-    return images[..., h // 4 : h - h // 4, w // 4 : w - w // 4].reshape(len(images), -1)
+    """The central half of every spatial axis, flattened per image."""
+    images = np.asarray(images)
+    box = tuple(slice(n // 4, n - n // 4) for n in images.shape[2:])
+    return images[(slice(None), slice(None), *box)].reshape(len(images), -1)
 
 
 def dark_fraction(images: np.ndarray, threshold: float) -> np.ndarray:

@@ -16,11 +16,14 @@ __all__ = ["auroc", "features", "fit_score", "pair_matrix", "subject_scores"]
 
 
 def features(images: np.ndarray, pool: int = 2) -> np.ndarray:
-    """``(N, 1, H, W)`` images -> ``(N, (H / pool) * (W / pool))`` average-pooled pixels."""
+    """``(N, 1, *spatial)`` images or volumes -> ``(N, F)`` voxels average-pooled ``pool`` per
+    side (a reshape and a mean: the blocks of every spatial axis at once)."""
     x = np.asarray(images, dtype=np.float32)[:, 0]
-    n, h, w = x.shape
-    h2, w2 = h // pool, w // pool
-    x = x[:, : h2 * pool, : w2 * pool].reshape(n, h2, pool, w2, pool).mean(axis=(2, 4))
+    n, spatial = len(x), x.shape[1:]
+    kept = [s // pool for s in spatial]
+    x = x[(slice(None), *(slice(0, k * pool) for k in kept))]
+    blocks = [d for k in kept for d in (k, pool)]
+    x = x.reshape(n, *blocks).mean(axis=tuple(range(2, 2 + 2 * len(kept), 2)))
     return x.reshape(n, -1)
 
 

@@ -234,23 +234,27 @@ def classical_copies(
     from monai.networks.layers import AffineTransform
 
     sources = np.concatenate([rng.choice(np.flatnonzero(labels == k), m) for k in (0, 1)])
-    n = len(sources)
+    n, dims = len(sources), np.asarray(images).ndim - 2
     angle = np.deg2rad(rng.uniform(-10.0, 10.0, n))
-    scale = rng.uniform(0.9, 1.1, (n, 2))
+    scale = rng.uniform(0.9, 1.1, (n, dims))
     flip = np.where(rng.uniform(size=n) < 0.5, -1.0, 1.0)
-    shift = rng.uniform(-2.0, 2.0, (n, 2))
-    theta = np.zeros((n, 3, 3))
+    shift = rng.uniform(-2.0, 2.0, (n, dims))
+    # rotation in the axial plane (axes 0 and 1: left-right, front-back), flip of axis 0
+    theta = np.zeros((n, dims + 1, dims + 1))
     cos, sin = np.cos(angle), np.sin(angle)
     theta[:, 0, 0], theta[:, 0, 1] = cos * scale[:, 0] * flip, -sin * scale[:, 1]
     theta[:, 1, 0], theta[:, 1, 1] = sin * scale[:, 0] * flip, cos * scale[:, 1]
-    theta[:, :2, 2], theta[:, 2, 2] = shift, 1.0
+    if dims == 3:
+        theta[:, 2, 2] = scale[:, 2]
+    theta[:, :dims, dims], theta[:, dims, dims] = shift, 1.0
     warp = AffineTransform(normalized=False, zero_centered=True, padding_mode="border")
     with torch.no_grad():
         out = warp(
             torch.as_tensor(np.asarray(images[sources]), dtype=torch.float32),
             torch.as_tensor(theta, dtype=torch.float32),
         ).numpy()
-    gain = rng.uniform(0.9, 1.1, (n, 1, 1, 1))
-    offset = rng.uniform(-0.05, 0.05, (n, 1, 1, 1))
+    per_image = (n,) + (1,) * (out.ndim - 1)
+    gain = rng.uniform(0.9, 1.1, per_image)
+    offset = rng.uniform(-0.05, 0.05, per_image)
     out = np.clip(out * gain + offset, -1.0, 1.0).astype(np.float32)
     return out, np.repeat([0, 1], m)

@@ -285,7 +285,19 @@ class TrainConfig(PrecisionFields, DeviceFields, RunFields):
         "short run's EMA is not dominated by its first, untrained weights",
     )
     compile: bool = param(False, "torch.compile the UNet")
-    channels_last: bool = param(False, "channels_last memory format")
+    channels_last: bool = param(False, "channels_last memory format (channels_last_3d for volumes)")
+    flash_attention: str = param(
+        "auto",
+        "attention through torch's scaled_dot_product_attention (fused kernels): auto = on CUDA "
+        "only (slower than MONAI's plain attention on CPUs) | on | off; same weights either way",
+        choices=("auto", "on", "off"),
+        shapes=False,
+    )
+    fused_optimizer: bool = param(
+        True,
+        "one fused kernel for the Adam/AdamW update on CUDA and CPU (the same update as the "
+        "per-tensor loop, up to rounding)",
+    )
     checkpoint_every: int = param(500, "checkpoint interval (steps)", min=1, shapes=False)
     keep_checkpoints: int = param(2, "checkpoints kept (oldest removed)", min=1, shapes=False)
     preview_every: int = param(500, "preview-sample interval (steps, 0 = off)", min=0)

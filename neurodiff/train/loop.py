@@ -101,14 +101,15 @@ class Trainer:
             for old in (train_dir / "previews").glob("step-*.png"):
                 old.unlink()
         seed_everything(tcfg.seed)
-        self.model = build_model(mcfg, flash_attention=device.type == "cuda")
+        flash = {"on": True, "off": False}.get(tcfg.flash_attention, device.type == "cuda")
+        self.model = build_model(mcfg, flash_attention=flash)
         self.model = self.model.to(device=device, memory_format=self.fmt)
         self.ema = AveragedModel(
             self.model, multi_avg_fn=ema_avg_fn(tcfg.ema_decay, tcfg.ema_warmup), use_buffers=True
         )
         opt_cls = torch.optim.AdamW if tcfg.optimizer == "adamw" else torch.optim.Adam
         opt_kwargs: dict[str, Any] = {"lr": tcfg.lr, "weight_decay": tcfg.weight_decay}
-        if device.type in ("cuda", "cpu"):  # one fused kernel: ~4x faster than foreach on CPU
+        if tcfg.fused_optimizer and device.type in ("cuda", "cpu"):  # ~4x faster on CPU
             opt_kwargs["fused"] = True
         self.optimizer = opt_cls(self.model.parameters(), **opt_kwargs)
         self.lr_sched = torch.optim.lr_scheduler.LambdaLR(
@@ -137,6 +138,17 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.lr_sched.load_state_dict(ckpt["lr_scheduler"])
         set_rng_state(ckpt["rng"])
+        written_by = int(ckpt.get("world_size", self.dist.world_size))
+        if written_by != self.dist.world_size and self.dist.main:
+            log.warning(
+                "resuming at step %d a checkpoint written by %d process(es) with %d: weights, EMA, "
+                "optimiser and schedule continue exactly; the effective batch is now %d and the "
+                "order of the data differs from a run that was never interrupted",
+                self.start,
+                written_by,
+                self.dist.world_size,
+                self.effective_batch,
+            )
         if self.dist.main:
             self.rows = read_rows(self.train_dir / "loss.csv", self.start)
             changed = [
