@@ -181,6 +181,12 @@ def _results_markdown(params: config.Params) -> str:
             f"`{metrics.get('params_hash')}`) than this run (`{params.hash()}`): run "
             f"`neurodiff run --profile {params.profile}` through `05_metrics` to update them."
         )
+    groups = list(params.groups)
+    if groups:
+        source += (
+            f" *The realism metrics compare the group `{groups[0]}` (healthy controls, as the "
+            "paper measured healthy subjects); chapter 5 shows each group on its own.*"
+        )
     return f"{body}\n{source}\n"
 
 
