@@ -37,20 +37,26 @@ def _complete(params: Params, stage: str) -> bool:
     return runs.read_run(runs.run_dir(params, stage)).complete
 
 
-def _cohort(params: Params) -> None:
-    root = params.path(params.cohort)
+def _simulated(params: Params, name: str, expected: str, **demo: object) -> None:
+    """Write the simulated cohort of parameter ``name`` (``cohort``, ``oracle_cohort``) when its
+    folder is missing and the parameter has its default; any other missing folder is an error
+    that says what was ``expected``."""
+    root = params.path(params[name])
     if root.is_dir():
         return
-    if params.cohort != parameter_specs()["cohort"].default:
+    if params[name] != parameter_specs()[name].default:
         raise ConfigError(
-            f"parameter 'cohort': the folder {str(root)!r} does not exist; expected a BIDS, "
-            "IXI-style or flat folder of NIfTI scans",
-            parameter="cohort",
+            f"parameter {name!r}: the folder {str(root)!r} does not exist; expected {expected}",
+            parameter=name,
         )
     from .demo_data import make_demo_cohort
 
-    log.info("the simulated demo cohort is missing: writing it to %s (`neurodiff demo-data`)", root)
-    make_demo_cohort(root)
+    log.info("the simulated %s is missing: writing it to %s (`neurodiff demo-data`)", name, root)
+    make_demo_cohort(root, **demo)
+
+
+def _cohort(params: Params) -> None:
+    _simulated(params, "cohort", "a BIDS, IXI-style or flat folder of NIfTI scans")
 
 
 def prepare(params: Params, chapter: str) -> None:
@@ -97,18 +103,15 @@ def prepare_oracle(params: Params) -> None:
     oracle = oracle_params(params)
     if oracle is None:
         return
+    _simulated(
+        params,
+        "oracle_cohort",
+        "a cohort of new subjects (or '' for no arm E)",
+        subjects=8,
+        patients=8,
+        new_subjects=True,
+    )
     root = params.path(params.oracle_cohort)
-    if not root.is_dir():
-        if params.oracle_cohort != parameter_specs()["oracle_cohort"].default:
-            raise ConfigError(
-                f"parameter 'oracle_cohort': the folder {str(root)!r} does not exist; expected "
-                "a cohort of new subjects (or '' for no arm E)",
-                parameter="oracle_cohort",
-            )
-        from .demo_data import make_demo_cohort
-
-        log.info("the simulated oracle cohort is missing: writing it to %s", root)
-        make_demo_cohort(root, subjects=8, patients=8, new_subjects=True)
     if _complete(oracle, artifacts.PREPROCESSED):
         return
     from . import preprocess

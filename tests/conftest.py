@@ -38,36 +38,6 @@ def _is_loopback(host: object) -> bool:
         return False
 
 
-@pytest.fixture(scope="session")
-def smoke3d_book(tiny_cohort, tiny_new_cohort, tmp_path_factory):
-    """The whole study on the ``smoke3d`` profile (the paper's 3D path at 16^3) through
-    papermill, then a strict book build, in a copy of the project: ``(project, RunReport,
-    index.html)``."""
-    from neurodiff import runner
-
-    project = tmp_path_factory.mktemp("project3d")
-    shutil.copy(ROOT / "_config.yml", project)
-    shutil.copy(ROOT / "requirements.lock", project)
-    shutil.copytree(ROOT / "notebooks", project / "notebooks")
-    shutil.copytree(ROOT / "book", project / "book", ignore=shutil.ignore_patterns("executed"))
-    shutil.copytree(ROOT / "benchmarks" / "results", project / "benchmarks" / "results")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("NEURODIFF_ROOT", str(project))
-    try:
-        report = runner.run_notebooks(
-            "smoke3d",
-            {
-                "cohort": str(tiny_cohort),
-                "oracle_cohort": str(tiny_new_cohort),
-                "derived_dir": "derived",
-            },
-        )
-        index = runner.build_book(strict=True, root=project)
-    finally:
-        mp.undo()
-    return project, report, index
-
-
 @pytest.fixture(autouse=True)
 def _no_network(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """Refuse name look-ups and connections to anything but loopback (and Unix sockets)."""
@@ -195,13 +165,11 @@ def model(smoke_cfg):
     return build_model(smoke_cfg).eval()
 
 
-@pytest.fixture(scope="session")
-def smoke_book(tiny_cohort, tiny_new_cohort, tmp_path_factory):
-    """The whole study on the smoke profile through papermill, then a strict book build, in a
-    copy of the project: ``(project, RunReport, index.html)``."""
+def _study_book(profile: str, project: Path, cohort: Path, new_subjects: Path):
+    """Every notebook on ``profile`` through papermill, then a strict book build, in a copy of the
+    project at ``project``: ``(project, RunReport, index.html)``."""
     from neurodiff import runner
 
-    project = tmp_path_factory.mktemp("project")
     shutil.copy(ROOT / "_config.yml", project)
     shutil.copy(ROOT / "requirements.lock", project)
     shutil.copytree(ROOT / "notebooks", project / "notebooks")
@@ -211,17 +179,27 @@ def smoke_book(tiny_cohort, tiny_new_cohort, tmp_path_factory):
     mp.setenv("NEURODIFF_ROOT", str(project))
     try:
         report = runner.run_notebooks(
-            "smoke",
-            {
-                "cohort": str(tiny_cohort),
-                "oracle_cohort": str(tiny_new_cohort),
-                "derived_dir": "derived",
-            },
+            profile,
+            {"cohort": str(cohort), "oracle_cohort": str(new_subjects), "derived_dir": "derived"},
         )
         index = runner.build_book(strict=True, root=project)
     finally:
         mp.undo()
     return project, report, index
+
+
+@pytest.fixture(scope="session")
+def smoke_book(tiny_cohort, tiny_new_cohort, tmp_path_factory):
+    """The whole study on the smoke profile through papermill, then a strict book build, in a
+    copy of the project: ``(project, RunReport, index.html)``."""
+    return _study_book("smoke", tmp_path_factory.mktemp("project"), tiny_cohort, tiny_new_cohort)
+
+
+@pytest.fixture(scope="session")
+def smoke3d_book(tiny_cohort, tiny_new_cohort, tmp_path_factory):
+    """The whole study on the ``smoke3d`` profile (the paper's 3D path at 16^3), the same way."""
+    project = tmp_path_factory.mktemp("project3d")
+    return _study_book("smoke3d", project, tiny_cohort, tiny_new_cohort)
 
 
 @pytest.fixture(autouse=True)

@@ -17,6 +17,7 @@ from neurodiff import metrics as M
 from neurodiff.errors import MetricError
 from neurodiff.features import get_extractor
 from neurodiff.metrics import frechet as fid_module
+from neurodiff.metrics import inputs as inputs_module
 from neurodiff.metrics import mmd as mmd_module
 from neurodiff.metrics import similarity as ssim_module
 from neurodiff.metrics import stage as stage_module
@@ -483,9 +484,9 @@ def fake_stage_inputs(monkeypatch, sets):
         )
         return images.astype(np.float32), index
 
-    monkeypatch.setattr(stage_module, "load_split", load_split)
+    monkeypatch.setattr(inputs_module, "load_split", load_split)
     monkeypatch.setattr(
-        stage_module, "load_synthetic", lambda params, group=None: sets["synthetic"]
+        inputs_module, "load_synthetic", lambda params, group=None: sets["synthetic"]
     )
 
 

@@ -444,6 +444,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _torchrun(nproc: int = 2) -> tuple[str, ...]:
+    """``python`` arguments that start ``nproc`` local processes under torchrun."""
+    return (
+        "-m",
+        "torch.distributed.run",
+        "--nnodes=1",
+        f"--nproc_per_node={nproc}",
+        "--master_addr=127.0.0.1",
+        f"--master_port={_free_port()}",
+    )
+
+
 def test_ddp_two_cpu_processes_end_with_identical_weights(tmp_path, launch):
     overrides = {
         "derived_dir": str(tmp_path),
@@ -456,16 +468,8 @@ def test_ddp_two_cpu_processes_end_with_identical_weights(tmp_path, launch):
     }
     out = tmp_path / "ddp"
     out.mkdir()
-    torchrun = (
-        "-m",
-        "torch.distributed.run",
-        "--nnodes=1",
-        "--nproc_per_node=2",
-        "--master_addr=127.0.0.1",
-        f"--master_port={_free_port()}",
-    )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = launch(_DDP_SCRIPT, overrides, out, prefix=torchrun, env=env)
+    proc = launch(_DDP_SCRIPT, overrides, out, prefix=_torchrun(), env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     r0, r1 = (torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert r0["world_size"] == r1["world_size"] == 2
@@ -552,18 +556,7 @@ def test_ddp_in_3d_then_resume_on_another_world_size(tmp_path, caplog):
     script.write_text(_DDP_SCRIPT.replace('"smoke"', '"smoke3d"').format(overrides=overrides))
     out = tmp_path / "ddp3d"
     out.mkdir()
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nnodes=1",
-        "--nproc_per_node=2",
-        "--master_addr=127.0.0.1",
-        f"--master_port={_free_port()}",
-        str(script),
-        str(data),
-        str(out),
-    ]
+    cmd = [sys.executable, *_torchrun(), str(script), str(data), str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]

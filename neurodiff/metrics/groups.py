@@ -25,7 +25,7 @@ from ..errors import MetricError
 from ..features import get_extractor
 from ..io import atomic_write_json
 from .results import jsonable
-from .stage import _index_column, evaluate, load_inputs
+from .stage import evaluate_inputs, load_inputs
 
 __all__ = ["GROUP_METRICS", "by_group", "flagged_copies", "group_table"]
 
@@ -67,20 +67,7 @@ def by_group(params: Any, force: bool = False) -> pd.DataFrame:
             len(inputs["synthetic"]),
             len(inputs["train"]),
         )
-        result = evaluate(
-            inputs["test"],
-            inputs["synthetic"],
-            inputs["train"],
-            extractor=extractor,
-            n_bootstrap=cfg.n_bootstrap,
-            n_permutations=cfg.n_permutations,
-            msssim_pairs=cfg.msssim_pairs,
-            nn_k=cfg.nn_k,
-            seed=cfg.seed,
-            device=device,
-            real_subjects=_index_column(inputs, "test", "subject"),
-            train_subjects=_index_column(inputs, "train", "subject"),
-        )
+        result = evaluate_inputs(inputs, cfg, extractor, device, per_group=True)
         subjects = {
             split: len(set(inputs[f"{split}_index"]["subject"])) for split in ("test", "train")
         }

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -12,17 +11,17 @@ import pandas as pd
 import torch
 
 from .. import artifacts
-from ..artifacts import load_split, load_synthetic, metrics_dir
+from ..artifacts import metrics_dir
 from ..config import MetricsConfig
 from ..device import resolve_device
 from ..errors import MetricError
 from ..features import FeatureExtractor, get_extractor
-from ..intensity import to_unit_range
 from ..io import atomic_write_json
 from ..runs import record_run
 from .bootstrap import percentile_ci, resampled_means, subset
 from .checks import check_images, check_pair, gram, sq_dists, subject_labels
 from .frechet import fid, fid_replicates
+from .inputs import _index_column, load_inputs, reference_group
 from .manifold import prdc_metrics, prdc_per_sample
 from .memorisation import MemorisationAudit, audit_fraction_replicates, memorisation_audit
 from .mmd import median_bandwidth, mmd2_replicates, mmd_linear, mmd_rbf, per_site_mmd
@@ -30,7 +29,7 @@ from .redraws import redraw_baselines
 from .results import METRICS, MetricsData, MetricsResult, MetricValue, jsonable
 from .similarity import diversity, ms_ssim_settings
 
-__all__ = ["evaluate", "load_inputs", "reference_group", "run"]
+__all__ = ["evaluate", "evaluate_inputs", "load_inputs", "reference_group", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -408,45 +407,33 @@ def _audit_metrics(
     return metrics
 
 
-def reference_group(params: Mapping[str, Any]) -> str | None:
-    """The group whose realism the report measures: the first of a class-conditional model's
-    ``groups`` (the healthy controls, as the paper measured healthy subjects); None for an
-    unconditional model (every image)."""
-    groups = list(params["groups"])
-    return groups[0] if groups else None
-
-
-def load_inputs(params: Mapping[str, Any], group: str | None | bool = True) -> dict[str, Any]:
-    """The stage's inputs in [0, 1]: test and train splits (with their index tables) and the
-    synthetic set, of one group.
-
-    ``group``: ``True`` (default) = :func:`reference_group`; a name = that group's real and
-    synthetic images; ``None`` = every image. The preprocessed splits are stored in [-1, 1] and
-    mapped here with ``(x + 1) / 2``; the synthetic set is already in [0, 1].
-    """
-    if group is True:
-        group = reference_group(params)
-    out: dict[str, Any] = {}
-    for split in ("test", "train"):
-        images, index = load_split(params, split, group=group)
-        images = np.asarray(images, dtype=np.float32)
-        if images.size and (images.min() < -1 - 1e-3 or images.max() > 1 + 1e-3):
-            raise MetricError(
-                f"preprocessed {split} split must lie in [-1, 1]; found "
-                f"[{images.min():.3g}, {images.max():.3g}]"
-            )
-        out[split] = to_unit_range(images)
-        out[f"{split}_index"] = index
-    out["synthetic"] = np.asarray(load_synthetic(params, group=group), dtype=np.float32)
-    return out
-
-
-def _index_column(inputs: dict[str, Any], split: str, column: str) -> np.ndarray | None:
-    """Column ``column`` of a split's index table, one value per image (None when missing)."""
-    index = inputs[f"{split}_index"]
-    if isinstance(index, pd.DataFrame) and column in index and len(index) == len(inputs[split]):
-        return index[column].to_numpy()
-    return None
+def evaluate_inputs(
+    inputs: dict[str, Any], cfg: MetricsConfig, extractor, device, per_group: bool = False
+) -> MetricsResult:
+    """:func:`evaluate` of :func:`load_inputs`' sets with ``cfg``'s settings, subjects (and sites)
+    from their index tables. ``per_group``: the per-group view's settings -- no per-site view and
+    no redraws (a group of a few subjects is too small to redraw)."""
+    column = {
+        c: {s: _index_column(inputs, s, c) for s in ("test", "train")} for c in ("site", "subject")
+    }
+    sites = column["site"] if not per_group else {"test": None, "train": None}
+    return evaluate(
+        inputs["test"],
+        inputs["synthetic"],
+        inputs["train"],
+        extractor=extractor,
+        n_bootstrap=cfg.n_bootstrap,
+        n_permutations=cfg.n_permutations,
+        msssim_pairs=cfg.msssim_pairs,
+        nn_k=cfg.nn_k,
+        seed=cfg.seed,
+        device=device,
+        real_sites=sites["test"],
+        train_sites=sites["train"],
+        real_subjects=column["subject"]["test"],
+        train_subjects=column["subject"]["train"],
+        n_redraws=0 if per_group else cfg.n_redraws,
+    )
 
 
 def run(params: Any) -> MetricsResult:
@@ -469,25 +456,7 @@ def run(params: Any) -> MetricsResult:
     group = reference_group(params)
     if group is not None:
         log.info("realism of group %r (real test vs synthetic %s)", group, group)
-    sites = {split: _index_column(inputs, split, "site") for split in ("test", "train")}
-    subjects = {split: _index_column(inputs, split, "subject") for split in ("test", "train")}
-    result = evaluate(
-        inputs["test"],
-        inputs["synthetic"],
-        inputs["train"],
-        extractor=extractor,
-        n_bootstrap=cfg.n_bootstrap,
-        n_permutations=cfg.n_permutations,
-        msssim_pairs=cfg.msssim_pairs,
-        nn_k=cfg.nn_k,
-        seed=cfg.seed,
-        device=device,
-        real_sites=sites["test"],
-        train_sites=sites["train"],
-        real_subjects=subjects["test"],
-        train_subjects=subjects["train"],
-        n_redraws=cfg.n_redraws,
-    )
+    result = evaluate_inputs(inputs, cfg, extractor, device)
     result.params_hash = params.hash()
     result.data.train_index = inputs["train_index"]
     result.data.real_index = inputs["test_index"]

@@ -13,7 +13,7 @@ real cohort.
 
 from ..artifacts import load_synthetic, provenance
 from ..sampling import SAMPLERS, ReverseProcess, generate, reverse_process
-from .stage import SampleResult, run, write_synthetic
+from .stage import SampleResult, real_and_synthetic, run, write_synthetic
 from .table import (
     TABLE_DDIM_STEPS,
     TABLE_FLOW_STEPS,
@@ -50,5 +50,6 @@ __all__ = [
     "run",
     "sampler_table",
     "speedup",
+    "real_and_synthetic",
     "write_synthetic",
 ]

@@ -25,7 +25,7 @@ from ..sampling import check_sampler_args, generate, network_evaluations
 from ..templates import target_affine
 from ..viz import save_grid
 
-__all__ = ["SampleResult", "run", "write_synthetic"]
+__all__ = ["SampleResult", "real_and_synthetic", "run", "write_synthetic"]
 
 
 def _geometry(params: Params) -> tuple[np.ndarray, float, str]:
@@ -208,6 +208,18 @@ def synthesize(
         device=device,
         precision=cfg.precision,
     )
+
+
+def real_and_synthetic(params: Params) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{group: (real test images, synthetic images)}`` in [0, 1], the groups in the model's
+    order (controls first); one entry ``""`` for an unconditional model."""
+    from ..artifacts import load_split, load_synthetic
+
+    out = {}
+    for group in list(params.groups) or [None]:
+        real = to_unit_range(load_split(params, "test", group=group)[0])
+        out[group or ""] = (real, load_synthetic(params, group=group))
+    return out
 
 
 def run(params: Params) -> SampleResult:
