@@ -17,7 +17,14 @@ real test image; real data: about 0) and the FID against the test split in stage
     python benchmarks/ddim_background.py data/derived/recipes/authors   # a trained model folder
 
 The rows go to ``benchmarks/results/ddim_background.json`` (chapter 4 shows them) with the CPU
-model and the command.
+model and the command. The model must be a DDPM model (``process=ddpm``: the recipe study's
+``authors`` model, the ``authors``/``course`` profiles); a rectified-flow model (the ``demo``
+profile's) has no DDIM and is refused before any sampling, by the sampler rules of
+:func:`neurodiff.config.check_sampler`. At toy size (``tests/test_benchmarks.py``: a 2-step
+smoke model, T = 50, a few samples, the output elsewhere) the same code runs in seconds::
+
+    python benchmarks/ddim_background.py <smoke train folder> --profile smoke \
+        -p derived_dir=<...> -p cohort=<...> -n 4 --steps 5 --out /tmp/ddim_background.json
 """
 
 from __future__ import annotations
@@ -35,39 +42,58 @@ from neurodiff import artifacts, config, sampling
 from neurodiff.features import get_extractor
 from neurodiff.intensity import to_unit_range
 from neurodiff.io import atomic_write_json
-from neurodiff.metrics import fid
+from neurodiff.measures import fid
 from neurodiff.model import load_ema_model
 from neurodiff.sample import background_mean
 from neurodiff.sampling import generate
+
+
+def variants(cfg: config.ModelConfig, steps: int) -> dict[str, tuple[str, int, str]]:
+    """label -> (sampler, steps, DDIM clip mode), each checked against the model by the sampler
+    rules (a rectified-flow model, or ``steps`` > T, is refused here, before any sampling)."""
+    T = cfg.timesteps
+    out = {
+        f"ddpm-{T}": ("ddpm", T, "x0"),
+        f"ddim-{steps}, clip x0 only": ("ddim", steps, "x0"),
+        f"ddim-{T}, clip x0 only": ("ddim", T, "x0"),
+        f"ddim-{T}, re-derived eps": ("ddim", T, "rederive"),
+        f"ddim-{T}, no clipping": ("ddim", T, "none"),
+        f"ddim-{steps}, re-derived eps": ("ddim", steps, "rederive"),
+    }
+    for sampler, n, _ in out.values():
+        config.check_sampler(cfg.process, cfg.prediction_type, T, sampler, n)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("train_dir", type=Path, help="a training run folder (checkpoints inside)")
     ap.add_argument("--profile", default="demo", help="profile whose test split is the reference")
+    ap.add_argument("-p", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("-n", type=int, default=64, help="samples per variant")
+    ap.add_argument("--steps", type=int, default=50, help="the few-step DDIM's steps")
     ap.add_argument(
         "--out", type=Path, default=Path(__file__).parent / "results" / "ddim_background.json"
     )
     args = ap.parse_args(argv)
     model, cfg, _ = load_ema_model(args.train_dir, "cpu")
-    params = config.resolve(args.profile, {"image_size": cfg.image_size})
+    try:
+        rows_of = variants(cfg, args.steps)
+    except config.ConfigError as exc:
+        ap.error(
+            f"{args.train_dir} cannot be sampled with DDPM and DDIM-{args.steps} "
+            f"(process={cfg.process!r}, T = {cfg.timesteps}): {exc}"
+        )
+    overrides = dict(config.parse_override(o) for o in args.overrides)
+    params = config.resolve(args.profile, {**overrides, "image_size": cfg.image_size})
     test = artifacts.load_split(params, "test", group="control")[0]  # the study's images
     test = to_unit_range(np.asarray(test, dtype=np.float32))
     extractor = get_extractor("random", seed=0)
     real_f = extractor(test[: args.n])
-    variants = {
-        "ddpm-250": ("ddpm", cfg.timesteps, "x0"),
-        "ddim-50, clip x0 only": ("ddim", 50, "x0"),
-        "ddim-250, clip x0 only": ("ddim", cfg.timesteps, "x0"),
-        "ddim-250, re-derived eps": ("ddim", cfg.timesteps, "rederive"),
-        "ddim-250, no clipping": ("ddim", cfg.timesteps, "none"),
-        "ddim-50, re-derived eps": ("ddim", 50, "rederive"),
-    }
     rows = [{"variant": "real test images", "background_mean": background_mean(test, test)}]
     print(f"real test: background mean {rows[0]['background_mean']:.4f}")
     ddim = sampling.SAMPLER_SPECS["ddim"]
-    for label, (sampler, steps, mode) in variants.items():
+    for label, (sampler, steps, mode) in rows_of.items():
 
         def factory(c, mode=mode):
             sched = ddim.scheduler(c)

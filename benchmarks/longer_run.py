@@ -7,6 +7,12 @@ steps, training seconds, images/s, sampling seconds and every metric with its re
 
     python benchmarks/longer_run.py                      # profile longer -> results/longer.json
     python benchmarks/longer_run.py --profile demo -p train_steps=3858 --out /tmp/2x.json
+
+The default takes about 15 min on a 2-core CPU. The same code at toy size, in seconds
+(``tests/test_benchmarks.py``): the smoke profile on a small cohort, written elsewhere::
+
+    python benchmarks/longer_run.py --profile smoke -p cohort=<folder> -p derived_dir=<folder> \
+        --out /tmp/longer.json
 """
 
 from __future__ import annotations
@@ -41,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     result = metrics.run(params)
     batch = params.batch_size * params.grad_accum
     name = f"{args.profile}: {train.describe_recipe(params)}"
+    steps = config.check_sampler(  # ddpm always takes all T steps
+        params.process, params.prediction_type, params.timesteps, params.sampler, params.steps
+    )
     atomic_write_json(
         args.out,
         {
@@ -56,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
                     "train_seconds": train_seconds,
                     "images_per_second": trained.step * batch / max(train_seconds, 1e-9),
                     "image_size": params.image_size,
-                    "sampler": f"{params.sampler}-{params.steps}",
+                    "sampler": f"{params.sampler}-{steps}",
                     "sample_seconds": sample_seconds,
                     "metrics": {k: v.to_dict() for k, v in result.metrics.items()},
                 }

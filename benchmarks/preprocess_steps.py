@@ -13,7 +13,9 @@ The last line is the ratio cold / cached (goal >= 10x).
         [--workers N] [-p key=value ...]
 
 Without ``--cohort`` it uses ``data/raw/demo`` if present, else writes the demo cohort to a
-temporary folder first (about a minute, not counted).
+temporary folder first (about a minute, not counted). Outputs always go to a temporary
+``derived_dir``. Toy size (``tests/test_benchmarks.py``, seconds): a small cohort and the smoke
+profile, ``--cohort <12 subjects> --profile smoke --workers 1``.
 """
 
 from __future__ import annotations
@@ -37,13 +39,13 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cohort", type=Path, default=None)
     ap.add_argument("--profile", default="demo")
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("-p", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
     with tempfile.TemporaryDirectory(prefix="neurodiff-bench-") as tmp:

@@ -27,6 +27,16 @@ Examples::
     python benchmarks/recipes.py                      # all recipes, 240 s each (about an hour)
     python benchmarks/recipes.py --budget 30 --recipes authors,rflow --out /tmp/r.json
     python benchmarks/recipes.py --evaluate-only      # re-sample and re-judge the trained models
+
+``-p key=value`` changes every recipe (after its own changes), e.g. where the cohort and the
+derived data are. ``--toy`` runs the same code at toy size (:data:`TOY`: the smoke profile's
+16^2 images, 2-level UNet, T = 50, 5 sampler steps, 8 samples and small metric counts; the
+recipes' differences in size are overridden), in seconds with a budget of a second or two; with
+``--models`` and ``--out`` elsewhere it leaves ``data/derived/recipes`` and
+``benchmarks/results`` alone (``tests/test_benchmarks.py``)::
+
+    python benchmarks/recipes.py --toy --budget 1 --slice 0.5 --recipes authors,rflow \
+        -p cohort=<folder> -p derived_dir=<folder> --models /tmp/models --out /tmp/r.json
 """
 
 from __future__ import annotations
@@ -135,6 +145,32 @@ BASE = {
     "steps": 50,
 }
 
+#: ``--toy``: every recipe at the smoke profile's sizes and counts, for a test of this script.
+TOY = {
+    "image_size": 16,
+    "target_spacing": 4.0,
+    "register": "none",
+    "slices_per_subject": 2,
+    "channels": [16, 32],
+    "attention_levels": [False, True],
+    "num_res_blocks": 1,
+    "norm_num_groups": 8,
+    "num_head_channels": 16,
+    "timesteps": 50,
+    "batch_size": 4,
+    "steps": 5,
+    "n_samples": 8,
+    "sample_batch_size": 8,
+    "n_bootstrap": 20,
+    "n_permutations": 20,
+    "n_redraws": 10,
+    "msssim_pairs": 10,
+    "nn_k": 2,
+}
+
+#: Changes to every recipe, after its own (``-p`` and ``--toy`` of the command line).
+OVERRIDES: dict = {}
+
 log = logging.getLogger("recipes")
 
 
@@ -151,8 +187,9 @@ def cpu_model() -> str:
 
 
 def recipe_params(name: str, **extra) -> Params:
-    """The demo profile with the study's base recipe and recipe ``name``'s changes."""
-    overrides = {**BASE, **RECIPES[name][1], "preview_every": 0, **extra}
+    """The demo profile with the study's base recipe, recipe ``name``'s changes and
+    :data:`OVERRIDES` (validated: a sampler that does not fit the recipe's process is refused)."""
+    overrides = {**BASE, **RECIPES[name][1], "preview_every": 0, **OVERRIDES, **extra}
     return config.resolve("demo", overrides)
 
 
@@ -171,12 +208,15 @@ def _trainer(params: Params, images: np.ndarray, out: Path) -> Trainer:
     )
 
 
-def pilot(names: list[str], data: dict, rounds: int = 3, steps: int = 4) -> dict[str, float]:
-    """Median seconds per optimiser step of each recipe, interleaved (after one warm-up step)."""
+def pilot(
+    names: list[str], data: dict, out_root: Path, rounds: int = 3, steps: int = 4
+) -> dict[str, float]:
+    """Median seconds per optimiser step of each recipe, interleaved (after one warm-up step);
+    the pilot runs write under ``out_root/_pilot``."""
     gens, times = {}, {n: [] for n in names}
     for n in names:
         params = recipe_params(n, train_steps=10_000, checkpoint_every=10_000)
-        gens[n] = _trainer(params, data[n], ROOT / "data/derived/recipes/_pilot" / n).iterate()
+        gens[n] = _trainer(params, data[n], out_root / "_pilot" / n).iterate()
         next(gens[n])  # warm-up
     for _ in range(rounds):
         for n in names:
@@ -190,7 +230,7 @@ def pilot(names: list[str], data: dict, rounds: int = 3, steps: int = 4) -> dict
 def train_all(names: list[str], budget: float, slice_s: float, out_root: Path) -> dict:
     """Train every recipe for ``budget`` seconds' worth of steps, in turns of ``slice_s``."""
     data = {n: _data(recipe_params(n)) for n in names}
-    per_step = pilot(names, data)
+    per_step = pilot(names, data, out_root)
     state = {}
     for n in names:
         steps = max(1, int(budget / per_step[n]))
@@ -311,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--evaluate-only", action="store_true")
     ap.add_argument("--train-only", action="store_true", help="train, judge later")
     ap.add_argument("--list", action="store_true", help="print the recipes and exit")
+    ap.add_argument("-p", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--toy", action="store_true", help="every recipe at toy size (TOY), a test")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.list:
@@ -321,6 +363,11 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(names) - set(RECIPES))
     if unknown:
         ap.error(f"unknown recipes {unknown}; known: {list(RECIPES)}")
+    OVERRIDES.clear()
+    OVERRIDES.update(TOY if args.toy else {})
+    OVERRIDES.update(config.parse_override(o) for o in args.overrides)
+    for n in names:
+        recipe_params(n)  # every recipe's parameters checked before any training
     torch.set_num_threads(torch.get_num_threads())
     trained = {} if args.evaluate_only else train_all(names, args.budget, args.slice, args.models)
     if args.train_only:

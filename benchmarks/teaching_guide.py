@@ -7,10 +7,19 @@ fresh scratch folder: outputs go to a temporary ``derived_dir`` and executed not
 temporary folder, so the project's own runs and book are left alone. ``make install`` (once per
 machine) and ``make book`` (the book build, seconds) are not timed. The table is written to
 ``book/teaching_timings.md``, which the guide includes, with the machine and the date.
+
+The whole guide takes about an hour. The same code at toy size, in seconds
+(``tests/test_benchmarks.py``): ``--profile smoke`` runs every command on the smoke profile in
+place of ``course`` (as ``tests/test_teaching.py`` does), ``--select REGEX`` times only the
+commands matching it (the untimed ``make`` lines stay in the table), ``-p key=value`` is passed to
+every ``neurodiff`` command but ``demo-data``, and ``--out`` writes the table elsewhere::
+
+    python benchmarks/teaching_guide.py --profile smoke --select "neurodiff runs" --out /tmp/t.md
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import os
 import platform
@@ -39,32 +48,50 @@ def guide_commands(path: Path = GUIDE) -> list[str]:
     return commands
 
 
-def _localise(command: str, scratch: Path) -> list[str] | None:
-    """The command as run here (outputs in ``scratch``), or None for an untimed one."""
+def _localise(
+    command: str, scratch: Path, profile: str | None = None, overrides: tuple[str, ...] = ()
+) -> list[str] | None:
+    """The command as run here (outputs in ``scratch``; on ``profile`` in place of the guide's,
+    with ``-p`` ``overrides``), or None for an untimed one."""
     argv = shlex.split(command)
     if argv[0] == "make":
         return None
     argv[0] = str(Path(sys.executable).with_name("neurodiff"))
     if argv[1] == "demo-data":
         return [*argv, "--out", str(scratch / "demo")]
+    if profile and "--profile" in argv:
+        argv[argv.index("--profile") + 1] = profile
+    for o in overrides:
+        argv += ["-p", o]
     argv += ["-p", f"derived_dir={scratch / 'derived'}"]
     if argv[1] == "run":
         argv += ["--output-dir", str(scratch / "executed")]
     return argv
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--guide", type=Path, default=GUIDE, help="the guide whose commands are run")
+    ap.add_argument("--out", type=Path, default=OUT, help="where the table goes")
+    ap.add_argument("--profile", default=None, help="run on this profile in place of the guide's")
+    ap.add_argument("--select", default=None, help="time only the commands matching this regex")
+    ap.add_argument("-p", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    args = ap.parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory(prefix="neurodiff-course-") as tmp:
         scratch = Path(tmp)
-        for command in guide_commands():
-            argv = _localise(command, scratch)
-            if argv is None:
+        for command in guide_commands(args.guide):
+            run = _localise(command, scratch, args.profile, tuple(args.overrides))
+            if run is None:
                 rows.append((command, None))
                 continue
+            if args.select and not re.search(args.select, command):
+                continue
+            if args.profile:  # the table shows what ran
+                command = re.sub(r"(--profile )\S+", rf"\g<1>{args.profile}", command)
             print(f"$ {command}", flush=True)
             t0 = time.perf_counter()
-            proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
+            proc = subprocess.run(run, cwd=ROOT, capture_output=True, text=True)
             seconds = time.perf_counter() - t0
             if proc.returncode != 0:
                 print(proc.stderr[-3000:], file=sys.stderr)
@@ -75,7 +102,9 @@ def main() -> int:
     lines = [
         f"Measured on {when} by `python benchmarks/teaching_guide.py` on {os.cpu_count()} CPU "
         f"cores ({platform.machine()}), no GPU, every command in the order of this guide, from "
-        "nothing computed.",
+        "nothing computed."
+        + (f" On the {args.profile} profile." if args.profile else "")
+        + (f" Only the commands matching `{args.select}`." if args.select else ""),
         "",
         "| command | wall time |",
         "|---|---:|",
@@ -86,10 +115,11 @@ def main() -> int:
         lines.append(f"| `{shown}` | {took} |")
     total = sum(s for _, s in rows if s is not None)
     lines += [f"| **total** | **{total / 60:.1f} min** |", ""]
-    tmp_out = OUT.with_suffix(".md.tmp")
+    tmp_out = args.out.with_suffix(".md.tmp")
     tmp_out.write_text("\n".join(lines))
-    tmp_out.replace(OUT)
-    print(f"wrote {OUT.relative_to(ROOT)}")
+    tmp_out.replace(args.out)
+    out = args.out.resolve()
+    print(f"wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
     return 0
 
 

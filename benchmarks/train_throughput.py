@@ -17,7 +17,10 @@ volumes), ``compile`` (``torch.compile``), ``no_flash`` (MONAI's plain attention
 ``scaled_dot_product_attention``), ``no_fused`` (the per-tensor optimiser update), and
 ``microbatch`` (the effective batch as one micro-batch: ``batch_size x grad_accum`` with
 ``grad_accum`` 1 -- the same effective batch and the same maths, one pass instead of several).
-``--sampling`` also times one sample of the profile's model with DDPM (all T steps) and DDIM-50;
+``--sampling`` also times one sample of the profile's model with the many-step reference and the
+few-step sampler of its process (:func:`neurodiff.config.reference_sampler`,
+:func:`neurodiff.config.default_fast_sampler`): DDPM (all T steps) and DDIM-50 for a DDPM model,
+Euler with T and with 50 steps for a rectified-flow one;
 ``--max-batch`` (CUDA) finds the largest micro-batch that fits. The last line is the ratio, e.g.
 ``speedup vs plain loop: 1.62x``.
 
@@ -175,18 +178,32 @@ def neurodiff_loop(
 PEAK_MEMORY: dict[str, float | None] = {}
 
 
+def sampling_rows(mcfg: ModelConfig, fast_steps: int = 50) -> dict[str, tuple[str, int]]:
+    """``label -> (sampler, steps)`` that :func:`time_sampling` times: the many-step reference of
+    the model's process and its few-step sampler with ``min(fast_steps, T)`` steps (DDPM-T and
+    DDIM-50 for a DDPM model; Euler-T and Euler-50 for rectified flow), checked by the sampler
+    rules."""
+    T = mcfg.timesteps
+    pairs = [
+        config.reference_sampler(mcfg.process, T),
+        (config.default_fast_sampler(mcfg.process), min(fast_steps, T)),
+    ]
+    rows = {}
+    for sampler, steps in pairs:
+        n = config.check_sampler(mcfg.process, mcfg.prediction_type, T, sampler, steps)
+        rows[f"{sampler}-{n}"] = (sampler, n)
+    return rows
+
+
 def time_sampling(params: config.Params, device: torch.device) -> dict[str, float]:
     """Seconds for one sample (a volume for 3D profiles) of the profile's UNet (random weights:
-    speed does not depend on them) with DDPM over all T steps and with DDIM-50, after one untimed
+    speed does not depend on them) with each sampler of :func:`sampling_rows`, after one untimed
     warm-up call each."""
     from neurodiff.sampling import generate
 
     mcfg: ModelConfig = params.stage(ModelConfig)
     model = build_model(mcfg, flash_attention=device.type == "cuda").to(device).eval()
-    ddim = min(50, mcfg.timesteps)
-    rows = {f"ddpm-{mcfg.timesteps}": ("ddpm", None), f"ddim-{ddim}": ("ddim", ddim)}
-    if mcfg.process == "rflow":
-        rows = {f"euler-{ddim}": ("euler", ddim), "heun-10": ("heun", min(10, mcfg.timesteps))}
+    rows = sampling_rows(mcfg)
     out = {}
     for label, (sampler, steps) in rows.items():
         kwargs = dict(sampler=sampler, steps=steps, batch_size=1, device=device, progress=False)
@@ -244,7 +261,11 @@ def main(argv: list[str] | None = None) -> float:
         help="also time neurodiff's step with these changes (comma-separated, default all: "
         "fp32,channels_last,compile,no_flash,no_fused,microbatch)",
     )
-    ap.add_argument("--sampling", action="store_true", help="also time DDPM and DDIM-50 sampling")
+    ap.add_argument(
+        "--sampling",
+        action="store_true",
+        help="also time sampling: DDPM-T and DDIM-50 (Euler-T and Euler-50 for rectified flow)",
+    )
     ap.add_argument(
         "--max-batch", action="store_true", help="find the largest micro-batch that fits (CUDA)"
     )

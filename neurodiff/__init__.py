@@ -5,18 +5,19 @@ The package is a house with floors; a module imports only from its own floor or 
 * **Lower floor** -- shared pieces: :mod:`~neurodiff.config` (parameters), :mod:`~neurodiff.errors`,
   :mod:`~neurodiff.io` (atomic writes), :mod:`~neurodiff.device`, :mod:`~neurodiff.intensity`
   (the [-1, 1] <-> [0, 1] conversions), :mod:`~neurodiff.templates` (MNI152),
-  :mod:`~neurodiff.cohort` (reading input scans), :mod:`~neurodiff.artifacts` (stage folders and
-  every reader of stage outputs), :mod:`~neurodiff.checkpoints`.
+  :mod:`~neurodiff.cohort` (reading input scans), :mod:`~neurodiff.registry` (every stage declared
+  once), :mod:`~neurodiff.runs` (run folders keyed by parameters), :mod:`~neurodiff.artifacts`
+  (every read and write of stage outputs), :mod:`~neurodiff.checkpoints`.
 * **Middle floor** -- the machinery: :mod:`~neurodiff.model` (UNet, noise schedule, loss),
   :mod:`~neurodiff.sampling` (the sampler engine), :mod:`~neurodiff.features` (feature
-  extractors), the metric families of :mod:`~neurodiff.metrics` (``mmd``, ``frechet``,
-  ``similarity``, ``manifold``, ``memorisation``) and the figure kit :mod:`~neurodiff.viz`.
+  extractors), :mod:`~neurodiff.measures` (metric families, interval rules, real-vs-real redraws,
+  the calibration ladder) and the figure kit :mod:`~neurodiff.viz`.
 * **Stages** -- one per chapter, never importing each other: :mod:`~neurodiff.demo_data`
   (simulated cohort), :mod:`~neurodiff.explore`, :mod:`~neurodiff.preprocess`,
-  :mod:`~neurodiff.train`, :mod:`~neurodiff.sample`, :mod:`~neurodiff.metrics` (its ``stage``
-  and ``results``). Each has ``run(params)``.
-* **Top** -- :mod:`~neurodiff.runner` (notebooks through papermill, the book) and
-  :mod:`~neurodiff.cli`.
+  :mod:`~neurodiff.train`, :mod:`~neurodiff.sample`, :mod:`~neurodiff.metrics`,
+  :mod:`~neurodiff.augment`. Each has ``run(params)``.
+* **Top** -- :mod:`~neurodiff.runner` (notebooks through papermill, the book),
+  :mod:`~neurodiff.notebook`, :mod:`~neurodiff.record` and :mod:`~neurodiff.cli`.
 
 CONTRIBUTING.md draws the data flow between the stages.
 """

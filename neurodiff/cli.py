@@ -7,23 +7,26 @@ without a Python traceback, and the command exits with status 2.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from . import __version__
+from . import __version__, registry
+from .config import DEMO_COHORT, DEMO_NEW_SUBJECTS
 from .errors import CohortError, NeurodiffError
 
-STAGE_COMMANDS = {
-    "preprocess": "build the model-ready, cached dataset (train/test split, QC)",
-    "train": "train the diffusion model (also under torchrun for DDP)",
-    "sample": "generate a synthetic cohort as NIfTI",
-    "metrics": "MMD, FID, MS-SSIM, precision/recall, memorisation audit",
-    "augment": "does augmentation help? the downstream patient-vs-control experiment",
-}
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .config import Params
+
+
+def stage_commands() -> dict[str, registry.Stage]:
+    """The stages with a subcommand of their own (those that write run folders), by name."""
+    return {s.name: s for s in registry.keyed_stages()}
 
 
 def _add_profile_args(p: argparse.ArgumentParser) -> None:
@@ -83,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("demo-data", help="write the simulated multi-site BIDS cohort")
-    p.add_argument("--out", default="data/raw/demo", type=Path)
+    p.add_argument("--out", default=DEMO_COHORT, type=Path)
     p.add_argument("--subjects", type=int, default=48, help="healthy subjects")
     p.add_argument("--sites", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
@@ -97,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--new-subjects",
         action="store_true",
         help="other random streams, subjects named sub-new*: new subjects of the same "
-        "distribution, in no cohort of the same seed (chapter 6's oracle, data/raw/demo-new)",
+        f"distribution, in no cohort of the same seed (chapter 6's oracle, {DEMO_NEW_SUBJECTS})",
     )
 
     p = sub.add_parser("cohort", help="list the scans of a cohort (BIDS, IXI-style or flat folder)")
@@ -135,8 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("book", help="build the Jupyter Book into _build/html")
     p.add_argument("--strict", action="store_true", help="Sphinx warnings are errors")
 
-    for name, text in STAGE_COMMANDS.items():
-        p = sub.add_parser(name, help=text)
+    for name, spec in stage_commands().items():
+        p = sub.add_parser(name, help=spec.help)
         _add_profile_args(p)
     return parser
 
@@ -220,11 +223,64 @@ def _run_notebooks(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The metrics ``neurodiff runs`` shows per metrics run (value and real-vs-real baseline).
+RUN_METRICS = ("fid", "mmd_rbf", "precision", "recall", "coverage")
+
+
+def _show(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _metric_cell(m: dict | None) -> str:
+    if not m:
+        return ""
+    verdict = {"inside": " in", "outside": " out"}.get(m.get("verdict", ""), "")
+    return f"{m['value']:.3g} ({m['baseline']:.3g}){verdict}"
+
+
+def runs_table(profile_dir: str | Path, current: Params | None = None) -> pd.DataFrame:
+    """One row per run folder of a profile: stage, key, the run it was made from, state, the
+    parameters in which the runs of that stage differ, and (metrics runs) the key metrics as
+    ``value (real-vs-real median) in|out`` (inside or outside the real-vs-real range).
+    ``current`` marks the runs of those parameters with ``*``.
+    ``table.attrs["strays"]`` lists the entries that are not run folders (an older layout).
+    """
+    import pandas as pd
+
+    from .artifacts import load_metrics_json
+    from .runs import chain_keys, list_runs
+
+    runs, strays = list_runs(profile_dir)
+    mine = set(chain_keys(current).values()) if current is not None else set()
+    rows = []
+    for stage in {r.stage: None for r in runs}:
+        group = [r for r in runs if r.stage == stage]
+        names = sorted({k for r in group for k in r.params})
+        varying = [k for k in names if len({json.dumps(r.params.get(k)) for r in group}) > 1]
+        for r in group:
+            row = {
+                "stage": stage,
+                "run": r.key + (" *" if r.key in mine else ""),
+                "from": r.upstream or "",
+                "state": "complete" if r.complete else "incomplete",
+                "updated": r.updated.replace("T", " ")[:16],
+                "differs": " ".join(f"{k}={_show(r.params.get(k))}" for k in varying),
+            }
+            if stage == registry.METRICS.folder:
+                found = load_metrics_json(r.path) or {"metrics": {}}
+                for name in RUN_METRICS:
+                    m = found["metrics"].get(name)
+                    row[name] = _metric_cell(m)
+            rows.append(row)
+    table = pd.DataFrame(rows)
+    table.attrs["strays"] = strays
+    return table
+
+
 def _runs(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from . import config
-    from .artifacts import RUN_METRICS, runs_table
 
     params = config.resolve(args.profile, args.overrides)
     folder = params.profile_dir()
@@ -282,15 +338,15 @@ def _book(args: argparse.Namespace) -> int:
 
 
 def _stage(args: argparse.Namespace) -> int:
-    from . import config
+    # Imported here, not at the top: `neurodiff params` and `--help` stay instant.
+    from . import augment, config, metrics, preprocess, sample, train
+    from .notebook import prepare_cohorts
 
+    modules = {m.__name__: m for m in (preprocess, train, sample, metrics, augment)}
+    spec = registry.get(args.command)
     params = config.resolve(args.profile, args.overrides)
-    if args.command == "augment":  # its oracle cohort, preprocessed like the cohort
-        from .notebook import prepare_oracle
-
-        prepare_oracle(params)
-    module = importlib.import_module(f"neurodiff.{args.command}")
-    result = module.run(params)
+    prepare_cohorts(params, spec)  # further cohorts it reads, preprocessed like the cohort
+    result = modules[spec.module].run(params)
     if result is not None:
         print(result)
     return 0
@@ -310,7 +366,7 @@ _COMMANDS = {
 
 def _run(args: argparse.Namespace) -> int:
     """Dispatch a parsed command line to its handler."""
-    if args.command in STAGE_COMMANDS:
+    if args.command in stage_commands():
         return _stage(args)
     return _COMMANDS[args.command](args)
 

@@ -9,8 +9,6 @@ figures are in :mod:`neurodiff.viz.explore`.
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -19,7 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from .errors import CohortError
 from .io import shown_path
 
 __all__ = [
@@ -35,31 +32,17 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEMO_COHORT = "data/raw/demo"
-
 
 def open_cohort(params: Mapping[str, Any]):
     """Load the cohort named by the parameters (``cohort``, ``cohort_table``, ``skip_bad``).
 
-    The simulated demo cohort (``data/raw/demo``) is written first if it is missing, with the
-    defaults of ``neurodiff demo-data``; any other missing folder is an error.
+    A missing folder is an error naming it (:func:`neurodiff.notebook.prepare` writes the
+    simulated demo cohort first when the parameter has its default).
     """
     from .cohort import load_cohort
-    from .config import Params, project_root
+    from .config import Params
 
     path = params.path(params.cohort) if isinstance(params, Params) else Path(params["cohort"])
-    if not path.exists() and path.resolve() == (project_root() / DEMO_COHORT).resolve():
-        # In a separate process: the generator forks workers, which is unsafe inside a
-        # multi-threaded Jupyter kernel.
-        log.info("writing the simulated demo cohort to %s (once, ~20 s)", path)
-        res = subprocess.run(
-            [sys.executable, "-m", "neurodiff", "demo-data", "--out", str(path)],
-            capture_output=True,
-            text=True,
-        )
-        if res.returncode != 0:
-            last = (res.stderr.strip().splitlines() or ["no message"])[-1]
-            raise CohortError(f"writing the demo cohort to {path} failed: {last}", path=path)
     table = params.get("cohort_table") or None
     if table and isinstance(params, Params):
         table = params.path(table)

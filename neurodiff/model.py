@@ -6,7 +6,8 @@ with ``process="rflow"``), :func:`build_inferer` wires them for a training forwa
 :func:`sample_timesteps` draws the training noise levels and :func:`diffusion_loss` is the training
 objective (with optional min-SNR weighting). Samplers (DDIM, PNDM, Euler/Heun) for
 :mod:`neurodiff.sampling` come from :func:`build_scheduler` too, so they share the exact noise
-schedule the model was trained with.
+schedule the model was trained with; it is the one place a scheduler is built (its DDIM is the
+schedule-consistent one of :mod:`neurodiff.schedulers`).
 
 :func:`load_ema_model` rebuilds the network of a training checkpoint with its EMA weights, ready
 for sampling. Cost figures for the model summary: :func:`count_parameters` and
@@ -32,8 +33,9 @@ from .conditioning import (
     conditional_unet_class,
     null_class,
 )
-from .config import ModelConfig, Params
+from .config import ModelConfig, Params, check_sampler_fits
 from .errors import CheckpointError, ConfigError
+from .schedulers import schedule_consistent_ddim
 
 __all__ = [
     "ClassGuided",
@@ -145,8 +147,11 @@ def build_scheduler(cfg: ModelConfig | Mapping[str, Any], kind: str = "ddpm") ->
     cfg : ModelConfig or mapping
         ``timesteps``, ``schedule`` and ``prediction_type`` are used.
     kind : {"ddpm", "ddim", "pndm"}
-        ``ddpm`` (training and ancestral sampling, Ho et al. 2020), ``ddim`` (Song et al. 2021) or
-        ``pndm`` (Liu et al. 2022, epsilon-prediction only); all share the same betas. Ignored for
+        ``ddpm`` (training and ancestral sampling, Ho et al. 2020), ``ddim`` (Song et al. 2021;
+        MONAI's ``DDIMScheduler`` with the previous-timestep fix,
+        :func:`neurodiff.schedulers.schedule_consistent_ddim`, right also when the sampler's
+        steps do not divide T) or ``pndm`` (Liu et al. 2022, epsilon-prediction only, as
+        :func:`neurodiff.config.check_sampler_fits` says); all share the same betas. Ignored for
         ``process="rflow"``: the one ``RFlowScheduler`` trains and samples (Euler steps).
 
     Returns
@@ -155,7 +160,7 @@ def build_scheduler(cfg: ModelConfig | Mapping[str, Any], kind: str = "ddpm") ->
         With ``alphas_cumprod`` (alpha-bar_t, shape ``(T,)``), ``add_noise`` (the forward process
         q(x_t | x_0)) and ``step`` (one reverse step).
     """
-    from monai.networks.schedulers import DDIMScheduler, DDPMScheduler, PNDMScheduler
+    from monai.networks.schedulers import DDPMScheduler, PNDMScheduler
 
     cfg = _as_config(cfg)
     if cfg.process == "rflow":
@@ -165,14 +170,11 @@ def build_scheduler(cfg: ModelConfig | Mapping[str, Any], kind: str = "ddpm") ->
     if kind == "ddpm":
         return DDPMScheduler(prediction_type=cfg.prediction_type, clip_sample=True, **common)
     if kind == "ddim":
-        return DDIMScheduler(prediction_type=cfg.prediction_type, clip_sample=True, **common)
+        return schedule_consistent_ddim()(
+            prediction_type=cfg.prediction_type, clip_sample=True, **common
+        )
     if kind == "pndm":
-        if cfg.prediction_type != "epsilon":
-            raise ConfigError(
-                f"the PNDM sampler needs prediction_type='epsilon'; the model predicts "
-                f"{cfg.prediction_type!r}; use sampler=ddim",
-                parameter="sampler",
-            )
+        check_sampler_fits(cfg.process, cfg.prediction_type, "pndm")
         return PNDMScheduler(skip_prk_steps=True, **common)
     raise ConfigError(f"build_scheduler(): argument kind must be ddpm, ddim or pndm; got {kind!r}")
 

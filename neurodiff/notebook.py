@@ -4,95 +4,110 @@
 reader who opens one chapter on its own -- in JupyterLab, VS Code, on Binder or Colab, or with
 papermill's own command line -- may not have them yet. :func:`prepare` computes exactly what is
 missing for the chapter's parameters (building the simulated demo cohort, preprocessing,
-training, sampling), each with a log line saying so, and does nothing when it is all there. Being
-keyed by the parameters (:mod:`neurodiff.runs`), what it finds is always of the same parameters.
+training, sampling), each with a log line saying so, and does nothing when it is all there. What a
+chapter needs is read from the stage registry (:mod:`neurodiff.registry`: its stage's upstream
+stages and further cohorts); being keyed by the parameters (:mod:`neurodiff.runs`), what it finds
+is always of the same parameters.
 """
 
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
+from pathlib import Path
 
-from . import artifacts, runs
-from .config import ConfigError, Params, parameter_specs
+from . import preprocess, registry, runs, sample, train
+from .config import DEMO_COHORT, DEMO_NEW_SUBJECTS, ConfigError, Params, parameter_specs
+from .errors import CohortError
 
-__all__ = ["CHAPTER_NEEDS", "ORACLE", "prepare", "prepare_oracle"]
+__all__ = ["prepare", "prepare_cohorts", "prepare_oracle", "write_demo_cohort"]
 
 log = logging.getLogger(__name__)
 
-#: Chapter 6's oracle: the new-subjects cohort, preprocessed like the cohort.
-ORACLE = "oracle"
+#: The stages a chapter may have to compute first, by stage name: their ``run(params)``.
+_RUNNERS = {
+    registry.PREPROCESS.name: preprocess.run,
+    registry.TRAIN.name: train.run,
+    registry.SAMPLE.name: sample.run,
+}
 
-#: The stage outputs each chapter reads (the cohort is always needed).
-CHAPTER_NEEDS: dict[str, tuple[str, ...]] = {
-    "01": (),
-    "02": (),
-    "03": (artifacts.PREPROCESSED,),
-    "04": (artifacts.PREPROCESSED, artifacts.TRAIN),
-    "05": (artifacts.PREPROCESSED, artifacts.TRAIN, artifacts.SYNTHETIC),
-    "06": (artifacts.PREPROCESSED, artifacts.TRAIN, artifacts.SYNTHETIC, ORACLE),
+#: The ``neurodiff demo-data`` options that write the simulated folder each cohort parameter
+#: defaults to.
+_DEMO_OPTIONS: dict[str, tuple[str, list[str]]] = {
+    "cohort": (DEMO_COHORT, []),
+    "oracle_cohort": (
+        DEMO_NEW_SUBJECTS,
+        ["--new-subjects", "--subjects", "8", "--patients", "8"],
+    ),
+}
+
+_EXPECTED = {
+    "cohort": "a BIDS, IXI-style or flat folder of NIfTI scans",
+    "oracle_cohort": "a cohort of new subjects (or '' for no arm E)",
 }
 
 
-def _complete(params: Params, stage: str) -> bool:
-    return runs.read_run(runs.run_dir(params, stage)).complete
+def write_demo_cohort(root: str | Path, options: list[str] = ()) -> Path:
+    """Write a simulated cohort to ``root`` with ``neurodiff demo-data`` ``options``.
+
+    The one way a missing demo cohort is made on demand (chapters 1-6, ``neurodiff augment``).
+    It runs in a separate process: the generator forks workers, which is unsafe inside a
+    multi-threaded Jupyter kernel.
+    """
+    root = Path(root)
+    cmd = [sys.executable, "-m", "neurodiff", "demo-data", "--out", str(root), *options]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        last = (res.stderr.strip().splitlines() or ["no message"])[-1]
+        raise CohortError(f"writing the simulated cohort to {root} failed: {last}", path=root)
+    return root
 
 
-def _simulated(params: Params, name: str, expected: str, **demo: object) -> None:
+def _simulated(params: Params, name: str) -> None:
     """Write the simulated cohort of parameter ``name`` (``cohort``, ``oracle_cohort``) when its
-    folder is missing and the parameter has its default; any other missing folder is an error
-    that says what was ``expected``."""
+    folder is missing and the parameter has its default; any other missing folder is an error."""
     root = params.path(params[name])
     if root.is_dir():
         return
     if params[name] != parameter_specs()[name].default:
         raise ConfigError(
-            f"parameter {name!r}: the folder {str(root)!r} does not exist; expected {expected}",
+            f"parameter {name!r}: the folder {str(root)!r} does not exist; expected "
+            f"{_EXPECTED[name]}",
             parameter=name,
         )
-    from .demo_data import make_demo_cohort
-
     log.info("the simulated %s is missing: writing it to %s (`neurodiff demo-data`)", name, root)
-    make_demo_cohort(root, **demo)
+    write_demo_cohort(root, _DEMO_OPTIONS[name][1])
 
 
-def _cohort(params: Params) -> None:
-    _simulated(params, "cohort", "a BIDS, IXI-style or flat folder of NIfTI scans")
+def _complete(params: Params, stage: registry.Stage) -> bool:
+    return runs.read_run(runs.run_dir(params, stage)).complete
 
 
 def prepare(params: Params, chapter: str) -> None:
     """Compute what chapter ``chapter`` (``"03"`` or ``"03_train"``) needs and is missing;
     each stage it runs is logged (nothing is when everything is there)."""
-    key = chapter[:2]
-    if key not in CHAPTER_NEEDS:
-        raise ConfigError(
-            f"unknown chapter {chapter!r}; expected one of {sorted(CHAPTER_NEEDS)}",
-            parameter="chapter",
-        )
-    _cohort(params)
-    for stage in CHAPTER_NEEDS[key]:
-        if stage == ORACLE:
-            prepare_oracle(params)
-            continue
+    spec = registry.chapter_stage(chapter)
+    _simulated(params, "cohort")
+    for stage in registry.needs(spec):
         if _complete(params, stage):
             continue
         log.info(
             "chapter %s needs the %s outputs of these parameters, which do not exist yet: "
             "computing them now (as `neurodiff run --only` the chapter before would)",
-            key,
-            stage,
+            spec.chapter,
+            stage.name,
         )
-        if stage == artifacts.PREPROCESSED:
-            from . import preprocess
+        _RUNNERS[stage.name](params)
+    prepare_cohorts(params, spec)
 
-            preprocess.run(params)
-        elif stage == artifacts.TRAIN:
-            from . import train
 
-            train.run(params)
-        else:
-            from . import sample
-
-            sample.run(params)
+def prepare_cohorts(params: Params, stage: str | registry.Stage) -> None:
+    """Preprocess the further cohorts ``stage`` reads (the registry's ``cohorts``) like the
+    cohort, when they are missing."""
+    for name in registry.get(stage).cohorts:
+        if name == "oracle_cohort":
+            prepare_oracle(params)
 
 
 def prepare_oracle(params: Params) -> None:
@@ -103,18 +118,10 @@ def prepare_oracle(params: Params) -> None:
     oracle = oracle_params(params)
     if oracle is None:
         return
-    _simulated(
-        params,
-        "oracle_cohort",
-        "a cohort of new subjects (or '' for no arm E)",
-        subjects=8,
-        patients=8,
-        new_subjects=True,
-    )
-    root = params.path(params.oracle_cohort)
-    if _complete(oracle, artifacts.PREPROCESSED):
+    _simulated(params, "oracle_cohort")
+    if _complete(oracle, registry.PREPROCESS):
         return
-    from . import preprocess
-
-    log.info("preprocessing the oracle cohort %s like the cohort", root)
+    log.info(
+        "preprocessing the oracle cohort %s like the cohort", params.path(params.oracle_cohort)
+    )
     preprocess.run(oracle)

@@ -18,9 +18,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from . import config
+from . import augment, config, registry
 from .artifacts import load_metrics_json, metrics_dir
 from .io import atomic_write_json, atomic_write_text
+from .runs import run_dir
 
 __all__ = ["LOCK_FILE", "lock_status", "reproducibility_markdown", "write_record"]
 
@@ -146,19 +147,17 @@ def write_record(params: config.Params, runs: Sequence[Any], out_dir: Path, root
 
 def _augment_markdown(params: config.Params) -> str:
     """Chapter 6's answer, which the Discussion includes, from this run's augmentation outputs."""
-    from . import augment, runs
-
-    folder = runs.run_dir(params, "augment")
-    if not (runs.read_run(folder).complete and (folder / "augment.json").is_file()):
+    result = augment.load(params)  # read back, never recomputed
+    if result is None:
         return (
             "*The augmentation experiment has not run with these parameters: run `neurodiff run "
-            f"--profile {params.profile}` through `06_augment`.*\n"
+            f"--profile {params.profile}` through `{registry.AUGMENT.notebook}`.*\n"
         )
-    result = augment.run(params)  # complete: read back, not recomputed
+    folder = run_dir(params, registry.AUGMENT)
     return (
         augment.answer(result)
         + f"\n\n*From `{folder.name}/augment.json` of profile `{params.profile}` "
-        "(chapter 6).*\n"
+        f"(chapter {int(registry.AUGMENT.chapter)}).*\n"
     )
 
 
@@ -168,9 +167,9 @@ def _results_markdown(params: config.Params) -> str:
     if metrics is None:
         return (
             "*No metrics have been computed for this run yet: run `neurodiff run "
-            f"--profile {params.profile}` through `05_metrics`.*\n"
+            f"--profile {params.profile}` through `{registry.METRICS.notebook}`.*\n"
         )
-    from .metrics.results import results_markdown
+    from .metrics import results_markdown
 
     path = metrics_dir(params) / "metrics.json"
     body = results_markdown(metrics)
@@ -179,7 +178,8 @@ def _results_markdown(params: config.Params) -> str:
         source = (
             f"**These metrics were computed with other parameters** (hash "
             f"`{metrics.get('params_hash')}`) than this run (`{params.hash()}`): run "
-            f"`neurodiff run --profile {params.profile}` through `05_metrics` to update them."
+            f"`neurodiff run --profile {params.profile}` through "
+            f"`{registry.METRICS.notebook}` to update them."
         )
     groups = list(params.groups)
     if groups:

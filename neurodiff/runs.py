@@ -30,24 +30,17 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .config import (
-    AugmentConfig,
-    CohortConfig,
-    MetricsConfig,
-    ModelConfig,
-    Params,
-    PreprocessConfig,
-    SampleConfig,
-    TrainConfig,
-)
+from . import registry
+from .config import Params
 from .io import atomic_write_json
+from .registry import Stage
 
 __all__ = [
     "RECORD",
-    "STAGE_CHAIN",
     "Run",
     "chain_keys",
     "list_runs",
+    "note_outputs",
     "read_run",
     "record_run",
     "remove_runs",
@@ -57,28 +50,22 @@ __all__ = [
     "stage_names",
 ]
 
-#: The stages in order: folder name, the configs whose fields shape its outputs, output format.
-#: Bump a format when a stage's outputs change meaning, so that old folders are not reused.
-STAGE_CHAIN: tuple[tuple[str, tuple[type, ...], str], ...] = (
-    ("preprocessed", (CohortConfig, PreprocessConfig), "neurodiff-preprocessed/2"),
-    ("train", (ModelConfig, TrainConfig), "neurodiff-train/1"),
-    ("synthetic", (SampleConfig,), "neurodiff-synthetic/1"),
-    ("metrics", (MetricsConfig,), "neurodiff-metrics/1"),
-    ("augment", (AugmentConfig,), "neurodiff-augment/1"),
-)
 #: The record written into every run folder.
 RECORD = "run.json"
 
 
 def stage_names() -> list[str]:
-    return [name for name, _, _ in STAGE_CHAIN]
+    """The folder names of the stages that write run folders, upstream first."""
+    return [s.folder for s in registry.keyed_stages()]
 
 
-def _position(stage: str) -> int:
-    names = stage_names()
-    if stage not in names:
-        raise ValueError(f"unknown stage {stage!r}; expected one of {names}")
-    return names.index(stage)
+def _keyed(stage: str | Stage) -> Stage:
+    spec = registry.get(stage)
+    if spec.folder is None:
+        raise ValueError(
+            f"stage {spec.name!r} writes no run folder; expected one of {stage_names()}"
+        )
+    return spec
 
 
 def _own_params(params: Params, classes: Iterable[type]) -> dict[str, Any]:
@@ -89,59 +76,93 @@ def _own_params(params: Params, classes: Iterable[type]) -> dict[str, Any]:
     return out
 
 
-def shaping_params(params: Params, stage: str) -> dict[str, Any]:
+def shaping_params(params: Params, stage: str | Stage) -> dict[str, Any]:
     """Every parameter that shapes ``stage``'s outputs: its own and its upstream stages'."""
+    spec = _keyed(stage)
     out: dict[str, Any] = {}
-    for _, classes, _ in STAGE_CHAIN[: _position(stage) + 1]:
-        out.update(_own_params(params, classes))
+    for s in (*registry.needs(spec), spec):
+        out.update(_own_params(params, s.configs))
     return dict(sorted(out.items()))
 
 
 def chain_keys(params: Params) -> dict[str, str]:
-    """The key of every stage for ``params``: ``{"preprocessed": ..., "train": ..., ...}``."""
+    """The key of every stage for ``params``, by folder: ``{"preprocessed": ..., ...}``.
+
+    A key hashes the stage's folder name, output format, own shaping parameters and the keys of
+    the stages it reads (so every upstream parameter too).
+    """
     keys: dict[str, str] = {}
-    upstream = ""
-    for name, classes, fmt in STAGE_CHAIN:
-        blob = {"stage": name, "format": fmt, "upstream": upstream}
-        blob["params"] = _own_params(params, classes)
-        upstream = hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:12]
-        keys[name] = upstream
+    for spec in registry.keyed_stages():
+        upstream = "+".join(keys[registry.get(u).folder] for u in spec.upstream)
+        blob = {"stage": spec.folder, "format": spec.format, "upstream": upstream}
+        blob["params"] = _own_params(params, spec.configs)
+        keys[spec.folder] = hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[
+            :12
+        ]
     return keys
 
 
-def stage_key(params: Params, stage: str) -> str:
+def stage_key(params: Params, stage: str | Stage) -> str:
     """The 12-hex-digit key naming ``stage``'s folder for ``params``."""
-    _position(stage)
-    return chain_keys(params)[stage]
+    return chain_keys(params)[_keyed(stage).folder]
 
 
-def run_dir(params: Params, stage: str) -> Path:
-    """``<derived_dir>/<profile>/<stage>/<key>``: where ``stage`` writes for ``params``."""
-    return params.profile_dir() / stage / stage_key(params, stage)
+def run_dir(params: Params, stage: str | Stage) -> Path:
+    """``<derived_dir>/<profile>/<folder>/<key>``: where ``stage`` writes for ``params``."""
+    spec = _keyed(stage)
+    return params.profile_dir() / spec.folder / stage_key(params, spec)
 
 
-def record_run(params: Params, stage: str, complete: bool = True) -> Path:
-    """Write ``run.json`` (key, upstream key, shaping parameters, state) into the run folder.
+def _outputs(folder: Path, spec: Stage) -> list[str]:
+    """The files of ``folder`` that match the stage's declared outputs, relative and sorted."""
+    found = {
+        p.relative_to(folder).as_posix()
+        for pattern in spec.outputs
+        for p in folder.glob(pattern)
+        if p.is_file()
+    }
+    return sorted(found)
+
+
+def record_run(params: Params, stage: str | Stage, complete: bool = True) -> Path:
+    """Write ``run.json`` (key, upstream keys, shaping parameters, state, the outputs written)
+    into the run folder.
 
     Stages call it when they finish (and training also when it starts, so that an interrupted
     run is listed as such). Returns the record's path.
     """
+    spec = _keyed(stage)
     keys = chain_keys(params)
-    pos = _position(stage)
-    upstream = stage_names()[pos - 1] if pos else None
-    folder = run_dir(params, stage)
+    folder = run_dir(params, spec)
     record = {
-        "stage": stage,
-        "key": keys[stage],
-        "upstream": {"stage": upstream, "key": keys[upstream]} if upstream else None,
+        "stage": spec.folder,
+        "key": keys[spec.folder],
+        "upstream": [
+            {"stage": registry.get(u).folder, "key": keys[registry.get(u).folder]}
+            for u in spec.upstream
+        ],
         "profile": params.profile,
         "complete": complete,
         "updated": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "params": shaping_params(params, stage),
+        "params": shaping_params(params, spec),
+        "outputs": _outputs(folder, spec),
     }
     path = folder / RECORD
     atomic_write_json(path, record)
     return path
+
+
+def note_outputs(folder: str | Path) -> None:
+    """Refresh the list of outputs in ``folder``'s ``run.json`` (after a file was added to a
+    finished run, e.g. the per-group view beside ``metrics.json``); nothing without a record."""
+    folder = Path(folder)
+    path = folder / RECORD
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    record["outputs"] = _outputs(folder, registry.get(record["stage"]))
+    atomic_write_json(path, record)
 
 
 @dataclass
@@ -151,10 +172,11 @@ class Run:
     stage: str
     key: str
     path: Path
-    upstream: str | None = None
+    upstream: tuple[str, ...] = ()
     complete: bool = False
     updated: str = ""
     params: dict[str, Any] = field(default_factory=dict)
+    outputs: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
@@ -172,15 +194,18 @@ def _read(path: Path, stage: str) -> Run:
         rec = json.loads((path / RECORD).read_text())
     except (OSError, ValueError):
         return Run(stage, path.name, path)  # no (readable) record: an interrupted first write
-    up = rec.get("upstream") or {}
+    up = rec.get("upstream") or []
+    if isinstance(up, dict):  # a record of one upstream stage, before the registry
+        up = [up]
     return Run(
         stage,
         path.name,
         path,
-        upstream=up.get("key"),
+        upstream=tuple(f"{u['stage']}/{u['key']}" for u in up),
         complete=bool(rec.get("complete")),
         updated=str(rec.get("updated", "")),
         params=dict(rec.get("params", {})),
+        outputs=tuple(rec.get("outputs", ())),
     )
 
 
@@ -215,10 +240,9 @@ def _downstream(runs: list[Run], chosen: set[str]) -> set[str]:
     while changed:
         changed = False
         for r in runs:
-            if r.label in out or r.upstream is None:
+            if r.label in out:
                 continue
-            up_stage = stage_names()[_position(r.stage) - 1]
-            if f"{up_stage}/{r.upstream}" in out and r.label in by_key:
+            if any(u in out for u in r.upstream) and r.label in by_key:
                 out.add(r.label)
                 changed = True
     return out
@@ -227,13 +251,7 @@ def _downstream(runs: list[Run], chosen: set[str]) -> set[str]:
 def _orphans(runs: list[Run]) -> set[str]:
     """Runs made from a run that no longer exists (and what was made from them)."""
     labels = {r.label for r in runs}
-    direct = set()
-    for r in runs:
-        if r.upstream is None:
-            continue
-        up_stage = stage_names()[_position(r.stage) - 1]
-        if f"{up_stage}/{r.upstream}" not in labels:
-            direct.add(r.label)
+    direct = {r.label for r in runs if any(u not in labels for u in r.upstream)}
     return _downstream(runs, direct)
 
 

@@ -1,8 +1,9 @@
 """The sampling engine: MONAI schedulers turned into samplers, one seeded loop, one dispatch.
 
-Every sampler name is checked and dispatched here (:func:`check_sampler_args`,
-:func:`make_scheduler`, :func:`generate`), for the synthetic cohort (stage 4), the training
-previews and the teaching figures alike.
+Every sampler name is dispatched here (:func:`make_scheduler`, :func:`generate`), for the
+synthetic cohort (stage 4), the training previews and the teaching figures alike; which sampler
+fits which model is decided by :func:`neurodiff.config.check_sampler` (through
+:func:`check_sampler_args`), and every scheduler comes from :func:`neurodiff.model.build_scheduler`.
 
 Samplers (all MONAI schedulers, with the noise schedule the model was trained with):
 
@@ -40,11 +41,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import SAMPLERS_BY_PROCESS, ModelConfig
+from .config import (
+    SAMPLERS,
+    ModelConfig,
+    check_sampler,
+    default_fast_sampler,
+    uses_all_timesteps,
+)
 from .device import autocast, resolve_device, resolve_precision
 from .errors import ConfigError
-from .model import build_scheduler, schedule_args
-from .schedulers import heun_step, schedule_consistent_ddim
+from .model import build_scheduler
+from .schedulers import heun_step
 
 __all__ = [
     "SAMPLERS",
@@ -68,25 +75,19 @@ class SamplerSpec:
     """What differs between samplers; everything else is the one loop of :func:`generate`.
 
     ``scheduler`` builds the MONAI scheduler from the model configuration (the training noise
-    schedule); ``all_timesteps``: always ``T`` network evaluations (``steps`` is ignored);
-    ``uses_eta``: takes DDIM's ``eta``; ``stochastic``: draws noise from the generator at each
-    step; ``stateful``: keeps a history per chain, reset for every batch; ``epsilon_only``: needs
-    an epsilon-prediction model; ``flow``: integrates a rectified-flow velocity (Euler steps to
-    the next timestep); ``heun``: with a second evaluation per step.
+    schedule); ``uses_eta``: takes DDIM's ``eta``; ``stochastic``: draws noise from the generator
+    at each step; ``stateful``: keeps a history per chain, reset for every batch; ``flow``:
+    integrates a rectified-flow velocity (Euler steps to the next timestep); ``heun``: with a
+    second evaluation per step. What a sampler asks of the model (its process, all T timesteps,
+    epsilon prediction) is not here but in :mod:`neurodiff.config.samplers`.
     """
 
     scheduler: Callable[[ModelConfig], Any]
-    all_timesteps: bool = False
     uses_eta: bool = False
     stochastic: bool = False
     stateful: bool = False
-    epsilon_only: bool = False
     flow: bool = False
     heun: bool = False
-
-
-#: The samplers, dispatched here and nowhere else (see the module docstring).
-SAMPLER_SPECS: dict[str, SamplerSpec] = {}  # filled below, once the DDIM class is defined
 
 
 #: ``callback(step_index, t, x_t, x0_pred)`` of :func:`generate`: ``x_t`` is the batch entering
@@ -95,25 +96,15 @@ SAMPLER_SPECS: dict[str, SamplerSpec] = {}  # filled below, once the DDIM class 
 StepCallback = Callable[[int, int, torch.Tensor, "torch.Tensor | None"], None]
 
 
-def _ddim_scheduler(model_config: ModelConfig):
-    """MONAI's DDIM with the previous-timestep fix, built like the training scheduler."""
-    return schedule_consistent_ddim()(
-        num_train_timesteps=model_config.timesteps,
-        schedule=model_config.schedule,
-        prediction_type=model_config.prediction_type,
-        clip_sample=True,
-        **schedule_args(model_config),
-    )
-
-
-SAMPLER_SPECS.update(
-    ddpm=SamplerSpec(lambda c: build_scheduler(c, "ddpm"), all_timesteps=True, stochastic=True),
-    ddim=SamplerSpec(_ddim_scheduler, uses_eta=True, stochastic=True),
-    pndm=SamplerSpec(lambda c: build_scheduler(c, "pndm"), stateful=True, epsilon_only=True),
-    euler=SamplerSpec(build_scheduler, flow=True),
-    heun=SamplerSpec(build_scheduler, flow=True, heun=True),
-)
-SAMPLERS = tuple(SAMPLER_SPECS)
+#: The samplers (:data:`neurodiff.config.SAMPLERS`), dispatched here and nowhere else (see the
+#: module docstring). DDIM is the schedule-consistent one of :mod:`neurodiff.schedulers`.
+SAMPLER_SPECS: dict[str, SamplerSpec] = {
+    "ddpm": SamplerSpec(lambda c: build_scheduler(c, "ddpm"), stochastic=True),
+    "ddim": SamplerSpec(lambda c: build_scheduler(c, "ddim"), uses_eta=True, stochastic=True),
+    "pndm": SamplerSpec(lambda c: build_scheduler(c, "pndm"), stateful=True),
+    "euler": SamplerSpec(build_scheduler, flow=True),
+    "heun": SamplerSpec(build_scheduler, flow=True, heun=True),
+}
 
 
 def check_sampler_args(
@@ -121,49 +112,20 @@ def check_sampler_args(
 ) -> int:
     """Validate a sampler request against the model; return the number of sampler steps.
 
+    The sampler rules are :func:`neurodiff.config.check_sampler`'s; ``eta`` is checked here.
+
     Raises
     ------
     ConfigError
         Unknown sampler; a sampler that does not fit the model's ``process``; ``steps`` <= 0 or
-        > T; ``eta`` outside [0, 1]; pndm with a non-epsilon ``prediction_type``.
+        > T; pndm with a non-epsilon ``prediction_type``; ``eta`` outside [0, 1].
     """
-    T = model_config.timesteps
-    if sampler not in SAMPLER_SPECS:
-        raise ConfigError(
-            f"parameter 'sampler' must be one of {list(SAMPLERS)}; got {sampler!r}",
-            parameter="sampler",
-        )
-    fitting = SAMPLERS_BY_PROCESS[model_config.process]
-    if sampler not in fitting:
-        raise ConfigError(
-            f"sampler {sampler!r} does not fit a model with process={model_config.process!r}; "
-            f"use one of {list(fitting)}",
-            parameter="sampler",
-        )
-    spec = SAMPLER_SPECS[sampler]
+    n_steps = check_sampler(
+        model_config.process, model_config.prediction_type, model_config.timesteps, sampler, steps
+    )
     if not 0.0 <= float(eta) <= 1.0:
         raise ConfigError(f"parameter 'eta' must be in [0, 1]; got {eta!r}", parameter="eta")
-    if spec.all_timesteps:
-        return T
-    if steps is None or isinstance(steps, bool) or int(steps) != steps or steps <= 0:
-        raise ConfigError(
-            f"parameter 'steps' must be a positive integer for sampler {sampler!r}; got {steps!r}",
-            parameter="steps",
-        )
-    if steps > T:
-        raise ConfigError(
-            f"parameter 'steps' ({steps}) must be <= the model's timesteps T = {T} "
-            f"for sampler {sampler!r}: it can only skip timesteps, not add them",
-            parameter="steps",
-        )
-    if spec.epsilon_only and model_config.prediction_type != "epsilon":
-        raise ConfigError(
-            f"sampler {sampler!r} needs an epsilon-prediction model; this model has "
-            f"prediction_type={model_config.prediction_type!r} (use sampler=ddim "
-            "or ddpm)",
-            parameter="sampler",
-        )
-    return int(steps)
+    return n_steps
 
 
 def network_evaluations(model_config: ModelConfig, sampler: str, steps: int | None) -> int:
@@ -175,9 +137,9 @@ def network_evaluations(model_config: ModelConfig, sampler: str, steps: int | No
 def make_scheduler(model_config: ModelConfig, sampler: str = "ddim", steps: int | None = 50):
     """The MONAI scheduler for ``sampler`` with the training noise schedule, timesteps set.
 
-    DDPM and PNDM come from :func:`neurodiff.model.build_scheduler` (the schedule training used);
-    DDIM is MONAI's ``DDIMScheduler`` built with the same arguments, with the previous-timestep
-    fix of :func:`neurodiff.schedulers.schedule_consistent_ddim`. ``ddpm`` always uses all ``T``
+    Every scheduler comes from :func:`neurodiff.model.build_scheduler` (the schedule training
+    used); its DDIM is MONAI's ``DDIMScheduler`` with the previous-timestep fix of
+    :func:`neurodiff.schedulers.schedule_consistent_ddim`. ``ddpm`` always uses all ``T``
     timesteps (MONAI's DDPM step goes from ``t`` to ``t - 1``); ``steps`` is then ignored.
     """
     n_steps = check_sampler_args(model_config, sampler, steps)
@@ -283,7 +245,7 @@ def generate(
             )
     scheduler = make_scheduler(model_config, sampler, steps)
     spec = SAMPLER_SPECS[sampler]
-    if spec.all_timesteps and steps not in (None, model_config.timesteps):
+    if uses_all_timesteps(sampler) and steps not in (None, model_config.timesteps):
         log.info("%s uses all T = %d timesteps", sampler, model_config.timesteps)
     if device is None:
         device = next(model.parameters()).device
@@ -436,7 +398,7 @@ def preview_samples(
             model,
             cfg,
             n,
-            sampler="euler" if cfg.process == "rflow" else "ddim",
+            sampler=default_fast_sampler(cfg.process),  # ddim, or euler for rectified flow
             steps=min(steps, cfg.timesteps),
             eta=0.0,
             batch_size=n if cfg.spatial_dims == 2 else 1,

@@ -2,6 +2,8 @@
 
 - ``ScheduleConsistentDDIM`` (:func:`schedule_consistent_ddim`): MONAI's ``DDIMScheduler`` with
   the previous timestep read from the inference schedule (and a choice of what clipping does);
+  :func:`neurodiff.model.build_scheduler` builds it for ``kind="ddim"``, so every DDIM of the
+  package (the sampling engine's, the benchmarks') is this one;
 - :func:`heun_step`: Heun's second-order step for rectified flow (MONAI's ``RFlowScheduler`` has
   the Euler step only).
 """

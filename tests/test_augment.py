@@ -12,10 +12,12 @@ import pytest
 import torch
 
 from neurodiff import artifacts, augment, config
-from neurodiff.augment import stats
+from neurodiff.augment import Arm, stats
+from neurodiff.augment.checks import nearest_level
 from neurodiff.augment.data import ExperimentData, check_pools, draw, oracle_images
 from neurodiff.conditioning import ClassGuided, class_labels, null_class
 from neurodiff.errors import ConfigError, DataError
+from neurodiff.measures.intervals import percentile_interval
 from neurodiff.preprocess.split import split_subjects
 
 
@@ -145,7 +147,8 @@ def test_no_subject_is_in_training_and_test(smoke_run, experiment) -> None:
     data = augment.load_data(smoke_run)
     test = set(data.test_subject)
     assert not test & set(data.train_subject)
-    draws = json.loads((experiment.out_dir / "draws.json").read_text())
+    draws = experiment.draws
+    assert draws == json.loads((experiment.out_dir / "draws.json").read_text())
     real = {k: v for k, v in draws.items() if k.endswith("-real")}
     assert len(real) == len(smoke_run.augment_n) * smoke_run.augment_draws
     for subjects in real.values():
@@ -156,7 +159,7 @@ def test_no_subject_is_in_training_and_test(smoke_run, experiment) -> None:
 
 def test_the_oracle_draws_subjects_of_no_other_pool(smoke_run, experiment) -> None:
     data = augment.load_data(smoke_run)
-    draws = json.loads((experiment.out_dir / "draws.json").read_text())
+    draws = experiment.draws
     oracle = {s for k, v in draws.items() if k.endswith("-E") for s in v}
     assert oracle and all(s.startswith("sub-new") for s in oracle)
     others = {s for k, v in draws.items() if not k.endswith("-E") for s in v}
@@ -185,7 +188,7 @@ def test_the_same_seed_gives_the_same_table(smoke_run, experiment) -> None:
 
 
 def test_the_result_has_every_arm_and_is_reused(smoke_run, experiment) -> None:
-    arms = augment.arm_names(smoke_run.stage(config.AugmentConfig))
+    arms = [arm.name for arm in augment.arms_of(smoke_run.stage(config.AugmentConfig))]
     assert arms == ["A", "B", "C4", "C8", "D", "E"]
     assert sorted(set(experiment.table["arm"])) == sorted(arms)
     assert experiment.table["auroc"].between(0, 1).all()
@@ -197,6 +200,36 @@ def test_the_result_has_every_arm_and_is_reused(smoke_run, experiment) -> None:
     shift = experiment.atrophy.set_index("level").loc["all levels"].set_index("images")["mean"]
     reading = augment.conditioning_reading(experiment)
     assert f"{shift['real']:+.3f}" in reading and f"{shift['synthetic']:+.3f}" in reading
+
+
+def test_a_finished_run_is_read_back_without_computing(smoke_run, experiment, tmp_path) -> None:
+    found = augment.load(smoke_run)
+    assert found is not None and found.cached
+    for name in artifacts.AUGMENT_TABLES:
+        pd.testing.assert_frame_equal(getattr(found, name), getattr(experiment, name))
+    np.testing.assert_array_equal(found.scores["scores"], experiment.scores["scores"])
+    assert found.draws == experiment.draws
+    assert {**found.info, "seconds": 0} == {**experiment.info, "seconds": 0}  # rerun since
+    assert found.info["arms"] == ["A", "B", "C4", "C8", "D", "E"]
+    assert augment.load(config.resolve("smoke", {"derived_dir": str(tmp_path)})) is None
+
+
+def test_arms_are_typed_and_read_back_from_their_names() -> None:
+    acfg = config.resolve("smoke").stage(config.AugmentConfig)
+    arms = augment.arms_of(acfg)
+    assert arms == [Arm("A"), Arm("B"), Arm("C", 4), Arm("C", 8), Arm("D"), Arm("E")]
+    assert [Arm.parse(arm.name) for arm in arms] == arms
+    assert augment.arms_of(acfg, oracle=False) == arms[:-1]
+    assert [arm.added(8) for arm in arms] == [0, 8, 4, 8, 8, 8]
+    assert [arm.uses_real for arm in arms] == [True, True, True, True, False, True]
+    assert Arm("C", 64).describe(64) == "real + 64 synthetic per class"
+    assert Arm("B").describe(64) == "real + 64 classical augmentations per class"
+    for bad in ("", "C", "Cx", "c4", "A1", "F"):
+        with pytest.raises(ValueError, match="not an arm name"):
+            Arm.parse(bad)
+    for kind, synthetic in (("C", None), ("A", 4), ("C", 0), ("F", None)):
+        with pytest.raises(ValueError):
+            Arm(kind, synthetic)  # type: ignore[arg-type]
 
 
 def test_draws_are_paired_and_seeded(smoke_run) -> None:
@@ -240,7 +273,7 @@ def test_the_paired_bootstrap_sees_a_shift_and_not_noise() -> None:
     )
     est, reps = stats.bootstrap_aurocs(pairs, 500, np.random.default_rng(0))
     assert reps.shape == (3, 500)
-    lo, _ = stats.interval(est[1] - est[0], reps[1] - reps[0])
+    lo, _ = percentile_interval(reps[1] - reps[0])
     assert lo > 0
     np.testing.assert_allclose(reps[2], reps[0])  # an identical arm: zero gain in every replicate
 
@@ -251,6 +284,17 @@ def test_worth_reads_the_real_curve() -> None:
     assert stats.worth(0.8, 4, ks, curve) == (pytest.approx(8.0), "interpolated")
     assert stats.worth(0.55, 2, ks, curve) == (0.0, "none")
     assert stats.worth(0.95, 4, ks, curve) == (12.0, "at least")
+
+
+def test_the_nearest_level_is_the_nearest_image_and_the_first_of_equals() -> None:
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(5, 1, 4, 4)).astype(np.float32)
+    twice = np.concatenate([ref, ref])  # every reference twice: exact ties
+    assert nearest_level(ref, twice, np.arange(10)).tolist() == [0, 1, 2, 3, 4]
+    images = rng.normal(size=(20, 1, 4, 4)).astype(np.float32)
+    d = ((images.reshape(20, 1, -1) - ref.reshape(1, 5, -1).astype(np.float64)) ** 2).sum(-1)
+    levels = np.array([10, 11, 12, 13, 14])
+    np.testing.assert_array_equal(nearest_level(images, ref, levels), levels[d.argmin(1)])
 
 
 def test_the_atrophy_proxy_sees_a_darker_centre() -> None:

@@ -1,27 +1,249 @@
-"""The GPU benchmark of the paper's model is kept ready to run: every option it times works on the
-CPU at toy size (smoke3d), torch.compile and scaled-dot-product attention included."""
+"""Every script of ``benchmarks/`` runs: each one's default code path at toy size (the smoke
+profile, a tiny cohort, small counts; seconds, not the hour some take), writing into ``tmp_path``
+and never into ``benchmarks/results/`` or the book. Each one's results file keeps the format of
+the committed one. The GPU benchmark of the paper's model is kept ready to run: every option it
+times works on the CPU at toy size (smoke3d), torch.compile and scaled-dot-product attention
+included."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
 
+from neurodiff import config
+
 ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = ROOT / "benchmarks"
+RESULTS = BENCHMARKS / "results"
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _module(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+def _module(name: str, monkeypatch: pytest.MonkeyPatch):
+    """Load ``benchmarks/<name>.py`` as a module (its folder importable, as when it is run)."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
+def _state(paths) -> dict[Path, tuple[int, int]]:
+    return {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in paths if p.is_file()}
+
+
+@pytest.fixture(autouse=True)
+def _committed_results_untouched():
+    """No benchmark run by a test writes into benchmarks/results/ or the book's timings."""
+    import torch
+
+    watched = [*RESULTS.rglob("*"), ROOT / "book" / "teaching_timings.md"]
+    before = _state(watched)
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)  # some scripts set the thread count
+    assert _state([*RESULTS.rglob("*"), ROOT / "book" / "teaching_timings.md"]) == before
+
+
+def _same_keys(toy: dict, committed: Path, *nested: str) -> None:
+    """``toy`` has the keys of the committed results file (and so has each entry of its
+    ``nested`` mappings)."""
+    ref = json.loads(committed.read_text())
+    assert sorted(toy) == sorted(ref)
+    for key in nested:
+        keys = {tuple(sorted(entry)) for entry in ref[key].values()}
+        assert {tuple(sorted(entry)) for entry in toy[key].values()} <= keys, key
+
+
+# --------------------------------------------------------------------------------------------
+# sampling: the samplers fit the profile's process
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("profile", config.available_profiles())
+def test_the_sampling_benchmarks_pick_samplers_that_fit_every_profile(profile, monkeypatch):
+    """With their defaults (few-step sampler, 50 steps, T = 1000 and the profile's own T)."""
+    speed = _module("sampling_speed", monkeypatch)
+    throughput = _module("train_throughput", monkeypatch)
+    base = config.resolve(profile).stage(config.ModelConfig)
+    fast = config.default_fast_sampler(base.process)
+    cfgs = {T: dataclasses.replace(base, timesteps=T) for T in (1000, 250)}
+    rows = speed.plan(cfgs, fast, 50)
+    ref, few = {"ddpm": ("ddpm", "ddim"), "rflow": ("euler", "euler")}[base.process]
+    assert few == fast
+    assert [label for label, *_ in rows[1000]] == [f"{ref}-1000", f"{few}-50"]
+    T = base.timesteps
+    assert list(throughput.sampling_rows(base)) == list(
+        dict.fromkeys([f"{ref}-{T}", f"{few}-{min(50, T)}"])
+    )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "last_line"),
+    [
+        ([], "ddim-4 speedup vs ddpm-20: "),  # smoke: a DDPM model
+        (["-p", "process=rflow", "-p", "sampler=heun"], "euler-4 speedup vs euler-20: "),
+    ],
+)
+def test_sampling_speed_runs_at_toy_size(overrides, last_line, monkeypatch, capsys):
+    bench = _module("sampling_speed", monkeypatch)
+    bench.main(
+        [
+            *("--profile", "smoke", *overrides, "-p", "timesteps=20"),
+            *("--reference-T", "20", "--steps", "4", "--repeats", "1", "--threads", "1"),
+        ]
+    )
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1].startswith(last_line)
+
+
+def test_sampling_speed_runs_on_the_default_profile_at_toy_size(monkeypatch, capsys):
+    """The demo profile (rectified flow), its image and T made small: Euler against Euler."""
+    bench = _module("sampling_speed", monkeypatch)
+    bench.main(
+        [
+            *("-p", "image_size=16", "-p", "timesteps=20"),
+            *("--reference-T", "20", "--steps", "4", "--repeats", "1", "--threads", "1"),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert "profile demo (process=rflow)" in out
+    assert out.strip().splitlines()[-1].startswith("euler-4 speedup vs euler-20: ")
+
+
+def test_train_throughput_times_the_samplers_of_a_flow_model(monkeypatch):
+    bench = _module("train_throughput", monkeypatch)
+    params = config.resolve("smoke", {"process": "rflow", "sampler": "euler", "timesteps": 60})
+    import torch
+
+    seconds = bench.time_sampling(params, torch.device("cpu"))
+    assert list(seconds) == ["euler-60", "euler-50"] and all(s > 0 for s in seconds.values())
+
+
+# --------------------------------------------------------------------------------------------
+# metrics, preprocessing, the teaching guide
+# --------------------------------------------------------------------------------------------
+
+
+def test_metrics_speed_runs_at_toy_size(monkeypatch, capsys):
+    bench = _module("metrics_speed", monkeypatch)
+    bench.main(
+        [
+            *("--profile", "smoke", "--size", "32", "--counts", "8,12,24"),
+            *("--naive-resamples", "2", "--threads", "1"),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert "all metrics, smoke profile (8 synthetic vs 12 test, 24 train, 32^2" in out
+    assert out.strip().splitlines()[-1].startswith("vectorised bootstrap speedup vs naive loop")
+
+
+def test_preprocess_steps_runs_at_toy_size(tiny_cohort, monkeypatch, capsys):
+    bench = _module("preprocess_steps", monkeypatch)
+    bench.main(["--cohort", str(tiny_cohort), "--profile", "smoke", "--workers", "1"])
+    out = capsys.readouterr().out
+    assert "profile smoke: 12 subjects" in out
+    assert out.strip().splitlines()[-1].startswith("cache speed-up (cold / cached): ")
+
+
+def test_teaching_guide_times_its_commands_at_toy_size(tmp_path, monkeypatch):
+    bench = _module("teaching_guide", monkeypatch)
+    # every command of the real guide can be run here (outputs in the scratch folder)
+    for command in bench.guide_commands():
+        argv = bench._localise(command, tmp_path, "smoke")
+        assert argv is None or (Path(argv[0]).is_file() and "course" not in argv), command
+    out = tmp_path / "timings.md"
+    assert bench.main(["--profile", "smoke", "--select", "neurodiff runs", "--out", str(out)]) == 0
+    table = out.read_text()
+    assert "| `neurodiff runs --profile smoke` |" in table and "min |" in table
+    assert "| `make install` | not timed |" in table and "| **total** |" in table
+
+
+# --------------------------------------------------------------------------------------------
+# whole runs: the longer run, the DDIM background, the recipe study
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def longer_run(tiny_cohort, tmp_path_factory):
+    """``benchmarks/longer_run.py`` on the smoke profile and the tiny cohort: ``(params, the
+    results file's content)``; its trained DDPM model serves the DDIM-background test."""
+    mp = pytest.MonkeyPatch()
+    tmp = tmp_path_factory.mktemp("longer")
+    overrides = [f"cohort={tiny_cohort}", f"derived_dir={tmp / 'derived'}"]
+    try:
+        bench = _module("longer_run", mp)
+        argv = ["--profile", "smoke", *(a for o in overrides for a in ("-p", o))]
+        assert bench.main([*argv, "--out", str(tmp / "longer.json")]) == 0
+    finally:
+        mp.undo()
+    return config.resolve("smoke", overrides), json.loads((tmp / "longer.json").read_text())
+
+
+def test_longer_run_runs_at_toy_size(longer_run):
+    params, result = longer_run
+    _same_keys(result, RESULTS / "longer.json", "recipes")
+    (row,) = result["recipes"].values()
+    assert row["steps"] == params.train_steps and row["sampler"] == "ddim-5"
+    assert "fid" in row["metrics"]
+
+
+def test_ddim_background_runs_at_toy_size(longer_run, tmp_path, monkeypatch, capsys):
+    from neurodiff import artifacts
+
+    params, _ = longer_run
+    bench = _module("ddim_background", monkeypatch)
+    out = tmp_path / "ddim_background.json"
+    where = ["-p", f"cohort={params.cohort}", "-p", f"derived_dir={params.derived_dir}"]
+    argv = [str(artifacts.train_dir(params)), "--profile", "smoke", *where, "-n", "4"]
+    assert bench.main([*argv, "--steps", "5", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    _same_keys(result, RESULTS / "ddim_background.json")
+    assert [r["variant"] for r in result["rows"]] == [
+        "real test images",
+        "ddpm-50",
+        "ddim-5, clip x0 only",
+        "ddim-50, clip x0 only",
+        "ddim-50, re-derived eps",
+        "ddim-50, no clipping",
+        "ddim-5, re-derived eps",
+    ]
+    # a rectified-flow model (the demo's) has no DDIM: refused before any sampling
+    rflow = config.resolve("demo").stage(config.ModelConfig)
+    with pytest.raises(config.ConfigError, match="does not fit process='rflow'"):
+        bench.variants(rflow, 50)
+
+
+def test_recipes_runs_at_toy_size(tiny_cohort, tmp_path, monkeypatch):
+    bench = _module("recipes", monkeypatch)
+    out = tmp_path / "recipes.json"
+    argv = [
+        *("--toy", "--budget", "1", "--slice", "0.5", "--recipes", "authors,rflow"),
+        *("-p", f"cohort={tiny_cohort}", "-p", f"derived_dir={tmp_path / 'derived'}"),
+        *("--models", str(tmp_path / "models"), "--out", str(out)),
+    ]
+    assert bench.main(argv) == 0
+    result = json.loads(out.read_text())
+    _same_keys(result, RESULTS / "recipes.json", "recipes")
+    assert list(result["recipes"]) == ["authors", "rflow"]
+    assert result["recipes"]["authors"]["sampler"] == "ddim-5"
+    assert result["recipes"]["rflow"]["sampler"] == "euler-5"
+    assert (tmp_path / "models" / "_pilot" / "rflow").is_dir()
+
+
+# --------------------------------------------------------------------------------------------
+# the GPU benchmark, on the CPU at toy size
+# --------------------------------------------------------------------------------------------
+
+
 @pytest.mark.slow
 def test_train_throughput_runs_every_variant_in_3d(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no preprocessed data here: random volumes of the right shape
-    bench = _module("train_throughput")
+    bench = _module("train_throughput", monkeypatch)
     speedup = bench.main(
         [
             *("--profile", "smoke3d", "-p", f"derived_dir={tmp_path}"),

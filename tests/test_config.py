@@ -201,3 +201,52 @@ def test_checks_across_stages_run_when_params_are_built(override, match):
     assert err.value.parameter in ("steps", "sampler")
     # ddpm always uses all timesteps: a larger 'steps' is not an error there
     assert config.resolve("smoke", {"sampler": "ddpm", "steps": 60}).steps == 60
+
+
+# --------------------------------------------------------------------------------------------
+# the sampler rules (neurodiff.config.samplers), written once
+# --------------------------------------------------------------------------------------------
+
+
+def test_which_samplers_fit_which_process():
+    assert config.samplers_for("ddpm") == ("ddpm", "ddim", "pndm")
+    assert config.samplers_for("rflow") == ("euler", "heun")
+    assert {p: config.samplers_for(p) for p in ("ddpm", "rflow")} == config.SAMPLERS_BY_PROCESS
+    assert set(config.SAMPLERS) == {s for p in ("ddpm", "rflow") for s in config.samplers_for(p)}
+    # the sample stage's choices are the samplers the rules know
+    assert config.parameter_specs()["sampler"].choices == config.SAMPLERS
+    with pytest.raises(ConfigError, match="'process' must be one of") as err:
+        config.samplers_for("gan")
+    assert err.value.parameter == "process"
+    for process in ("ddpm", "rflow"):
+        fast = config.default_fast_sampler(process)
+        reference, steps = config.reference_sampler(process, 250)
+        assert {fast, reference} <= set(config.samplers_for(process)) and steps == 250
+        assert config.check_sampler(process, "epsilon", 250, reference, steps) == 250
+        assert config.check_sampler(process, "epsilon", 250, fast, 50) == 50
+
+
+@pytest.mark.parametrize(
+    ("args", "parameter", "match"),
+    [
+        (("ddpm", "epsilon", 50, "lms", 5), "sampler", r"'sampler' must be one of \['ddpm'"),
+        (("rflow", "epsilon", 50, "ddim", 5), "sampler", "'ddim' does not fit process='rflow'"),
+        (("ddpm", "epsilon", 50, "heun", 5), "sampler", "'heun' does not fit process='ddpm'"),
+        (("ddpm", "epsilon", 50, "ddim", 0), "steps", "'steps' must be a positive integer"),
+        (("ddpm", "epsilon", 50, "euler", 5), "sampler", "does not fit process='ddpm'"),
+        (("rflow", "epsilon", 50, "euler", 51), "steps", r"\(51\) must be <= .* timesteps \(50\)"),
+        (("ddpm", "sample", 50, "pndm", 5), "sampler", "'pndm' needs an epsilon-prediction"),
+    ],
+)
+def test_check_sampler_names_the_parameter(args, parameter, match):
+    with pytest.raises(ConfigError, match=match) as err:
+        config.check_sampler(*args)
+    assert err.value.parameter == parameter
+    assert not config.sampler_fits(*args[:2], args[3]) or parameter == "steps"
+
+
+def test_ddpm_takes_all_timesteps_whatever_steps_says():
+    assert config.uses_all_timesteps("ddpm") and not config.uses_all_timesteps("ddim")
+    assert config.check_sampler("ddpm", "v_prediction", 50, "ddpm", None) == 50
+    assert config.check_sampler("ddpm", "v_prediction", 50, "ddpm", 60) == 50
+    assert config.check_sampler("ddpm", "v_prediction", 50, "ddim", 50) == 50

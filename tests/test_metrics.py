@@ -12,16 +12,16 @@ import scipy.linalg
 import torch
 from scipy.ndimage import gaussian_filter
 
-from neurodiff import artifacts
+from neurodiff import artifacts, measures
 from neurodiff import metrics as M
 from neurodiff.errors import MetricError
 from neurodiff.features import get_extractor
-from neurodiff.metrics import frechet as fid_module
+from neurodiff.measures import frechet as fid_module
+from neurodiff.measures import mmd as mmd_module
+from neurodiff.measures import similarity as ssim_module
+from neurodiff.measures.checks import gram
+from neurodiff.metrics import entries as entries_module
 from neurodiff.metrics import inputs as inputs_module
-from neurodiff.metrics import mmd as mmd_module
-from neurodiff.metrics import similarity as ssim_module
-from neurodiff.metrics import stage as stage_module
-from neurodiff.metrics.checks import gram
 
 # --------------------------------------------------------------------------------------------
 # Tiny brain-like phantoms: a head ellipse, a skull ring, textured "brain", ventricles
@@ -98,9 +98,9 @@ def _scipy_frechet(x: np.ndarray, y: np.ndarray) -> float:
 
 def test_fid_of_a_set_with_itself_is_zero(sets, extractor):
     f = extractor(sets["test"])
-    assert abs(M.fid(f, f)) < 1e-6
+    assert abs(measures.fid(f, f)) < 1e-6
     x = np.random.default_rng(0).normal(size=(50, 6))
-    assert abs(M.fid(x, x)) < 1e-8
+    assert abs(measures.fid(x, x)) < 1e-8
 
 
 @pytest.mark.parametrize(("n", "d"), [(400, 5), (30, 12)])
@@ -111,7 +111,7 @@ def test_fid_equals_scipy_closed_form_frechet_distance(n, d):
     y = rng.normal(size=(n + 7, d)) @ b - 0.5
     expected = _scipy_frechet(x, y)
     assert expected > 1.0
-    assert M.fid(x, y) == pytest.approx(expected, rel=1e-6)
+    assert measures.fid(x, y) == pytest.approx(expected, rel=1e-6)
     # the bootstrap's Gram-matrix form gives the same value at the identity resample
     pooled = np.concatenate([x, y])
     ia, ib = np.arange(len(x))[None], np.arange(len(x), len(pooled))[None]
@@ -127,7 +127,7 @@ def test_fid_gram_form_matches_monai_with_fewer_samples_than_features():
     gram_form = fid_module.fid_replicates(
         pooled @ pooled.T, np.arange(20)[None], np.arange(20, 40)[None]
     )[0]
-    assert M.fid(x, y) == pytest.approx(gram_form, rel=1e-5)
+    assert measures.fid(x, y) == pytest.approx(gram_form, rel=1e-5)
 
 
 # --------------------------------------------------------------------------------------------
@@ -150,7 +150,7 @@ def test_rbf_mmd_equals_brute_force_numpy():
     dists = [np.linalg.norm(pooled[i] - pooled[j]) for i in range(27) for j in range(27) if i != j]
     sigma = np.median(dists)
     expected = _brute_mmd2(x, y, lambda a, b: np.exp(-np.sum((a - b) ** 2) / (2 * sigma**2)))
-    out = M.mmd_rbf(x, y, n_permutations=50)
+    out = measures.mmd_rbf(x, y, n_permutations=50)
     assert out.bandwidth == pytest.approx(sigma, rel=1e-9)
     assert out.value == pytest.approx(expected, rel=1e-9)
     assert 0 < out.p_value <= 1
@@ -160,7 +160,7 @@ def test_linear_mmd_equals_brute_force_numpy_and_bootstrap_form(sets):
     x, y = sets["test"][:10], sets["synthetic"][:10]
     xf, yf = x.reshape(10, -1).astype(np.float64), y.reshape(10, -1).astype(np.float64)
     expected = _brute_mmd2(xf, yf, lambda a, b: float(a @ b))
-    assert M.mmd_linear(x, y) == pytest.approx(expected, rel=1e-9, abs=1e-9)
+    assert measures.mmd_linear(x, y) == pytest.approx(expected, rel=1e-9, abs=1e-9)
     g = gram(np.concatenate([x, y]))
     reps = mmd_module.mmd2_replicates(g, np.arange(10)[None], np.arange(10, 20)[None])
     assert reps[0] == pytest.approx(expected, rel=1e-9, abs=1e-9)
@@ -168,13 +168,15 @@ def test_linear_mmd_equals_brute_force_numpy_and_bootstrap_form(sets):
 
 def test_linear_mmd_is_negative_for_identical_sets(sets):
     # the unbiased estimate of a zero quantity: for a set against itself it is below zero
-    assert M.mmd_linear(sets["test"], sets["test"]) < 0
+    assert measures.mmd_linear(sets["test"], sets["test"]) < 0
 
 
 def test_mmd_permutation_test_separates_distributions():
     rng = np.random.default_rng(3)
-    same = M.mmd_rbf(rng.normal(size=(30, 3)), rng.normal(size=(30, 3)), n_permutations=200)
-    diff = M.mmd_rbf(rng.normal(size=(30, 3)), rng.normal(size=(30, 3)) + 1.5, n_permutations=200)
+    same = measures.mmd_rbf(rng.normal(size=(30, 3)), rng.normal(size=(30, 3)), n_permutations=200)
+    diff = measures.mmd_rbf(
+        rng.normal(size=(30, 3)), rng.normal(size=(30, 3)) + 1.5, n_permutations=200
+    )
     assert diff.p_value < 0.01 < same.p_value
 
 
@@ -204,28 +206,28 @@ def test_bootstrap_mmd_ignores_duplicated_pairs():
     ],
 )
 def test_ms_ssim_settings_rule(shape, kernel, scales):
-    k, w = M.ms_ssim_settings(shape)
+    k, w = measures.ms_ssim_settings(shape)
     assert (k, len(w)) == (kernel, scales)
     assert sum(w) == pytest.approx(1.0)
 
 
 def test_ms_ssim_settings_rejects_tiny_images():
     with pytest.raises(MetricError, match="too small for"):
-        M.ms_ssim_settings((2, 2))
+        measures.ms_ssim_settings((2, 2))
 
 
 @pytest.mark.parametrize("size", [16, 32, 64])
 def test_ms_ssim_of_identical_images_is_one(size):
     x = phantoms(3, size, seed=size)
-    np.testing.assert_allclose(M.ms_ssim(x, x), 1.0, atol=1e-5)
+    np.testing.assert_allclose(measures.ms_ssim(x, x), 1.0, atol=1e-5)
     other = phantoms(3, size, seed=size + 1)
-    assert (M.ms_ssim(x, other) < 0.99).all()
+    assert (measures.ms_ssim(x, other) < 0.99).all()
 
 
 def test_ms_ssim_of_identical_volumes_is_one():
     v = np.random.default_rng(0).uniform(size=(2, 1, 16, 16, 16)).astype(np.float32)
     v = gaussian_filter(v, (0, 0, 1, 1, 1)).astype(np.float32)
-    np.testing.assert_allclose(M.ms_ssim(v, v), 1.0, atol=1e-5)
+    np.testing.assert_allclose(measures.ms_ssim(v, v), 1.0, atol=1e-5)
 
 
 def test_diversity_pairs_are_distinct():
@@ -243,8 +245,8 @@ def test_diversity_pairs_are_distinct():
 def test_prdc_per_sample_means_equal_prdc_package():
     rng = np.random.default_rng(4)
     x, y = rng.normal(size=(40, 5)), rng.normal(size=(35, 5)) * 1.3 + 0.3
-    ref = M.prdc_metrics(x, y, nn_k=4)
-    per = M.prdc_per_sample(x, y, nn_k=4)
+    ref = measures.prdc_metrics(x, y, nn_k=4)
+    per = measures.prdc_per_sample(x, y, nn_k=4)
     for key in ("precision", "recall", "density", "coverage"):
         assert per[key].mean() == pytest.approx(ref[key], abs=1e-12)
     assert len(per["precision"]) == 35 and len(per["recall"]) == 40
@@ -282,7 +284,9 @@ def test_memorisation_fraction_falls_as_copies_are_degraded(sets, extractor):
     audits = []
     for sigma in (0.0, 0.05, 0.3):
         copies = degrade(train[:16], sigma)
-        audits.append(M.memorisation_audit(train, test, copies, f_train, f_test, extractor(copies)))
+        audits.append(
+            measures.memorisation_audit(train, test, copies, f_train, f_test, extractor(copies))
+        )
     fractions = [a.fraction for a in audits]
     assert fractions[0] == 1.0 and fractions[0] >= fractions[1] >= fractions[2], fractions
     assert fractions[2] < 0.5
@@ -303,10 +307,10 @@ def test_cis_contain_point_estimates(noise_results):
 
 def test_percentile_ci_is_recentred_on_the_estimate():
     reps = np.linspace(10, 12, 101)  # bootstrap shifted well above the estimate
-    lo, hi = M.percentile_ci(5.0, reps)
+    lo, hi = measures.percentile_ci(5.0, reps)
     assert lo < 5.0 < hi
     assert hi - lo == pytest.approx(np.percentile(reps, 97.5) - np.percentile(reps, 2.5))
-    assert M.percentile_ci(0.01, reps - 11, bounds=(0.0, None))[0] == 0.0
+    assert measures.percentile_ci(0.01, reps - 11, bounds=(0.0, None))[0] == 0.0
 
 
 def test_audit_flags_exact_copies_planted_among_synthetic(sets, extractor):
@@ -315,7 +319,7 @@ def test_audit_flags_exact_copies_planted_among_synthetic(sets, extractor):
     for s, t in planted.items():
         syn[s] = sets["train"][t]
     test, train = sets["test"], sets["train"]
-    audit = M.memorisation_audit(
+    audit = measures.memorisation_audit(
         train, test, syn, extractor(train), extractor(test), extractor(syn)
     )
     assert set(planted) <= set(np.flatnonzero(audit.flagged))
@@ -323,7 +327,7 @@ def test_audit_flags_exact_copies_planted_among_synthetic(sets, extractor):
     assert set(top["synthetic"]) == set(planted)
     assert all(planted[s] == t for s, t in zip(top["synthetic"], top["train"]))
     np.testing.assert_allclose(top["ssim"], 1.0, atol=1e-5)
-    entry = stage_module._audit_metrics(audit, extractor.name, 30, np.random.default_rng(0))
+    entry = entries_module.audit_metrics(audit, extractor.name, 30, np.random.default_rng(0))
     assert entry["memorised_fraction"].value >= 3 / 16
     assert entry["memorised_fraction"].baseline < 0.1
     assert entry["memorised_fraction"].ci[0] <= entry["memorised_fraction"].value
@@ -408,7 +412,7 @@ def test_too_few_samples_says_how_many(sets):
     ):
         M.evaluate(sets["test"], sets["synthetic"][:3], sets["train"], **KW)
     with pytest.raises(MetricError, match="at least 2"):
-        M.fid(np.ones((1, 3)), np.ones((5, 3)))
+        measures.fid(np.ones((1, 3)), np.ones((5, 3)))
 
 
 def test_nans_are_refused(sets):
@@ -417,16 +421,16 @@ def test_nans_are_refused(sets):
     with pytest.raises(MetricError, match="NaN or inf values in 1 sample.*index 4"):
         M.evaluate(sets["test"], bad, sets["train"], **KW)
     with pytest.raises(MetricError, match="NaN"):
-        M.fid(np.full((4, 2), np.nan), np.ones((4, 2)))
+        measures.fid(np.full((4, 2), np.nan), np.ones((4, 2)))
 
 
 def test_out_of_range_and_wrong_shape_are_refused(sets):
     with pytest.raises(MetricError, match=r"must lie in \[0, 1\]"):
         M.evaluate(sets["test"] * 2 - 1, sets["synthetic"], sets["train"], **KW)
     with pytest.raises(MetricError, match=r"shape \(N, 1, H, W\)"):
-        M.mmd_linear(sets["test"][:, 0], sets["synthetic"][:, 0])
+        measures.mmd_linear(sets["test"][:, 0], sets["synthetic"][:, 0])
     with pytest.raises(MetricError, match="equal size"):
-        M.mmd_linear(sets["test"][:5], sets["synthetic"][:6])
+        measures.mmd_linear(sets["test"][:5], sets["synthetic"][:6])
 
 
 def test_unknown_extractor_is_refused(sets):

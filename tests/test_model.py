@@ -82,8 +82,22 @@ def test_samplers_share_the_training_betas(cfg):
     with pytest.raises(ConfigError, match="kind must be ddpm, ddim or pndm; got 'euler'"):
         build_scheduler(cfg, "euler")
     v_cfg = ModelConfig(**{**SMOKE, "prediction_type": "v_prediction"})
-    with pytest.raises(ConfigError, match="PNDM sampler needs prediction_type='epsilon'"):
+    with pytest.raises(ConfigError, match="'pndm' needs an epsilon-prediction model") as err:
         build_scheduler(v_cfg, "pndm")
+    assert err.value.parameter == "sampler"
+
+
+def test_the_ddim_of_build_scheduler_is_the_schedule_consistent_one(cfg):
+    """MONAI's plain DDIMScheduler steps by T // steps, wrong when steps do not divide T: every
+    DDIM neurodiff builds is the fixed class, whose previous timestep is the schedule's next."""
+    from neurodiff.schedulers import schedule_consistent_ddim
+
+    ddim = build_scheduler(cfg, "ddim")
+    assert type(ddim) is schedule_consistent_ddim()
+    assert ddim.prediction_type == cfg.prediction_type and ddim.clip_sample
+    ddim.set_timesteps(7)  # 7 does not divide T = 50
+    ts = [int(t) for t in ddim.timesteps]
+    assert [ddim.previous_timestep(t) for t in ts] == ts[1:] + [-1]
 
 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])

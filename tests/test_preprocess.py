@@ -279,7 +279,7 @@ def test_interrupted_run_leaves_nothing_that_looks_complete(
         raise KeyboardInterrupt
 
     with monkeypatch.context() as m:
-        m.setattr(stage, "_write_arrays", crash)
+        m.setattr(stage, "write_split_arrays", crash)
         with pytest.raises(KeyboardInterrupt):
             pp.run(params, workers=1)
     assert not folder.exists()
@@ -290,14 +290,14 @@ def test_interrupted_run_leaves_nothing_that_looks_complete(
     # an interrupted rebuild keeps the previous complete build
     pp.run(params, workers=1)
     with monkeypatch.context() as m:
-        m.setattr(stage, "_write_arrays", crash)
+        m.setattr(stage, "write_split_arrays", crash)
         with pytest.raises(KeyboardInterrupt):
             pp.run(params, workers=1, force=True)
     assert pp.run(params, workers=1).cached
     # and an interrupted build of other parameters leaves nothing for them
     other = make_params(tiny_cohort, tmp_path, seed=3)
     with monkeypatch.context() as m:
-        m.setattr(stage, "_write_arrays", crash)
+        m.setattr(stage, "write_split_arrays", crash)
         with pytest.raises(KeyboardInterrupt):
             pp.run(other, workers=1)
     with pytest.raises(DataError, match="no complete preprocessed data"):

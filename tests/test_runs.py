@@ -52,13 +52,43 @@ def test_every_shaping_parameter_is_recorded(tmp_path):
     path = runs.record_run(params, "train", complete=False)
     rec = json.loads(path.read_text())
     assert rec["key"] == runs.stage_key(params, "train") == path.parent.name
-    assert rec["upstream"] == {
-        "stage": "preprocessed",
-        "key": runs.stage_key(params, "preprocessed"),
-    }
+    assert rec["upstream"] == [
+        {"stage": "preprocessed", "key": runs.stage_key(params, "preprocessed")}
+    ]
     assert rec["params"]["lr"] == 3e-4 and rec["params"]["normalise"] == "percentile"
     assert "derived_dir" not in rec["params"] and "resume" not in rec["params"]
     assert rec["complete"] is False
+
+
+def test_a_stage_is_keyed_by_the_stages_it_reads_only(tmp_path):
+    """Augment reads the synthetic cohort (and through it the preprocessing and the model), not
+    the metrics: a metrics parameter leaves its key alone, a sampling parameter does not."""
+    base = runs.chain_keys(_params(tmp_path))
+    other_metrics = runs.chain_keys(_params(tmp_path, nn_k=3))
+    assert other_metrics["metrics"] != base["metrics"]
+    assert other_metrics["augment"] == base["augment"]
+    assert runs.chain_keys(_params(tmp_path, n_samples=40))["augment"] != base["augment"]
+
+
+def test_run_json_lists_the_outputs_and_a_late_output_is_added(tmp_path):
+    params = _params(tmp_path)
+    folder = artifacts.metrics_dir(params)
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text("{}")
+    (folder / "stray.txt").write_text("not an output")
+    runs.record_run(params, "metrics")
+    assert runs.read_run(folder).outputs == ("metrics.json",)
+    artifacts.write_by_group(params, {"params_hash": params.hash(), "rows": []})
+    assert runs.read_run(folder).outputs == ("by_group.json", "metrics.json")
+    assert artifacts.load_by_group(params)["rows"] == []
+
+
+def test_a_record_of_the_older_single_upstream_form_is_read(tmp_path):
+    folder = tmp_path / "train" / "0123456789ab"
+    folder.mkdir(parents=True)
+    record = {"upstream": {"stage": "preprocessed", "key": "aaaaaaaaaaaa"}, "complete": True}
+    (folder / "run.json").write_text(json.dumps(record))
+    assert runs.read_run(folder).upstream == ("preprocessed/aaaaaaaaaaaa",)
 
 
 def _fake_chain(params):
@@ -72,7 +102,7 @@ def test_runs_table_lists_differing_parameters_and_metrics(tmp_path):
     a, b = _params(tmp_path), _params(tmp_path, schedule="linear_beta")
     _fake_chain(a)
     _fake_chain(b)
-    table = artifacts.runs_table(a.profile_dir(), current=b)
+    table = cli.runs_table(a.profile_dir(), current=b)
     assert table["stage"].tolist().count("preprocessed") == 1
     train = table[table["stage"] == "train"]
     assert sorted(train["differs"]) == ["schedule=cosine", "schedule=linear_beta"]

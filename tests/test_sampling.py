@@ -11,7 +11,14 @@ import torch
 from neurodiff import config
 from neurodiff.config import ModelConfig
 from neurodiff.errors import ConfigError
-from neurodiff.sampling import generate, make_scheduler, reverse_process
+from neurodiff.sampling import (
+    SAMPLER_SPECS,
+    check_sampler_args,
+    generate,
+    make_scheduler,
+    reverse_process,
+)
+from neurodiff.schedulers import schedule_consistent_ddim
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -143,7 +150,9 @@ def test_bad_requests_are_refused_with_the_parameter_named(model, smoke_cfg):
         ConfigError, match="argument 'n' \\(samples to draw\\) must be a positive integer; got 0"
     ):
         generate(model, smoke_cfg, 0, progress=False)
-    with pytest.raises(ConfigError, match=r"'steps' \(51\) must be <= the model's timesteps T = 5"):
+    with pytest.raises(
+        ConfigError, match=r"'steps' \(51\) must be <= the model's timesteps \(50\)"
+    ):
         generate(model, smoke_cfg, 2, sampler="ddim", steps=51, progress=False)
     with pytest.raises(ConfigError, match="'steps' must be a positive integer .* got 0"):
         generate(model, smoke_cfg, 2, sampler="pndm", steps=0, progress=False)
@@ -153,7 +162,7 @@ def test_bad_requests_are_refused_with_the_parameter_named(model, smoke_cfg):
         "got 'lms'",
     ):
         generate(model, smoke_cfg, 2, sampler="lms", progress=False)
-    with pytest.raises(ConfigError, match=r"sampler 'euler' does not fit a model with process"):
+    with pytest.raises(ConfigError, match=r"sampler 'euler' does not fit process='ddpm'"):
         generate(model, smoke_cfg, 2, sampler="euler", progress=False)
     with pytest.raises(ConfigError, match="argument 'batch_size' must be a positive integer"):
         generate(model, smoke_cfg, 2, batch_size=0, progress=False)
@@ -167,3 +176,47 @@ def test_bad_parameters_are_refused_before_any_work(tmp_path):
         config.resolve("smoke", {"n_samples": 0, "derived_dir": str(tmp_path)})
     with pytest.raises(ConfigError, match="sampler"):
         config.resolve("smoke", {"sampler": "ddpn"})
+
+
+# --------------------------------------------------------------------------------------------
+# one home per rule
+# --------------------------------------------------------------------------------------------
+
+
+def test_every_sampler_has_its_rule_and_every_ddim_is_the_fixed_one(smoke_cfg):
+    assert tuple(SAMPLER_SPECS) == config.SAMPLERS
+    # the DDIM the engine samples with is build_scheduler's, the schedule-consistent one
+    sched = make_scheduler(smoke_cfg, "ddim", 7)
+    assert type(sched) is schedule_consistent_ddim()
+    assert sched.previous_timestep(int(sched.timesteps[0])) == int(sched.timesteps[1])
+
+
+@pytest.mark.parametrize(
+    ("process", "prediction_type"),
+    [("ddpm", "epsilon"), ("ddpm", "v_prediction"), ("rflow", "epsilon")],
+)
+@pytest.mark.parametrize("sampler", config.SAMPLERS)
+@pytest.mark.parametrize("steps", [1, 50, 60])
+def test_the_engine_and_the_parameters_refuse_the_same_requests(
+    process, prediction_type, sampler, steps
+):
+    """check_sampler_args (the engine) and Params (a run's parameters) both ask
+    config.check_sampler, and so accept and refuse the same requests with the same message."""
+    cfg = ModelConfig(process=process, prediction_type=prediction_type, timesteps=50)
+    errors = []
+    for check in (
+        lambda: check_sampler_args(cfg, sampler, steps),
+        lambda: config.resolve(
+            "smoke",
+            {"process": process, "prediction_type": prediction_type, "sampler": sampler}
+            | {"steps": steps, "timesteps": 50},
+        ),
+    ):
+        try:
+            check()
+            errors.append(None)
+        except ConfigError as exc:
+            errors.append((str(exc), exc.parameter))
+    assert errors[0] == errors[1]
+    fits = config.sampler_fits(process, prediction_type, sampler)
+    assert (errors[0] is None) == (fits and (sampler == "ddpm" or steps <= 50))

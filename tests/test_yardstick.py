@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 
 from neurodiff.errors import MetricError
-from neurodiff.metrics import evaluate, mmd_rbf
-from neurodiff.metrics.redraws import real_range, redraw_indices
+from neurodiff.measures import mmd_rbf
+from neurodiff.measures.intervals import real_range
+from neurodiff.measures.redraws import redraw_indices
+from neurodiff.metrics import evaluate
 from neurodiff.metrics.results import MetricValue, interpret, jsonable, results_markdown
 
 
@@ -148,7 +150,7 @@ def test_evaluate_subject_labels_must_fit():
 
 
 def test_prdc_from_distances_equals_the_prdc_package():
-    from neurodiff.metrics.manifold import prdc_from_distances, prdc_metrics
+    from neurodiff.measures.manifold import prdc_from_distances, prdc_metrics
 
     rng = np.random.default_rng(3)
     x, y = rng.normal(size=(40, 6)), rng.normal(0.3, 1.0, size=(30, 6))

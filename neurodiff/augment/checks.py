@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..measures.intervals import percentile_interval
 from .classify import auroc, features, fit_score
 from .data import ExperimentData
 
@@ -36,11 +37,15 @@ def dark_fraction(images: np.ndarray, threshold: float) -> np.ndarray:
 
 
 def nearest_level(images: np.ndarray, reference: np.ndarray, levels: np.ndarray) -> np.ndarray:
-    """The slice level of each image's nearest reference image (Euclidean pixel distance)."""
+    """The slice level of each image's nearest reference image (Euclidean pixel distance, in
+    float64; a tie goes to the first reference)."""
+    from sklearn.metrics import pairwise_distances_argmin
+
     a = np.asarray(images, dtype=np.float64).reshape(len(images), -1)
     b = np.asarray(reference, dtype=np.float64).reshape(len(reference), -1)
-    d2 = (a**2).sum(1)[:, None] - 2 * a @ b.T + (b**2).sum(1)[None, :]
-    return np.asarray(levels)[np.argmin(d2, axis=1)]
+    # The same nearest image as argmin over |a|^2 - 2 a.b + |b|^2 (exact ties: the first, in
+    # both); only two distances equal to within that expansion's rounding may go either way.
+    return np.asarray(levels)[pairwise_distances_argmin(a, b)]
 
 
 def classifier_check(data: ExperimentData, c: float) -> pd.DataFrame:
@@ -114,7 +119,7 @@ def atrophy_proxy(data: ExperimentData, seed: int = 0, n_boot: int = 1000) -> pd
                 }
             )
         diff, reps = _level_matched_difference(table, rng, n_boot)
-        lo, hi = np.quantile(reps, [0.025, 0.975]) if len(reps) else (np.nan, np.nan)
+        lo, hi = percentile_interval(reps)  # NaN without replicates
         rows.append(
             {
                 "images": source,
@@ -122,8 +127,8 @@ def atrophy_proxy(data: ExperimentData, seed: int = 0, n_boot: int = 1000) -> pd
                 "level": "all levels",
                 "mean": diff,
                 "n": len(table),
-                "ci_low": float(lo),
-                "ci_high": float(hi),
+                "ci_low": lo,
+                "ci_high": hi,
             }
         )
     out = pd.DataFrame(rows)

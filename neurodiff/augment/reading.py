@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .arms import Arm
+
 __all__ = ["answer", "best_c", "conditioning_reading", "gains_frame", "worth_sentence"]
 
 
@@ -17,7 +19,8 @@ def _ci(lo: float, hi: float, digits: int = 3) -> str:
 
 def best_c(table: pd.DataFrame, n: int) -> pd.Series:
     """The C arm with the largest gain over A at ``n``."""
-    rows = table[(table["n"] == n) & table["arm"].str.startswith("C")]
+    is_c = table["arm"].map(lambda name: Arm.parse(name).kind == "C")
+    rows = table[(table["n"] == n) & is_c]
     return rows.loc[rows["gain"].idxmax()]
 
 
@@ -31,13 +34,13 @@ def _verdict(gain: float, lo: float, hi: float) -> str:
     return "no gain on average, and the interval includes zero"
 
 
-def worth_sentence(result: Any, n: int, arm: str | None = None) -> str:
-    """ "At n = 2 ... worth about N real subjects per class [CI]" for one C arm (default: the
-    best at ``n``)."""
-    arm = arm or best_c(result.table, n)["arm"]
-    row = result.worth[(result.worth["n"] == n) & (result.worth["arm"] == arm)].iloc[0]
+def worth_sentence(result: Any, n: int, arm: Arm | str | None = None) -> str:
+    """ "At n = 2 ... worth about N real subjects per class [CI]" for one C arm (an
+    :class:`.arms.Arm` or its name; default: the best at ``n``)."""
+    name = str(arm) if arm else best_c(result.table, n)["arm"]
+    row = result.worth[(result.worth["n"] == n) & (result.worth["arm"] == name)].iloc[0]
     value = row["worth (real subjects per class)"]
-    m = arm[1:]
+    m = Arm.parse(name).synthetic
     if row["how"] == "none":
         what = "worth no additional real subject (no better than the real subjects alone)"
     elif row["how"] == "at least":
@@ -64,8 +67,9 @@ def answer(result: Any) -> str:
     parts = []
     for n in ns:
         c = best_c(t, n)
+        m = Arm.parse(c["arm"]).synthetic
         parts.append(
-            f"n = {n}: A {a[n]:.3f}, best C ({c['arm'][1:]} synthetic per class) "
+            f"n = {n}: A {a[n]:.3f}, best C ({m} synthetic per class) "
             f"{c['auroc']:.3f}, gain {c['gain']:+.3f} {_ci(c['gain_low'], c['gain_high'])} -- "
             f"{_verdict(c['gain'], c['gain_low'], c['gain_high'])}"
         )

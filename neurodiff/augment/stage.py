@@ -1,6 +1,7 @@
 """Stage 6 itself: every arm at every n, many draws, paired intervals, and the read-off.
 
-Arms (each trained on images of both classes, judged on the held-out real test subjects):
+Arms (:class:`.arms.Arm`; each trained on images of both classes, judged on the held-out real
+test subjects):
 
 * ``A`` real only -- ``n`` subjects per class;
 * ``B`` real + classical augmentation -- ``m_max`` randomly transformed copies per class;
@@ -13,7 +14,6 @@ Arms (each trained on images of both classes, judged on the held-out real test s
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -25,8 +25,12 @@ import pandas as pd
 
 from .. import artifacts
 from ..config import AugmentConfig, Params
-from ..io import atomic_dir, atomic_write_json, shown_path
-from ..runs import read_run, record_run
+from ..errors import DataError
+from ..io import shown_path
+from ..measures.intervals import percentile_interval
+from ..registry import AUGMENT
+from ..runs import record_run
+from .arms import Arm, arms_of
 from .checks import atrophy_proxy, classifier_check
 from .classify import features, fit_score, pair_matrix, subject_scores
 from .data import (
@@ -37,47 +41,26 @@ from .data import (
     oracle_images,
     synthetic_images,
 )
-from .stats import bootstrap_aurocs, interval, real_curve, worth
+from .stats import bootstrap_aurocs, real_curve, worth
 
-__all__ = ["AugmentResult", "arm_names", "experiment", "run"]
+__all__ = ["AugmentResult", "experiment", "load", "run", "summarise"]
 
 log = logging.getLogger(__name__)
 
-_FORMAT = "neurodiff-augment/1"
-
-
-def arm_names(acfg: AugmentConfig, oracle: bool = True) -> list[str]:
-    """The arms in table order."""
-    return (
-        ["A", "B"] + [f"C{m}" for m in acfg.augment_synthetic] + ["D"] + (["E"] if oracle else [])
-    )
-
-
-def describe_arm(arm: str, acfg: AugmentConfig) -> str:
-    m = max(acfg.augment_synthetic)
-    if arm.startswith("C"):
-        return f"real + {arm[1:]} synthetic per class"
-    return {
-        "A": "real only",
-        "B": f"real + {m} classical augmentations per class",
-        "D": f"synthetic only ({m} per class)",
-        "E": f"real + {m} images of new subjects per class (oracle)",
-    }[arm]
-
 
 def _arm_training(
-    arm: str, data: ExperimentData, real_x, real_y, rng: np.random.Generator, m_max: int
+    arm: Arm, data: ExperimentData, real_x, real_y, rng: np.random.Generator, m_max: int
 ):
     """The training images and labels of one arm for one draw (``real_x`` already drawn)."""
-    if arm == "A":
+    if arm.kind == "A":
         return real_x, real_y, []
-    if arm == "B":
+    if arm.kind == "B":
         x, y = classical_copies(real_x, real_y, m_max, rng)
         return np.concatenate([real_x, x]), np.concatenate([real_y, y]), []
-    if arm.startswith("C"):
-        x, y = synthetic_images(data, int(arm[1:]), rng)
+    if arm.kind == "C":
+        x, y = synthetic_images(data, arm.added(m_max), rng)
         return np.concatenate([real_x, x]), np.concatenate([real_y, y]), []
-    if arm == "D":
+    if arm.kind == "D":
         x, y = synthetic_images(data, m_max, rng)
         return x, y, []
     x, y, used = oracle_images(data, m_max, rng)
@@ -85,10 +68,10 @@ def _arm_training(
 
 
 def experiment(data: ExperimentData, acfg: AugmentConfig) -> dict[str, Any]:
-    """Fit every arm on every draw; return the test subjects' scores
-    ``(arms, len(augment_n), draws, test subjects)``, the subjects each draw used and the test
-    subjects' labels."""
-    arms = arm_names(acfg, data.oracle is not None)
+    """Fit every arm on every draw; return the arms (:class:`.arms.Arm`, table order), the test
+    subjects' scores ``(arms, len(augment_n), draws, test subjects)``, the subjects each draw
+    used and the test subjects' labels."""
+    arms = arms_of(acfg, data.oracle is not None)
     m_max = max(acfg.augment_synthetic)
     order = sorted(set(data.test_subject.tolist()))
     label_of = dict(zip(data.test_subject.tolist(), data.test_y.tolist(), strict=True))
@@ -102,12 +85,12 @@ def experiment(data: ExperimentData, acfg: AugmentConfig) -> dict[str, Any]:
             real_x, real_y = data.train[dr.real], data.train_y[dr.real]
             used[f"n{n}-d{d}-real"] = dr.subjects
             for a, arm in enumerate(arms):
-                if arm == "D" and j > 0:  # D does not depend on n: the draws of the first n
+                if not arm.uses_real and j > 0:  # D does not depend on n: the first n's draws
                     scores[a, j, d] = scores[a, 0, d]
                     continue
                 x, y, extra = _arm_training(arm, data, real_x, real_y, dr.rng, m_max)
                 if extra:
-                    used[f"n{n}-d{d}-{arm}"] = extra
+                    used[f"n{n}-d{d}-{arm.name}"] = extra
                 s = fit_score(features(x), y, test_x, acfg.classifier_c)
                 scores[a, j, d] = subject_scores(s, data.test_subject, order)
     y_test = np.array([label_of[s] for s in order])
@@ -117,10 +100,11 @@ def experiment(data: ExperimentData, acfg: AugmentConfig) -> dict[str, Any]:
 def summarise(raw: dict[str, Any], acfg: AugmentConfig, slices: float) -> dict[str, pd.DataFrame]:
     """AUROC of every arm and n with a paired-bootstrap 95 % interval, the gain over A, and the
     "worth N real subjects" of every C arm (read off the curve of arms A and E)."""
-    arms, scores, y = raw["arms"], raw["scores"], raw["y"]
+    arms: list[Arm] = raw["arms"]
+    scores, y = raw["scores"], raw["y"]
     m_max = max(acfg.augment_synthetic)
     rng = np.random.default_rng([acfg.seed, 6])
-    rows, est_all, reps_all = [], {}, {}
+    rows, reps_all = [], {}
     for j, n in enumerate(acfg.augment_n):
         pairs = np.stack(
             [
@@ -129,37 +113,40 @@ def summarise(raw: dict[str, Any], acfg: AugmentConfig, slices: float) -> dict[s
             ]
         )
         est, reps = bootstrap_aurocs(pairs, acfg.augment_bootstrap, rng)
-        est_all[n], reps_all[n] = est, reps
+        reps_all[n] = reps
         for a, arm in enumerate(arms):
             gain = est[a] - est[0]
             g_reps = reps[a] - reps[0]
-            lo, hi = interval(est[a], reps[a])
-            glo, ghi = interval(gain, g_reps)
-            added = 0 if arm == "A" else (int(arm[1:]) if arm.startswith("C") else m_max)
-            real_images = 0 if arm == "D" else n * slices
+            lo, hi = percentile_interval(reps[a])
+            glo, ghi = percentile_interval(g_reps)
+            added = arm.added(m_max)
+            real_images = n * slices if arm.uses_real else 0
+            first = arm.kind == "A"  # the reference: no gain over itself
             rows.append(
                 {
                     "n": n,
-                    "arm": arm,
-                    "description": describe_arm(arm, acfg),
+                    "arm": arm.name,
+                    "description": arm.describe(m_max),
                     "added per class": added,
                     "added / real": added / real_images if real_images else np.inf,
                     "auroc": float(est[a]),
                     "ci_low": lo,
                     "ci_high": hi,
-                    "gain": float(gain) if arm != "A" else np.nan,
-                    "gain_low": glo if arm != "A" else np.nan,
-                    "gain_high": ghi if arm != "A" else np.nan,
-                    "gain > 0 in": float((g_reps > 0).mean()) if arm != "A" else np.nan,
+                    "gain": np.nan if first else float(gain),
+                    "gain_low": np.nan if first else glo,
+                    "gain_high": np.nan if first else ghi,
+                    "gain > 0 in": np.nan if first else float((g_reps > 0).mean()),
                 }
             )
     table = pd.DataFrame(rows)
     return {"table": table, "worth": _worth_table(table, reps_all, arms, acfg, slices)}
 
 
-def _worth_table(table, reps_all, arms, acfg: AugmentConfig, slices: float) -> pd.DataFrame:
+def _worth_table(
+    table: pd.DataFrame, reps_all, arms: list[Arm], acfg: AugmentConfig, slices: float
+) -> pd.DataFrame:
     """Each C arm's AUROC placed on the real-data curve (A at n, E at n + new subjects)."""
-    has_e = "E" in arms
+    has_e = any(arm.kind == "E" for arm in arms)
     new_subjects = max(acfg.augment_synthetic) / slices
     rows = []
     ns = list(acfg.augment_n)
@@ -175,23 +162,23 @@ def _worth_table(table, reps_all, arms, acfg: AugmentConfig, slices: float) -> p
     n_boot = next(iter(reps_all.values())).shape[1]
     for n in ns:
         for arm in arms:
-            if not arm.startswith("C"):
+            if arm.kind != "C":
                 continue
-            value, how = worth(est[(n, arm)], n, ks, curve)
+            value, how = worth(est[(n, arm.name)], n, ks, curve)
             reps = []
             for b in range(n_boot):
-                vb = {(n2, a2): reps_all[n2][i, b] for n2 in ns for i, a2 in enumerate(arms)}
+                vb = {(n2, a2.name): reps_all[n2][i, b] for n2 in ns for i, a2 in enumerate(arms)}
                 kb, cb = curve_of(vb)
-                reps.append(worth(vb[(n, arm)], n, kb, cb)[0])
-            lo, hi = np.quantile(reps, [0.025, 0.975])
+                reps.append(worth(vb[(n, arm.name)], n, kb, cb)[0])
+            lo, hi = percentile_interval(reps)
             rows.append(
                 {
                     "n": n,
-                    "arm": arm,
+                    "arm": arm.name,
                     "worth (real subjects per class)": value,
                     "how": how,
-                    "ci_low": float(lo),
-                    "ci_high": float(hi),
+                    "ci_low": lo,
+                    "ci_high": hi,
                 }
             )
     out = pd.DataFrame(rows)
@@ -201,7 +188,7 @@ def _worth_table(table, reps_all, arms, acfg: AugmentConfig, slices: float) -> p
 
 @dataclass
 class AugmentResult:
-    """What :func:`run` produced (or found)."""
+    """What :func:`run` produced, or :func:`load` found."""
 
     table: pd.DataFrame
     worth: pd.DataFrame
@@ -212,6 +199,22 @@ class AugmentResult:
     cached: bool = False
     seconds: float = 0.0
     scores: dict[str, Any] = field(default_factory=dict, repr=False)
+    draws: dict[str, list[str]] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_files(
+        cls, files: artifacts.AugmentFiles, cached: bool, seconds: float = 0.0
+    ) -> AugmentResult:
+        """The result of the outputs :func:`neurodiff.artifacts.load_augment` read back."""
+        return cls(
+            **files.tables,
+            info=files.info,
+            out_dir=files.out_dir,
+            cached=cached,
+            seconds=seconds or files.info.get("seconds", 0.0),
+            scores=files.scores,
+            draws=files.draws,
+        )
 
     def __str__(self) -> str:
         t = self.table
@@ -227,13 +230,20 @@ class AugmentResult:
         return "\n".join(lines)
 
 
+def load(params: Params | str | Path) -> AugmentResult | None:
+    """The finished experiment of ``params`` (or of a run folder), read back without computing
+    anything; None when it has not run (or did not finish)."""
+    files = artifacts.load_augment(params)
+    return None if files is None else AugmentResult.from_files(files, cached=True)
+
+
 def run(params: Params, force: bool = False) -> AugmentResult:
     """Stage 6: the whole experiment for ``params`` (kept in ``artifacts.augment_dir(params)``,
-    reused when the same parameters ran before)."""
+    reused when the same parameters ran before, unless ``force``)."""
     acfg: AugmentConfig = params.stage(AugmentConfig)
-    out_dir = artifacts.augment_dir(params)
-    if not force and read_run(out_dir).complete and (out_dir / "augment.json").is_file():
-        return _load(out_dir, cached=True)
+    found = None if force else load(params)
+    if found is not None:
+        return found
     t0 = time.perf_counter()
     data = load_data(params)
     log.info(
@@ -243,17 +253,42 @@ def run(params: Params, force: bool = False) -> AugmentResult:
         len(set(data.test_subject)),
     )
     raw = experiment(data, acfg)
-    slices = data.slices_per_subject
-    summary = summarise(raw, acfg, slices)
-    check = classifier_check(data, acfg.classifier_c)
-    atrophy = atrophy_proxy(data, acfg.seed)
+    summary = summarise(raw, acfg, data.slices_per_subject)
+    tables = {
+        "table": summary["table"],
+        "worth": summary["worth"],
+        "classifier_check": classifier_check(data, acfg.classifier_c),
+        "atrophy": atrophy_proxy(data, acfg.seed),
+    }
     seconds = time.perf_counter() - t0
-    info = {
-        "format": _FORMAT,
+    scores = {"scores": raw["scores"], "subjects": np.array(raw["subjects"]), "y": raw["y"]}
+    info = _info(params, acfg, data, raw, tables, seconds)
+    artifacts.write_augment(params, info, tables, scores, raw["used"])
+    record_run(params, AUGMENT)  # run.json follows, once the folder is complete
+    files = artifacts.load_augment(params)
+    if files is None:  # cannot happen: written and recorded just above
+        raise DataError(f"the augmentation outputs in {artifacts.augment_dir(params)} vanished")
+    return AugmentResult.from_files(files, cached=False, seconds=seconds)
+
+
+def _info(
+    params: Params,
+    acfg: AugmentConfig,
+    data: ExperimentData,
+    raw: dict[str, Any],
+    tables: dict[str, pd.DataFrame],
+    seconds: float,
+) -> dict[str, Any]:
+    """``augment.json``: what ran, on which pools, and the curve the worth was read off."""
+    arms: list[Arm] = raw["arms"]
+    m_max = max(acfg.augment_synthetic)
+    slices = data.slices_per_subject
+    return {
+        "format": AUGMENT.format,
         "params_hash": params.hash(),
         "groups": list(data.groups),
-        "arms": raw["arms"],
-        "arm_descriptions": {a: describe_arm(a, acfg) for a in raw["arms"]},
+        "arms": [arm.name for arm in arms],
+        "arm_descriptions": {arm.name: arm.describe(m_max) for arm in arms},
         "draws": acfg.augment_draws,
         "n": list(acfg.augment_n),
         "synthetic_per_class": list(acfg.augment_synthetic),
@@ -268,47 +303,9 @@ def run(params: Params, force: bool = False) -> AugmentResult:
         "oracle_subjects_per_group": {
             g: len(data.subjects("oracle", k)) for k, g in enumerate(data.groups)
         },
-        "new_subjects_per_class_in_E": max(acfg.augment_synthetic) / slices,
-        "curve": summary["worth"].attrs.get("curve"),
-        "atrophy_threshold": atrophy.attrs["threshold"],
+        "new_subjects_per_class_in_E": m_max / slices,
+        "curve": tables["worth"].attrs.get("curve"),
+        "atrophy_threshold": tables["atrophy"].attrs["threshold"],
         "bootstrap": acfg.augment_bootstrap,
         "seconds": round(seconds, 2),
     }
-    with atomic_dir(out_dir) as tmp:  # run.json follows, once the folder is complete
-        np.savez_compressed(
-            tmp / "scores.npz",
-            scores=raw["scores"],
-            subjects=np.array(raw["subjects"]),
-            y=raw["y"],
-        )
-        (tmp / "draws.json").write_text(json.dumps(raw["used"], indent=1) + "\n")
-        for name, frame in (
-            ("table", summary["table"]),
-            ("worth", summary["worth"]),
-            ("classifier_check", check),
-            ("atrophy", atrophy),
-        ):
-            frame.to_csv(tmp / f"{name}.tsv", sep="\t", index=False)
-        atomic_write_json(tmp / "augment.json", info)
-    record_run(params, artifacts.AUGMENT)
-    return _load(out_dir, cached=False, seconds=seconds)
-
-
-def _load(out_dir: Path, cached: bool, seconds: float = 0.0) -> AugmentResult:
-    info = json.loads((out_dir / "augment.json").read_text())
-
-    def tsv(name: str) -> pd.DataFrame:
-        return pd.read_csv(out_dir / f"{name}.tsv", sep="\t")
-
-    raw = np.load(out_dir / "scores.npz")
-    return AugmentResult(
-        table=tsv("table"),
-        worth=tsv("worth"),
-        classifier_check=tsv("classifier_check"),
-        atrophy=tsv("atrophy"),
-        info=info,
-        out_dir=out_dir,
-        cached=cached,
-        seconds=seconds or info.get("seconds", 0.0),
-        scores={k: raw[k] for k in raw.files},
-    )

@@ -7,14 +7,16 @@ draws) and *which* subjects happen to form the test set. Each bootstrap replicat
 applies the same resample to every arm, so that a gain over arm A is measured on paired data
 (Efron & Tibshirani 1993, ch. 16). Replicates are weighted means of the per-draw pair matrices
 (:func:`.classify.pair_matrix`): written here because no library bootstraps a Mann-Whitney AUROC
-over two crossed factors, and this way 1000 replicates of every arm cost one ``einsum``.
+over two crossed factors, and this way 1000 replicates of every arm cost one ``einsum``. Their
+intervals follow the study's one rule for them,
+:func:`neurodiff.measures.intervals.percentile_interval`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["bootstrap_aurocs", "interval", "real_curve", "worth"]
+__all__ = ["bootstrap_aurocs", "real_curve", "worth"]
 
 
 def bootstrap_aurocs(
@@ -40,13 +42,6 @@ def bootstrap_aurocs(
     per /= (wp.sum(1) * wn.sum(1))[None, None, :]
     reps = np.einsum("adb,bd->ab", per, wd.astype(float)) / n_draws
     return estimate, reps
-
-
-def interval(estimate: float, reps: np.ndarray, level: float = 0.95) -> tuple[float, float]:
-    """Percentile interval of the replicates."""
-    a = (1 - level) / 2
-    lo, hi = np.quantile(reps, [a, 1 - a])
-    return float(lo), float(hi)
 
 
 def real_curve(points: list[tuple[float, float]]) -> tuple[np.ndarray, np.ndarray]:

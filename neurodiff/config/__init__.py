@@ -13,11 +13,12 @@ Values flow like this::
 
 Nothing heavy is imported here (no torch, no MONAI), so validating parameters is instant and
 happens before any long work starts. Code reads parameters by attribute (``params.image_size``);
-``Params`` is also a read-only mapping, for ``**params`` and iteration.
+``Params`` is also a read-only mapping, for ``**params`` and iteration. Which sampler fits which
+model is decided in one place, :mod:`.samplers` (:func:`check_sampler`).
 """
 
 from ..errors import ConfigError
-from .fields import StageConfig, param
+from .fields import DEMO_COHORT, DEMO_NEW_SUBJECTS, DERIVED_DIR, StageConfig, param
 from .params import (
     LOCATION_PARAMS,
     RESOLVED_FLAG,
@@ -31,8 +32,18 @@ from .params import (
     project_root,
     resolve,
 )
-from .stages import (
+from .samplers import (
+    SAMPLERS,
     SAMPLERS_BY_PROCESS,
+    check_sampler,
+    check_sampler_fits,
+    default_fast_sampler,
+    reference_sampler,
+    sampler_fits,
+    samplers_for,
+    uses_all_timesteps,
+)
+from .stages import (
     STAGES,
     AugmentConfig,
     CohortConfig,
@@ -44,6 +55,9 @@ from .stages import (
 )
 
 __all__ = [
+    "DEMO_COHORT",
+    "DEMO_NEW_SUBJECTS",
+    "DERIVED_DIR",
     "LOCATION_PARAMS",
     "STAGES",
     "AugmentConfig",
@@ -52,6 +66,7 @@ __all__ = [
     "MetricsConfig",
     "ModelConfig",
     "RESOLVED_FLAG",
+    "SAMPLERS",
     "SAMPLERS_BY_PROCESS",
     "ParamSpec",
     "Params",
@@ -60,11 +75,18 @@ __all__ = [
     "StageConfig",
     "TrainConfig",
     "available_profiles",
+    "check_sampler",
+    "check_sampler_fits",
+    "default_fast_sampler",
     "from_namespace",
     "load_profile",
     "param",
     "parameter_specs",
     "parse_override",
     "project_root",
+    "reference_sampler",
     "resolve",
+    "sampler_fits",
+    "samplers_for",
+    "uses_all_timesteps",
 ]

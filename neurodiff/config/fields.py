@@ -17,11 +17,14 @@ import types
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar
+from typing import Any, Self
 
 from ..errors import ConfigError
 
 __all__ = [
+    "DEMO_COHORT",
+    "DEMO_NEW_SUBJECTS",
+    "DERIVED_DIR",
     "LOCATION_PARAMS",
     "CohortFields",
     "DeviceFields",
@@ -36,6 +39,12 @@ __all__ = [
 
 #: Parameters that choose where outputs go, not what they contain.
 LOCATION_PARAMS = ("profile", "derived_dir")
+
+#: The default folders: the simulated demo cohort, chapter 6's new subjects of the same
+#: distribution (``neurodiff demo-data --new-subjects``) and the root of all derived outputs.
+DEMO_COHORT = "data/raw/demo"
+DEMO_NEW_SUBJECTS = "data/raw/demo-new"
+DERIVED_DIR = "data/derived"
 
 
 def param(
@@ -163,8 +172,6 @@ def _check_bounds(name: str, value: Any, meta: Mapping[str, Any]) -> None:
 class StageConfig:
     """Base class: type coercion, bounds and choices checked on construction."""
 
-    stage: ClassVar[str] = ""
-
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
         for f in fields(self):
@@ -177,7 +184,13 @@ class StageConfig:
         """Cross-field checks; subclasses override. Raise :class:`ConfigError`."""
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> StageConfig:
+    def section(cls) -> str:
+        """The config's short name in ``neurodiff params`` (``TrainConfig`` -> ``train``); which
+        pipeline stage uses which configs is declared in :mod:`neurodiff.registry`."""
+        return cls.__name__.removesuffix("Config").lower()
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> Self:
         """Build from a flat mapping, taking only this stage's names (others are ignored)."""
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in params.items() if k in names})
@@ -211,7 +224,7 @@ class RunFields(StageConfig):
     profile: str = param(
         "demo", "profile name; outputs go to <derived_dir>/<profile>/", shapes=False
     )
-    derived_dir: str = param("data/derived", "root of all derived outputs", shapes=False)
+    derived_dir: str = param(DERIVED_DIR, "root of all derived outputs", shapes=False)
     seed: int = param(0, "master random seed", min=0)
 
 
@@ -219,9 +232,7 @@ class RunFields(StageConfig):
 class CohortFields(StageConfig):
     """Where the input cohort lives (exploration and preprocessing)."""
 
-    cohort: str = param(
-        "data/raw/demo", "folder of the input cohort: BIDS, IXI-style or flat NIfTI"
-    )
+    cohort: str = param(DEMO_COHORT, "folder of the input cohort: BIDS, IXI-style or flat NIfTI")
     cohort_table: str = param("", "optional CSV/TSV of demographics for a flat folder ('' = none)")
     skip_bad: bool = param(False, "skip unreadable scans (listed) instead of stopping")
 

@@ -21,13 +21,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
 from ..errors import ConfigError
 from .fields import LOCATION_PARAMS, StageConfig, coerce
-from .stages import SAMPLERS_BY_PROCESS, STAGES, AugmentConfig, ModelConfig, SampleConfig
+from .samplers import check_sampler
+from .stages import STAGES, AugmentConfig, ModelConfig, SampleConfig
 
 __all__ = [
     "LOCATION_PARAMS",
@@ -42,6 +43,10 @@ __all__ = [
     "project_root",
     "resolve",
 ]
+
+
+#: A stage config class, for :meth:`Params.stage`'s return type.
+C = TypeVar("C", bound=StageConfig)
 
 
 @dataclass(frozen=True)
@@ -64,7 +69,7 @@ def parameter_specs() -> dict[str, ParamSpec]:
         for f in fields(cls):
             if f.name in specs:
                 s = specs[f.name]
-                specs[f.name] = dataclasses.replace(s, stages=s.stages + (cls.stage,))
+                specs[f.name] = dataclasses.replace(s, stages=s.stages + (cls.section(),))
             else:
                 specs[f.name] = ParamSpec(
                     f.name,
@@ -72,7 +77,7 @@ def parameter_specs() -> dict[str, ParamSpec]:
                     f.default,
                     f.metadata["help"],
                     f.metadata["choices"],
-                    (cls.stage,),
+                    (cls.section(),),
                 )
     return specs
 
@@ -193,8 +198,9 @@ class Params(Mapping[str, Any]):
     def __repr__(self) -> str:
         return f"Params(profile={self._values['profile']!r}, {len(self)} values)"
 
-    def stage(self, cls: type[StageConfig]) -> Any:
-        """The validated config of one stage, e.g. ``params.stage(TrainConfig)``."""
+    def stage(self, cls: type[C]) -> C:
+        """The validated config of one stage, e.g. ``params.stage(TrainConfig)`` (typed as the
+        class asked for)."""
         return self._stages[cls]
 
     def to_dict(self) -> dict[str, Any]:
@@ -265,25 +271,15 @@ def from_namespace(namespace: Mapping[str, Any]) -> Params:
 def _check_across_stages(params: Params) -> None:
     """Checks that involve the fields of two stages (each stage checks its own on construction).
 
-    The sampler's ``steps`` must be reachable with the model's ``timesteps`` (DDIM and PNDM can
-    only skip timesteps), and PNDM needs an epsilon-prediction model.
+    The sampler must fit the model (:func:`.samplers.check_sampler`: its process, ``steps``
+    reachable with the model's ``timesteps``, PNDM only for an epsilon-prediction model), and a
+    class-conditional model must draw as many synthetic images as chapter 6 asks for.
     """
     model: ModelConfig = params.stage(ModelConfig)
     sample: SampleConfig = params.stage(SampleConfig)
-    if sample.sampler != "ddpm" and sample.steps > model.timesteps:
-        raise ConfigError(
-            f"parameter 'steps' ({sample.steps}) must be <= the model's timesteps "
-            f"({model.timesteps}) for sampler {sample.sampler!r}: it can only skip timesteps, "
-            "not add them",
-            parameter="steps",
-        )
-    fitting = SAMPLERS_BY_PROCESS[model.process]
-    if sample.sampler not in fitting:
-        raise ConfigError(
-            f"sampler {sample.sampler!r} does not fit process={model.process!r}; "
-            f"use one of {list(fitting)}",
-            parameter="sampler",
-        )
+    check_sampler(
+        model.process, model.prediction_type, model.timesteps, sample.sampler, sample.steps
+    )
     augment: AugmentConfig = params.stage(AugmentConfig)
     if model.groups and max(augment.augment_synthetic) > sample.n_samples:
         raise ConfigError(
@@ -291,10 +287,4 @@ def _check_across_stages(params: Params) -> None:
             f"synthetic images per class, but n_samples is {sample.n_samples}; lower "
             "augment_synthetic or raise n_samples",
             parameter="augment_synthetic",
-        )
-    if sample.sampler == "pndm" and model.prediction_type != "epsilon":
-        raise ConfigError(
-            f"sampler 'pndm' needs an epsilon-prediction model; prediction_type is "
-            f"{model.prediction_type!r} (use sampler=ddim or ddpm)",
-            parameter="sampler",
         )

@@ -8,10 +8,10 @@ the ``demo`` profile (the default report on a 2-core CPU).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 from ..errors import ConfigError
 from .fields import (
+    DEMO_NEW_SUBJECTS,
     CohortFields,
     DeviceFields,
     ImageFields,
@@ -20,6 +20,7 @@ from .fields import (
     StageConfig,
     param,
 )
+from .samplers import SAMPLERS, SAMPLERS_BY_PROCESS  # the sampler rules live in .samplers
 
 __all__ = [
     "SAMPLERS_BY_PROCESS",
@@ -34,25 +35,15 @@ __all__ = [
 ]
 
 
-#: The samplers that fit each generative process (``ModelConfig.process``).
-SAMPLERS_BY_PROCESS: dict[str, tuple[str, ...]] = {
-    "ddpm": ("ddpm", "ddim", "pndm"),
-    "rflow": ("euler", "heun"),
-}
-
-
 @dataclass(frozen=True)
 class CohortConfig(CohortFields, RunFields):
     """Where the input cohort lives (notebook 01 and preprocessing)."""
-
-    stage: ClassVar[str] = "cohort"
 
 
 @dataclass(frozen=True)
 class PreprocessConfig(ImageFields, CohortFields, RunFields):
     """Reorientation, resampling, optional registration, normalisation, 2D/3D extraction, split."""
 
-    stage: ClassVar[str] = "preprocess"
     target_spacing: float = param(
         2.0, "isotropic voxel size (mm) before crop/pad", min=0, min_inclusive=False
     )
@@ -146,7 +137,6 @@ class ModelConfig(ImageFields):
     """MONAI DiffusionModelUNet + its generative process (DDPM noise schedule or rectified flow)
     + training objective."""
 
-    stage: ClassVar[str] = "model"
     channels: tuple[int, ...] = param((32, 64, 128), "UNet channels per level", min=1)
     attention_levels: tuple[bool, ...] = param((False, False, False), "self-attention per level")
     num_res_blocks: int = param(1, "residual blocks per level", min=1)
@@ -258,7 +248,6 @@ class ModelConfig(ImageFields):
 class TrainConfig(PrecisionFields, DeviceFields, RunFields):
     """Optimisation, EMA, precision, checkpoints."""
 
-    stage: ClassVar[str] = "train"
     optimizer: str = param("adamw", "optimiser", choices=("adam", "adamw"))
     lr: float = param(1e-3, "peak learning rate", min=0, min_inclusive=False)
     weight_decay: float = param(0.0, "AdamW weight decay", min=0)
@@ -314,11 +303,11 @@ class TrainConfig(PrecisionFields, DeviceFields, RunFields):
 class SampleConfig(PrecisionFields, DeviceFields, RunFields):
     """Generating the synthetic cohort."""
 
-    stage: ClassVar[str] = "sample"
     sampler: str = param(
         "heun",
-        "sampler: ddpm | ddim | pndm for process=ddpm; euler | heun for process=rflow",
-        choices=("ddpm", "ddim", "pndm", "euler", "heun"),
+        "sampler: "
+        + "; ".join(f"{' | '.join(v)} for process={k}" for k, v in SAMPLERS_BY_PROCESS.items()),
+        choices=SAMPLERS,
     )
     steps: int = param(
         10, "sampler steps (ddpm always uses all timesteps; heun: 2 x steps - 1 evaluations)", min=1
@@ -348,7 +337,6 @@ class SampleConfig(PrecisionFields, DeviceFields, RunFields):
 class MetricsConfig(DeviceFields, RunFields):
     """Realism, diversity and memorisation metrics."""
 
-    stage: ClassVar[str] = "metrics"
     extractor: str = param(
         "random",
         "feature extractor: random (2D; 2.5D for volumes) | random3d | inception | "
@@ -372,7 +360,6 @@ class MetricsConfig(DeviceFields, RunFields):
 class AugmentConfig(RunFields):
     """Does augmentation help? The downstream patient-vs-control experiment of chapter 6."""
 
-    stage: ClassVar[str] = "augment"
     augment_n: tuple[int, ...] = param(
         (2, 4, 8, 16), "real training subjects per class of the learning curve", min=1
     )
@@ -387,7 +374,7 @@ class AugmentConfig(RunFields):
         min=1,
     )
     oracle_cohort: str = param(
-        "data/raw/demo-new",
+        DEMO_NEW_SUBJECTS,
         "new subjects of the cohort's distribution, in no split and unseen by the generator, "
         "for arm E (`neurodiff demo-data --new-subjects`; '' = no arm E, e.g. with real data)",
     )

@@ -1,83 +1,22 @@
 """Stage 5: realism, diversity and memorisation of the synthetic cohort, against real-vs-real.
 
-Layout (as MONAI's ``monai.metrics``: one module per metric family, each pure functions over
-arrays): :mod:`.mmd`, :mod:`.frechet` (FID), :mod:`.similarity` (SSIM, MS-SSIM),
-:mod:`.manifold` (PRDC), :mod:`.memorisation`, with :mod:`.checks` and :mod:`.bootstrap` under
-them; :mod:`.results` (containers, tables, readings); :mod:`.stage` (:func:`evaluate` from
-arrays, :func:`run` from a run's outputs). The metric families are the middle floor: they
-import nothing above the package's lower floors and nothing of :mod:`.stage`, so another stage
-may use them (the sampler table of chapter 4 does).
+The stage only: the metric families, interval rules, redraws and the calibration ladder are the
+middle floor, :mod:`neurodiff.measures` (whose docstring defines every metric and its
+uncertainty). Here: :mod:`.inputs` (the images a run measures, :class:`MetricsInputs`),
+:mod:`.stage` (:func:`evaluate` from arrays, :func:`run` from a run's outputs), :mod:`.entries`
+(each metric of one evaluation, and the records its settings and sets travel in),
+:mod:`.results` (containers, tables, readings, the Discussion's summary), :mod:`.groups` (each
+group on its own), :mod:`.ladder` (a run's calibration ladder).
 
-A metric value for synthetic data means something only beside the same value for two *real*
-samples of the same size, with an uncertainty, and with the feature space named. Every metric
-here is therefore reported as
-
-* ``value`` -- real (the held-out **test** split) vs synthetic, with a bootstrap 95 % CI;
-* ``baseline`` -- real vs real: the same test samples vs an equally large subset of the
-  **training** split (different subjects), with its own CI;
-* ``extractor`` -- the feature space (``pixels`` for image-space metrics).
-
-All functions take ``(real, synthetic)`` in that order; images are ``(N, 1, *spatial)`` float
-arrays in [0, 1], features ``(N, F)``.
-
-Metrics
--------
-``mmd_linear``
-    MONAI :class:`~monai.metrics.MMDMetric` on the images themselves: the unbiased MMD^2 estimate
-    with a linear kernel (Gretton et al. 2012, eq. 3), i.e. the squared distance between the mean
-    images minus a finite-sample correction. The most likely reading of the paper's "MMD = 0.036".
-    Pitfalls: it only compares mean images (two sets with the same mean but different variety
-    score 0); it grows with the number of voxels, so values at different image sizes are not
-    comparable; being unbiased, it is **negative** when the sets are closer than chance.
-``mmd_rbf``
-    MMD^2 (unbiased) on features with a Gaussian kernel, bandwidth by the median heuristic
-    (sigma = median pairwise distance of the pooled sample), and a permutation-test p-value
-    (H0: both sets come from one distribution). Sees every moment, not only the mean.
-``fid``
-    Frechet distance between Gaussians fitted to the features (MONAI
-    :class:`~monai.metrics.FIDMetric`). Biased upward at small n and scaled by the extractor --
-    only the comparison with the baseline at equal n carries meaning.
-``ms_ssim_diversity``
-    Mean MS-SSIM (MONAI :class:`~monai.metrics.MultiScaleSSIMMetric`) over random pairs *within*
-    the synthetic set; the baseline is the same within the real training subset. Lower = more
-    diverse; a value far above the baseline means mode collapse, far below means noise.
-    Kernel size and number of scales follow the image size: see :func:`ms_ssim_settings`.
-``precision``, ``recall``, ``density``, ``coverage``
-    k-NN manifold metrics (Kynkaanniemi et al. 2019; Naeem et al. 2020) from the ``prdc``
-    package: fidelity (precision, density: are synthetic samples inside the real manifold?) and
-    diversity (recall, coverage: is the real manifold covered?).
-``memorised_fraction``, ``nn_distance``, ``nn_ssim``
-    Memorisation audit (:func:`memorisation_audit`): each synthetic sample's nearest *training*
-    sample in feature space; the fraction of synthetic samples closer to a training sample than
-    99 % of real test samples are; the median nearest distance; the mean SSIM to the nearest
-    training sample. Baselines come from the test samples' own nearest training samples.
-
-Uncertainty
------------
-Bootstrap with ``n_bootstrap`` resamples, on cached features and kernel matrices (never by
-re-extracting). Each set is resampled with replacement, independently. MMD and FID replicates
-are computed from the pooled Gram matrices (duplicated samples are excluded from the within-set
-U-statistic pairs, which would otherwise bias MMD upward). Metrics that are means over samples or
-pairs (precision, density / recall, coverage / MS-SSIM / audit) resample their per-sample scores
-with the k-NN manifolds held fixed, so their CIs are conditional on the manifolds.
-
-Resampling with replacement leaves ~63 % unique samples, which shifts sample-size-biased
-statistics such as FID upward (at n = 64 the bootstrap distribution can lie entirely above the
-estimate). The reported 95 % CI is therefore the 2.5-97.5 % spread of the bootstrap distribution
-around its median, placed on the point estimate: ``[v + q2.5 - q50, v + q97.5 - q50]``, clipped
-to the metric's range. It describes the sampling variability at the given n; it does not remove
-the estimator's own small-sample bias, which the baseline at equal n shares.
+Every metric is reported as ``value`` (real test split vs synthetic, bootstrap 95 % CI),
+``baseline`` (real vs real, the range of subject-level redraws) and ``extractor`` (the feature
+space).
 """
 
-from . import groups
-from .bootstrap import percentile_ci
-from .calibration import LADDER, calibration_for, calibration_ladder, degrade, place_on_ladder
-from .checks import check_images
-from .frechet import fid
+from ..measures import LADDER, calibration_ladder, degrade, place_on_ladder
 from .groups import by_group
-from .manifold import prdc_metrics, prdc_per_sample
-from .memorisation import MemorisationAudit, memorisation_audit
-from .mmd import MMDTest, median_bandwidth, mmd_linear, mmd_rbf, per_site_mmd
+from .inputs import MetricsInputs, load_inputs, reference_group
+from .ladder import calibration_for
 from .results import (
     METRICS,
     PAPER_RESULTS,
@@ -88,43 +27,27 @@ from .results import (
     interpret,
     results_markdown,
 )
-from .similarity import diversity, ms_ssim, ms_ssim_settings, ssim
-from .stage import evaluate, load_inputs, reference_group, run
+from .stage import evaluate, evaluate_inputs, run
 
 __all__ = [
     "LADDER",
-    "by_group",
-    "groups",
-    "reference_group",
-    "calibration_ladder",
-    "calibration_for",
-    "degrade",
-    "place_on_ladder",
     "METRICS",
     "PAPER_RESULTS",
-    "MMDTest",
-    "MemorisationAudit",
     "MetricValue",
     "MetricsData",
+    "MetricsInputs",
     "MetricsResult",
-    "check_images",
+    "by_group",
+    "calibration_for",
+    "calibration_ladder",
     "comparison_table",
-    "diversity",
+    "degrade",
     "evaluate",
-    "fid",
+    "evaluate_inputs",
     "interpret",
     "load_inputs",
-    "median_bandwidth",
-    "memorisation_audit",
-    "mmd_linear",
-    "mmd_rbf",
-    "ms_ssim",
-    "ms_ssim_settings",
-    "per_site_mmd",
-    "percentile_ci",
-    "prdc_metrics",
-    "prdc_per_sample",
+    "place_on_ladder",
+    "reference_group",
     "results_markdown",
     "run",
-    "ssim",
 ]

@@ -11,21 +11,20 @@ group is too small to redraw).
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ..artifacts import metrics_dir
+from .. import artifacts
 from ..config import MetricsConfig
 from ..device import resolve_device
 from ..errors import MetricError
 from ..features import get_extractor
-from ..io import atomic_write_json
-from .results import jsonable
-from .stage import evaluate_inputs, load_inputs
+from .inputs import MetricsInputs, load_inputs
+from .results import MetricsResult, jsonable
+from .stage import evaluate_inputs
 
 __all__ = ["GROUP_METRICS", "by_group", "flagged_copies", "group_table"]
 
@@ -34,14 +33,13 @@ log = logging.getLogger(__name__)
 #: The metrics of the per-group table.
 GROUP_METRICS = ("fid", "precision", "recall", "coverage", "memorised_fraction", "nn_ssim")
 
-_FILE = "by_group.json"
-
 
 def by_group(params: Any, force: bool = False) -> pd.DataFrame:
     """One row per group and metric: synthetic vs real test, real vs real, verdict, and the
     number of flagged copies of training images of that group.
 
-    Computed once per parameters and kept in ``by_group.json`` beside ``metrics.json``.
+    Computed once per parameters and kept in ``by_group.json`` beside ``metrics.json``
+    (:func:`neurodiff.artifacts.load_by_group`, :func:`neurodiff.artifacts.write_by_group`).
     Raises :class:`~neurodiff.errors.MetricError` for an unconditional model (no groups).
     """
     groups = list(params["groups"])
@@ -49,11 +47,9 @@ def by_group(params: Any, force: bool = False) -> pd.DataFrame:
         raise MetricError(
             "the per-group view needs a class-conditional model; parameter 'groups' is empty"
         )
-    path = metrics_dir(params) / _FILE
-    if not force and path.is_file():
-        stored = json.loads(path.read_text())
-        if stored.get("params_hash") == params.hash():
-            return pd.DataFrame(stored["rows"]).set_index(["group", "metric"])
+    stored = None if force else artifacts.load_by_group(params)
+    if stored is not None and stored.get("params_hash") == params.hash():
+        return pd.DataFrame(stored["rows"]).set_index(["group", "metric"])
     cfg = params.stage(MetricsConfig)
     device = resolve_device(cfg.device)
     extractor = get_extractor(cfg.extractor, seed=cfg.seed, device=device)
@@ -63,33 +59,39 @@ def by_group(params: Any, force: bool = False) -> pd.DataFrame:
         log.info(
             "group %r: %d real test, %d synthetic, %d training images",
             group,
-            len(inputs["test"]),
-            len(inputs["synthetic"]),
-            len(inputs["train"]),
+            len(inputs.test),
+            len(inputs.synthetic),
+            len(inputs.train),
         )
-        result = evaluate_inputs(inputs, cfg, extractor, device, per_group=True)
-        subjects = {
-            split: len(set(inputs[f"{split}_index"]["subject"])) for split in ("test", "train")
-        }
-        for name in GROUP_METRICS:
-            m = result.metrics[name]
-            rows.append(
-                {
-                    "group": group,
-                    "metric": name,
-                    "synthetic vs real": float(m.value),
-                    "ci": [float(c) for c in m.ci],
-                    "real vs real": float(m.baseline),
-                    "real ci": [float(c) for c in m.baseline_ci],
-                    "verdict": m.verdict,
-                    "n synthetic": len(inputs["synthetic"]),
-                    "test subjects": subjects["test"],
-                    "train subjects": subjects["train"],
-                    "flagged copies": int(result.audit.flagged.sum()),
-                }
-            )
-    atomic_write_json(path, jsonable({"params_hash": params.hash(), "rows": rows}))
+        result = evaluate_inputs(
+            inputs, cfg, extractor, device, per_group=True, params_hash=params.hash()
+        )
+        rows.extend(_group_rows(group, inputs, result))
+    artifacts.write_by_group(params, jsonable({"params_hash": params.hash(), "rows": rows}))
     return pd.DataFrame(rows).set_index(["group", "metric"])
+
+
+def _group_rows(group: str, inputs: MetricsInputs, result: MetricsResult) -> list[dict[str, Any]]:
+    """The rows of :func:`by_group` of one group: one per metric of :data:`GROUP_METRICS`."""
+    rows = []
+    for name in GROUP_METRICS:
+        m = result.metrics[name]
+        rows.append(
+            {
+                "group": group,
+                "metric": name,
+                "synthetic vs real": float(m.value),
+                "ci": [float(c) for c in m.ci],
+                "real vs real": float(m.baseline),
+                "real ci": [float(c) for c in m.baseline_ci],
+                "verdict": m.verdict,
+                "n synthetic": len(inputs.synthetic),
+                "test subjects": inputs.n_subjects("test"),
+                "train subjects": inputs.n_subjects("train"),
+                "flagged copies": int(result.audit.flagged.sum()),
+            }
+        )
+    return rows
 
 
 def group_table(table: pd.DataFrame) -> pd.DataFrame:

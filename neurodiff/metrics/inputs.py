@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -12,7 +13,45 @@ from ..artifacts import load_split, load_synthetic
 from ..errors import MetricError
 from ..intensity import to_unit_range
 
-__all__ = ["load_inputs", "reference_group"]
+__all__ = ["MetricsInputs", "SplitLabels", "load_inputs", "reference_group"]
+
+_SPLITS = ("test", "train")
+
+
+@dataclass(frozen=True)
+class SplitLabels:
+    """What is known of the images of one real split: the site and the subject of each image
+    (array-like, one per image, or None) and the split's index table (None without one)."""
+
+    sites: Any = None
+    subjects: Any = None
+    index: pd.DataFrame | None = None
+
+
+@dataclass(frozen=True)
+class MetricsInputs:
+    """The images one evaluation measures, in [0, 1]: the real ``test`` and ``train`` splits
+    (with their index tables, one row per image) and the ``synthetic`` set, of ``group`` (None:
+    every image)."""
+
+    test: np.ndarray
+    train: np.ndarray
+    synthetic: np.ndarray
+    test_index: pd.DataFrame | None = None
+    train_index: pd.DataFrame | None = None
+    group: str | None = None
+
+    def labels(self, split: str, sites: bool = True) -> SplitLabels:
+        """The sites (unless ``sites`` is False), subjects and index table of a real split."""
+        return SplitLabels(
+            sites=_index_column(self, split, "site") if sites else None,
+            subjects=_index_column(self, split, "subject"),
+            index=_split(self, split)[1],
+        )
+
+    def n_subjects(self, split: str) -> int:
+        """Distinct subjects of a real split (from its index table)."""
+        return len(set(_split(self, split)[1]["subject"]))
 
 
 def reference_group(params: Mapping[str, Any]) -> str | None:
@@ -23,7 +62,7 @@ def reference_group(params: Mapping[str, Any]) -> str | None:
     return groups[0] if groups else None
 
 
-def load_inputs(params: Mapping[str, Any], group: str | None | bool = True) -> dict[str, Any]:
+def load_inputs(params: Mapping[str, Any], group: str | None | bool = True) -> MetricsInputs:
     """The stage's inputs in [0, 1]: test and train splits (with their index tables) and the
     synthetic set, of one group.
 
@@ -33,24 +72,39 @@ def load_inputs(params: Mapping[str, Any], group: str | None | bool = True) -> d
     """
     if group is True:
         group = reference_group(params)
-    out: dict[str, Any] = {}
-    for split in ("test", "train"):
-        images, index = load_split(params, split, group=group)
-        images = np.asarray(images, dtype=np.float32)
-        if images.size and (images.min() < -1 - 1e-3 or images.max() > 1 + 1e-3):
+    images: dict[str, np.ndarray] = {}
+    index: dict[str, Any] = {}
+    for split in _SPLITS:
+        x, index[split] = load_split(params, split, group=group)
+        x = np.asarray(x, dtype=np.float32)
+        if x.size and (x.min() < -1 - 1e-3 or x.max() > 1 + 1e-3):
             raise MetricError(
                 f"preprocessed {split} split must lie in [-1, 1]; found "
-                f"[{images.min():.3g}, {images.max():.3g}]"
+                f"[{x.min():.3g}, {x.max():.3g}]"
             )
-        out[split] = to_unit_range(images)
-        out[f"{split}_index"] = index
-    out["synthetic"] = np.asarray(load_synthetic(params, group=group), dtype=np.float32)
-    return out
+        images[split] = to_unit_range(x)
+    return MetricsInputs(
+        test=images["test"],
+        train=images["train"],
+        synthetic=np.asarray(load_synthetic(params, group=group), dtype=np.float32),
+        test_index=index["test"],
+        train_index=index["train"],
+        group=group,
+    )
 
 
-def _index_column(inputs: dict[str, Any], split: str, column: str) -> np.ndarray | None:
+def _split(inputs: MetricsInputs, split: str) -> tuple[np.ndarray, Any]:
+    """A real split's images and index table."""
+    if split == "test":
+        return inputs.test, inputs.test_index
+    if split == "train":
+        return inputs.train, inputs.train_index
+    raise ValueError(f"split must be one of {_SPLITS}; got {split!r}")
+
+
+def _index_column(inputs: MetricsInputs, split: str, column: str) -> np.ndarray | None:
     """Column ``column`` of a split's index table, one value per image (None when missing)."""
-    index = inputs[f"{split}_index"]
-    if isinstance(index, pd.DataFrame) and column in index and len(index) == len(inputs[split]):
+    images, index = _split(inputs, split)
+    if isinstance(index, pd.DataFrame) and column in index and len(index) == len(images):
         return index[column].to_numpy()
     return None

@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .. import registry
 from ..io import shown_path
-from .memorisation import MemorisationAudit
+from ..measures.memorisation import MemorisationAudit
 
 __all__ = [
     "METRICS",
@@ -59,7 +60,7 @@ PAPER_RESULTS: dict[str, str] = {
 """What the paper (Basile et al. 2024, CEUR Vol-3880 paper 24) reports, by metric."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class MetricValue:
     """One metric: synthetic vs real, and real vs real, each with a 95 % CI."""
 
@@ -122,7 +123,7 @@ class MetricValue:
         return d
 
 
-@dataclass
+@dataclass(frozen=True)
 class MetricsData:
     """Arrays kept for the figures (not written to disk).
 
@@ -141,9 +142,12 @@ class MetricsData:
     real_index: pd.DataFrame | None = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class MetricsResult:
-    """All metrics of one run; ``str()`` is a table, :meth:`to_dict` the JSON written to disk."""
+    """All metrics of one run; ``str()`` is a table, :meth:`to_dict` the JSON written to disk.
+
+    Built once, complete (:func:`neurodiff.metrics.evaluate`); ``path`` is where
+    :func:`neurodiff.metrics.run` wrote ``metrics.json`` (None for a result from arrays)."""
 
     metrics: dict[str, MetricValue]
     extractor: str
@@ -219,7 +223,7 @@ class MetricsResult:
                 if col in index:
                     closest[f"train_{col}"] = index[col].to_numpy()[closest["train"].to_numpy()]
         d: dict[str, Any] = {
-            "format": "neurodiff-metrics/1",
+            "format": registry.METRICS.format,
             "params_hash": self.params_hash,
             "extractor": self.extractor,
             "n_subset": self.n_subset,

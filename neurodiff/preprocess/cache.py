@@ -10,8 +10,9 @@ import hashlib
 import json
 from pathlib import Path
 
-from ..artifacts import LOCATION_PARAMS, PREPROCESSED_FORMAT
-from ..config import PreprocessConfig
+from ..artifacts import PREPROCESSED_FORMAT, load_manifest
+from ..config import LOCATION_PARAMS, PreprocessConfig
+from ..errors import DataError
 from ..io import file_sha256
 from .pipeline import registration_settings
 
@@ -52,10 +53,10 @@ def file_stat(p: Path) -> dict[str, int]:
 def cached_manifest(out_dir: Path, key: str, files: dict[str, Path]) -> dict | None:
     """The manifest if ``out_dir`` holds a complete build for ``key`` and unchanged sources."""
     try:
-        manifest = json.loads((out_dir / "manifest.json").read_text())
-    except (OSError, ValueError):
+        manifest = load_manifest(out_dir)  # a complete build of this format, or DataError
+    except DataError:
         return None
-    if manifest.get("format") != PREPROCESSED_FORMAT or manifest.get("params_hash") != key:
+    if manifest.get("params_hash") != key:
         return None
     sources = manifest.get("sources", {})
     if set(sources) != set(files):

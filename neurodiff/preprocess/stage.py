@@ -12,12 +12,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from ..artifacts import PREPROCESSED, PREPROCESSED_FORMAT, load_split, preprocessed_dir
+from ..artifacts import (
+    PREPROCESSED_FORMAT,
+    load_split,
+    preprocessed_dir,
+    write_manifest,
+    write_split_arrays,
+    write_tables,
+)
 from ..cohort import load_cohort
 from ..config import ConfigError, ModelConfig, Params, PreprocessConfig
 from ..errors import CohortError, DataError
-from ..intensity import to_model_range
-from ..io import atomic_dir, atomic_write_json, file_sha256, shown_path
+from ..io import atomic_dir, file_sha256, shown_path
+from ..registry import PREPROCESS
 from ..runs import read_run, record_run
 from ..templates import target_affine
 from .cache import cache_key, cached_manifest, file_stat, source_files
@@ -103,60 +110,23 @@ def check_params(params: Params) -> PreprocessConfig:
     return cfg
 
 
+def _histograms(cohort: pd.DataFrame, results: dict[str, ScanResult]) -> dict[str, np.ndarray]:
+    """Per subject, intensity samples of the same head voxels before and after normalisation."""
+    subjects = sorted(results)
+    return {
+        "subject": np.array(subjects),
+        "site": np.array([cohort.set_index("subject").loc[s, "site"] for s in subjects]),
+        "before": _stack([results[s].before for s in subjects]),
+        "after": _stack([results[s].after for s in subjects]),
+    }
+
+
 def _stack(samples: list[np.ndarray]) -> np.ndarray:
     """Ragged 1D samples -> ``(n, HIST_SAMPLES)`` float32 padded with NaN."""
     out = np.full((len(samples), HIST_SAMPLES), np.nan, dtype=np.float32)
     for i, s in enumerate(samples):
         out[i, : s.size] = s
     return out
-
-
-def _write_tsv(path: Path, table: pd.DataFrame) -> None:
-    """A table as tab-separated values, without the index."""
-    table.to_csv(path, sep="\t", index=False)
-
-
-def _write_arrays(tmp: Path, split: pd.DataFrame, cfg: PreprocessConfig) -> dict[str, dict]:
-    """``<split>.npy`` float32 (N, 1, *spatial) in [-1, 1] and ``<split>_index.tsv``.
-
-    Volumes are read back one at a time from ``volumes/`` into a memory-mapped ``.npy``.
-    """
-    import nibabel as nib
-
-    info = {}
-    slices = cfg.slice_indices() if cfg.spatial_dims == 2 else [-1]
-    spatial = (cfg.image_size,) * cfg.spatial_dims
-    for name in ("train", "test"):
-        part = split[split["split"] == name]
-        grouped = "group" in part.columns
-        rows = [
-            (r.subject, r.site, k, *((r.group,) if grouped else ()))
-            for r in part.itertuples()
-            for k in slices
-        ]
-        arr = np.lib.format.open_memmap(
-            tmp / f"{name}.npy", mode="w+", dtype=np.float32, shape=(len(rows), 1, *spatial)
-        )
-        lo, hi = np.inf, -np.inf
-        for i, r in enumerate(part.itertuples()):
-            vol = np.asarray(
-                nib.load(tmp / "volumes" / f"{r.subject}.nii.gz").dataobj, dtype=np.float32
-            )
-            for j, k in enumerate(slices):
-                img = to_model_range(vol if k < 0 else vol[:, :, k])
-                arr[i * len(slices) + j, 0] = img
-                lo, hi = min(lo, float(img.min())), max(hi, float(img.max()))
-        arr.flush()
-        del arr
-        _write_tsv(
-            tmp / f"{name}_index.tsv",
-            pd.DataFrame(
-                [(i, *r) for i, r in enumerate(rows)],
-                columns=["row", "subject", "site", "slice", *(["group"] if grouped else [])],
-            ),
-        )
-        info[name] = {"shape": [len(rows), 1, *spatial], "range": [lo, hi] if rows else None}
-    return info
 
 
 def _result_from_manifest(
@@ -240,7 +210,7 @@ def run(params: Params, *, workers: int | None = None, force: bool = False) -> P
         if manifest is not None:
             log.info("preprocessed data in %s are up to date (parameters hash %s)", out_dir, key)
             if not read_run(out_dir).complete:  # built before its record was written
-                record_run(params, PREPROCESSED)
+                record_run(params, PREPROCESS)
             return _result_from_manifest(out_dir, manifest, True, time.perf_counter() - start)
 
     cohort = _read_cohort(root, table_path, cfg)
@@ -259,8 +229,11 @@ def run(params: Params, *, workers: int | None = None, force: bool = False) -> P
     with atomic_dir(out_dir) as tmp:
         results = _preprocess_all(cohort, cfg, tmp / "volumes", workers)
         qc, split = _qc_and_split(cohort, results, cfg, root)
-        arrays = _write_arrays(tmp, split, cfg)
-        _write_tables(tmp, cohort, results, qc, split)
+        slices = cfg.slice_indices() if cfg.spatial_dims == 2 else [-1]
+        arrays = write_split_arrays(tmp, split, slices, (cfg.image_size,) * cfg.spatial_dims)
+        write_tables(
+            tmp, split=split, qc=qc, cohort=cohort, histograms=_histograms(cohort, results)
+        )
         wall = time.perf_counter() - start
         manifest = {
             "format": PREPROCESSED_FORMAT,
@@ -284,8 +257,8 @@ def run(params: Params, *, workers: int | None = None, force: bool = False) -> P
             for p in sorted(tmp.rglob("*"))
             if p.is_file()
         }
-        atomic_write_json(tmp / "manifest.json", manifest)  # last: marks the folder complete
-    record_run(params, PREPROCESSED)
+        write_manifest(tmp, manifest)  # last: marks the folder complete
+    record_run(params, PREPROCESS)
     log.info("preprocessed data written to %s in %.1f s", out_dir, wall)
     return _result_from_manifest(out_dir, manifest, False, time.perf_counter() - start)
 
@@ -366,29 +339,6 @@ def _qc_and_split(
         )
         split = split.sort_values("subject", kind="stable").reset_index(drop=True)
     return qc, split
-
-
-def _write_tables(
-    tmp: Path,
-    cohort: pd.DataFrame,
-    results: dict[str, ScanResult],
-    qc: pd.DataFrame,
-    split: pd.DataFrame,
-) -> None:
-    """``split.tsv``, ``qc.tsv``, ``cohort.tsv`` (absolute paths) and ``histograms.npz``."""
-    _write_tsv(tmp / "split.tsv", split)
-    _write_tsv(tmp / "qc.tsv", qc)
-    table = cohort.copy()
-    table["path"] = [str(Path(p).resolve()) for p in table["path"]]
-    _write_tsv(tmp / "cohort.tsv", table)
-    subjects = sorted(results)
-    np.savez_compressed(
-        tmp / "histograms.npz",
-        subject=np.array(subjects),
-        site=np.array([cohort.set_index("subject").loc[s, "site"] for s in subjects]),
-        before=_stack([results[s].before for s in subjects]),
-        after=_stack([results[s].after for s in subjects]),
-    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -15,9 +15,7 @@ from ..artifacts import load_synthetic, provenance
 from ..sampling import SAMPLERS, ReverseProcess, generate, reverse_process
 from .stage import SampleResult, real_and_synthetic, run, write_synthetic
 from .table import (
-    TABLE_DDIM_STEPS,
-    TABLE_FLOW_STEPS,
-    TABLE_PNDM_STEPS,
+    TABLE_STEPS,
     background_mean,
     compare_samplers,
     ddim_background,
@@ -31,9 +29,7 @@ from .table import (
 
 __all__ = [
     "SAMPLERS",
-    "TABLE_DDIM_STEPS",
-    "TABLE_FLOW_STEPS",
-    "TABLE_PNDM_STEPS",
+    "TABLE_STEPS",
     "ReverseProcess",
     "SampleResult",
     "background_mean",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,15 +10,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import __version__
-from ..artifacts import SYNTHETIC, load_manifest, synthetic_dir
+from .. import artifacts
+from ..artifacts import load_manifest, synthetic_dir
 from ..checkpoints import checkpoint_step
 from ..config import ModelConfig, Params, SampleConfig
 from ..device import resolve_device, resolve_precision
-from ..errors import DataError
 from ..intensity import to_unit_range
-from ..io import atomic_dir, file_sha256, shown_path
+from ..io import file_sha256, shown_path
 from ..model import ClassGuided, class_index, load_ema_model, null_class
+from ..registry import SAMPLE
 from ..runs import record_run
 from ..sampling import check_sampler_args, generate, network_evaluations
 from ..templates import target_affine
@@ -67,73 +66,19 @@ def write_synthetic(
     name: str = "neurodiff synthetic cohort",
     groups: Any = None,
 ) -> Path:
-    """Write images as a BIDS-like synthetic cohort, atomically (the folder appears complete or
-    not at all).
-
-    Parameters
-    ----------
-    out_dir : path
-        The folder to (re)create.
-    images : np.ndarray
-        ``(N, 1, H, W)`` or ``(N, 1, D, H, W)`` float32 in [0, 1].
-    affine : np.ndarray
-        4 x 4 voxel-to-world (RAS mm) affine of the volume grid (3D) or of the slice (2D); it
-        carries the voxel size (2D: in-plane spacing and slice thickness).
-    generated_by : dict
-        Provenance merged into ``dataset_description.json``'s ``GeneratedBy`` entry.
-    groups : sequence of str, optional
-        The group each image was sampled as (a class-conditional model): a ``group`` column of
-        ``participants.tsv``.
-    """
-    import nibabel as nib
-    import pandas as pd
-
-    images = np.asarray(images, dtype=np.float32)
-    if images.ndim not in (4, 5) or images.shape[1] != 1:
-        raise DataError(
-            f"synthetic images must be (N, 1, H, W) or (N, 1, D, H, W); got shape {images.shape}"
-        )
-    spatial_dims = images.ndim - 2
-    width = max(4, len(str(len(images))))
-    ids = [f"sub-synth{i + 1:0{width}d}" for i in range(len(images))]
-    affine = np.asarray(affine, dtype=np.float64)
-    with atomic_dir(out_dir) as tmp:
-        for pid, img in zip(ids, images):
-            data = img[0] if spatial_dims == 3 else img[0][:, :, None]  # 2D slice -> (H, W, 1)
-            nii = nib.Nifti1Image(data, affine)
-            nii.header.set_xyzt_units("mm")
-            nii.header["descrip"] = b"neurodiff synthetic"
-            anat = tmp / pid / "anat"
-            anat.mkdir(parents=True)
-            nib.save(nii, anat / f"{pid}_T1w.nii.gz")
-        table = pd.DataFrame(
-            {"participant_id": ids, "site": "synthetic", "sample_index": np.arange(len(ids))}
-        )
-        if groups is not None:
-            if len(groups) != len(ids):
-                raise DataError(f"{len(groups)} group names for {len(ids)} synthetic images")
-            table["group"] = list(groups)
-        table.to_csv(tmp / "participants.tsv", sep="\t", index=False)
-        description = {
-            "Name": name,
-            "BIDSVersion": "1.9.0",
-            "DatasetType": "derivative",
-            "GeneratedBy": [
-                {
-                    "Name": "neurodiff",
-                    "Version": __version__,
-                    "Description": "samples of a denoising diffusion model",
-                    "SpatialDims": spatial_dims,
-                    **generated_by,
-                }
-            ],
-        }
-        (tmp / "dataset_description.json").write_text(
-            json.dumps(description, indent=2, default=str) + "\n"
-        )
-        if grid_png:
-            save_grid(images, tmp / "grid.png")
-    return Path(out_dir)
+    """Write images as a BIDS-like synthetic cohort (:func:`neurodiff.artifacts.write_synthetic`)
+    with ``grid.png``, a preview grid of the images, when ``grid_png``."""
+    return artifacts.write_synthetic(
+        out_dir,
+        images,
+        affine=affine,
+        generated_by=generated_by,
+        name=name,
+        groups=groups,
+        extra=(lambda tmp: save_grid(np.asarray(images, dtype=np.float32), tmp / "grid.png"))
+        if grid_png
+        else None,
+    )
 
 
 @dataclass
@@ -273,7 +218,7 @@ def run(params: Params) -> SampleResult:
         name=f"neurodiff synthetic cohort (profile {params.profile})",
         groups=names,
     )
-    record_run(params, SYNTHETIC)
+    record_run(params, SAMPLE)
     files = sorted(out.glob("sub-*/anat/*_T1w.nii.gz"))
     return SampleResult(
         out,

@@ -11,12 +11,12 @@ import numpy as np
 import torch
 
 from ..artifacts import load_split
-from ..config import ModelConfig, Params
+from ..config import ModelConfig, Params, sampler_fits
 from ..device import resolve_device
 from ..errors import ConfigError, DataError
 from ..intensity import to_unit_range
-from ..metrics.checks import sq_dists
-from ..metrics.mmd import median_bandwidth, mmd_linear, mmd_rbf
+from ..measures.checks import sq_dists
+from ..measures.mmd import median_bandwidth, mmd_linear, mmd_rbf
 from ..model import ClassGuided, load_ema_model, null_class
 from ..sampling import (
     ReverseProcess,
@@ -28,9 +28,7 @@ from ..sampling import (
 
 __all__ = [
     "DDIM_BACKGROUND_FILE",
-    "TABLE_DDIM_STEPS",
-    "TABLE_FLOW_STEPS",
-    "TABLE_PNDM_STEPS",
+    "TABLE_STEPS",
     "background_mean",
     "compare_samplers",
     "ddim_background",
@@ -43,32 +41,36 @@ __all__ = [
 ]
 
 
-#: DDIM step counts of the sampler table (only those <= T are used) and PNDM's.
-TABLE_DDIM_STEPS = (250, 100, 50, 20, 10)
-
-
-TABLE_PNDM_STEPS = (50, 20)
-
-#: Euler and Heun step counts of the table for a rectified-flow model.
-TABLE_FLOW_STEPS = {"euler": (5, 10, 20), "heun": (5, 10, 20)}
+#: The candidate rows of the sampler table: step counts per sampler (``None``: all T). The
+#: samplers that fit the model (:func:`neurodiff.config.sampler_fits`) and the counts <= T are
+#: kept.
+TABLE_STEPS: dict[str, tuple[int | None, ...]] = {
+    "ddpm": (None,),
+    "ddim": (250, 100, 50, 20, 10),
+    "pndm": (50, 20),
+    "euler": (5, 10, 20),
+    "heun": (5, 10, 20),
+}
+#: Bootstrap replicates of each row's FID interval.
+TABLE_BOOTSTRAP = 200
 
 
 def default_table_rows(
-    timesteps: int, pndm: bool = True, process: str = "ddpm"
+    timesteps: int, process: str = "ddpm", prediction_type: str = "epsilon"
 ) -> list[tuple[str, int]]:
-    """``(sampler, steps)`` rows (those <= T).
+    """``(sampler, steps)`` rows of :data:`TABLE_STEPS` that fit the model (the sampler rules of
+    :mod:`neurodiff.config.samplers`), with steps <= T.
 
-    DDPM models: DDPM with all T steps, DDIM 250/100/50/20/10 and PNDM 50/20 (PNDM only with
-    ``pndm``, i.e. for an epsilon-prediction model). Rectified-flow models (``process="rflow"``):
-    Euler 5/10/20/50 and Heun 5/10/20.
+    DDPM models: DDPM with all T steps, DDIM 250/100/50/20/10 and PNDM 50/20 (PNDM for an
+    epsilon-prediction model only). Rectified-flow models: Euler and Heun 5/10/20.
     """
-    if process == "rflow":
-        return [(k, s) for k, steps in TABLE_FLOW_STEPS.items() for s in steps if s <= timesteps]
-    rows = [("ddpm", timesteps)]
-    rows += [("ddim", s) for s in TABLE_DDIM_STEPS if s <= timesteps]
-    if pndm:
-        rows += [("pndm", s) for s in TABLE_PNDM_STEPS if s <= timesteps]
-    return rows
+    return [
+        (sampler, timesteps if steps is None else steps)
+        for sampler, counts in TABLE_STEPS.items()
+        if sampler_fits(process, prediction_type, sampler)
+        for steps in counts
+        if steps is None or steps <= timesteps
+    ]
 
 
 def sampler_table(
@@ -110,11 +112,13 @@ def sampler_table(
     pandas.DataFrame
         One row per sampler: ``sampler``, ``steps`` (network evaluations per sample), ``label``,
         ``seconds``, ``seconds_per_sample``, ``mmd_rbf`` (unbiased MMD² with a Gaussian kernel
-        on the pixels, :func:`neurodiff.metrics.mmd_rbf`, one bandwidth for every row: the
+        on the pixels, :func:`neurodiff.measures.mmd_rbf`, one bandwidth for every row: the
         median heuristic on the real images) and ``mmd_linear`` (MONAI's linear-kernel MMD², the
-        statistic the paper most likely reported, :func:`neurodiff.metrics.mmd_linear`). Both are
+        statistic the paper most likely reported, :func:`neurodiff.measures.mmd_linear`). Both are
         unbiased estimates and can be slightly negative when the sets are alike. With an
-        ``extractor``: ``fid``, ``precision``, ``recall`` against the same real images.
+        ``extractor``: ``fid`` with its bootstrap 95 % interval (``fid_ci_low``,
+        ``fid_ci_high``: chapter 5's rule, :func:`neurodiff.measures.percentile_ci`),
+        ``precision``, ``recall`` against the same real images.
     """
     import pandas as pd
 
@@ -177,8 +181,8 @@ def _quality(real_k: np.ndarray, bandwidth: float, extractor, seed: int, device)
     """``quality(images)``: the table's statistics of ``images`` against ``real_k`` (pixel MMDs;
     with an extractor, FID, precision and recall in its features from 3 images on)."""
     from ..features import get_extractor
-    from ..metrics.frechet import fid
-    from ..metrics.manifold import prdc_metrics
+    from ..measures.frechet import fid
+    from ..measures.manifold import prdc_metrics
 
     k = len(real_k)
     if isinstance(extractor, str):
@@ -197,22 +201,45 @@ def _quality(real_k: np.ndarray, bandwidth: float, extractor, seed: int, device)
         if real_f is not None:
             feats = extractor(images)
             prdc = prdc_metrics(real_f, feats, nn_k)
-            out.update(fid=fid(real_f, feats), precision=prdc["precision"], recall=prdc["recall"])
+            value = fid(real_f, feats)
+            low, high = _fid_interval(real_f, feats, value, seed)
+            out.update(
+                fid=value,
+                fid_ci_low=low,
+                fid_ci_high=high,
+                precision=prdc["precision"],
+                recall=prdc["recall"],
+            )
         return out
 
     return quality
 
 
+def _fid_interval(
+    real_f: np.ndarray, feats: np.ndarray, value: float, seed: int
+) -> tuple[float, float]:
+    """The FID's bootstrap 95 % interval, by chapter 5's rule (both sets resampled with
+    replacement, :func:`neurodiff.measures.percentile_ci` on the replicates), so that rows whose
+    intervals overlap are read as a tie."""
+    from ..measures.frechet import fid_replicates
+    from ..measures.intervals import percentile_ci
+
+    n, m = len(real_f), len(feats)
+    rng = np.random.default_rng([seed, TABLE_BOOTSTRAP])  # apart from the table's own draws
+    pooled = np.concatenate([real_f, feats]).astype(np.float64)
+    ia = rng.integers(0, n, (TABLE_BOOTSTRAP, n))
+    ib = n + rng.integers(0, m, (TABLE_BOOTSTRAP, m))
+    reps = fid_replicates(pooled @ pooled.T, ia, ib)
+    return percentile_ci(value, reps, bounds=(0.0, None))
+
+
 def _table_rows(
     model_config: ModelConfig, rows: Sequence[tuple[str, int]] | None, eta: float
 ) -> list[tuple[str, int]]:
-    """The rows asked for, or :func:`default_table_rows` (PNDM only for an epsilon-prediction
-    model, the one it can sample), each checked against the model."""
+    """The rows asked for, or :func:`default_table_rows`, each checked against the model."""
     if rows is None:
         rows = default_table_rows(
-            model_config.timesteps,
-            pndm=model_config.prediction_type == "epsilon",
-            process=model_config.process,
+            model_config.timesteps, model_config.process, model_config.prediction_type
         )
     rows = list(rows)
     for sampler, steps in rows:

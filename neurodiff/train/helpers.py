@@ -3,28 +3,22 @@ format and the loss log."""
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from ..config import ModelConfig, TrainConfig
 from ..device import resolve_device
-from ..io import atomic_write_text
 
 __all__ = [
-    "LOSS_COLUMNS",
     "Dist",
     "ema_avg_fn",
     "init_distributed",
     "lr_factor",
     "memory_format",
     "noise_seed",
-    "read_rows",
-    "write_rows",
 ]
 
 
@@ -119,29 +113,3 @@ def memory_format(model_cfg: ModelConfig, tcfg: TrainConfig) -> torch.memory_for
     if not tcfg.channels_last:
         return torch.contiguous_format
     return torch.channels_last if model_cfg.spatial_dims == 2 else torch.channels_last_3d
-
-
-LOSS_COLUMNS = ("step", "loss", "lr", "grad_norm", "seconds")
-
-
-def read_rows(path: Path, up_to_step: int) -> list[dict[str, float]]:
-    """The rows of ``loss.csv`` up to ``up_to_step`` (those a resumed run keeps)."""
-    if not path.is_file():
-        return []
-    with open(path, newline="") as fh:
-        return [
-            {k: float(v) for k, v in row.items()}
-            for row in csv.DictReader(fh)
-            if row.get("step") and int(float(row["step"])) <= up_to_step
-        ]
-
-
-def write_rows(path: Path, rows: list[dict[str, float]]) -> None:
-    """``loss.csv`` from its rows, atomically."""
-    lines = [",".join(LOSS_COLUMNS)]
-    for r in rows:
-        lines.append(
-            f"{int(r['step'])},{r['loss']:.6g},{r['lr']:.6g},{r['grad_norm']:.6g},"
-            f"{r['seconds']:.4f}"
-        )
-    atomic_write_text(path, "\n".join(lines) + "\n")

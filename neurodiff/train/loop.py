@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ..artifacts import read_loss_rows, write_loss_rows
 from ..checkpoints import (
     CHECKPOINT_FORMAT,
     latest_checkpoint,
@@ -48,7 +49,7 @@ from ..model import (
 from ..sampling import preview_samples
 from ..viz import save_grid
 from .data import ResumableSampler, batches, collate
-from .helpers import Dist, ema_avg_fn, lr_factor, memory_format, noise_seed, read_rows, write_rows
+from .helpers import Dist, ema_avg_fn, lr_factor, memory_format, noise_seed
 
 __all__ = ["PREVIEW_IMAGES", "PREVIEW_STEPS", "TrainState", "Trainer"]
 
@@ -150,7 +151,7 @@ class Trainer:
                 self.effective_batch,
             )
         if self.dist.main:
-            self.rows = read_rows(self.train_dir / "loss.csv", self.start)
+            self.rows = read_loss_rows(self.train_dir, self.start)
             changed = [
                 k
                 for k, v in self.tcfg.to_dict().items()
@@ -412,7 +413,7 @@ class Trainer:
                     self.save_preview(step)
                 if checkpoint_now:
                     self.save_checkpoint(step)
-                    write_rows(self.train_dir / "loss.csv", self.rows)
+                    write_loss_rows(self.train_dir, self.rows)
                 t_other += time.perf_counter() - t0
             bar.update(1)
             if callback is not None:
@@ -429,5 +430,5 @@ class Trainer:
             yield step
         bar.close()
         if main:
-            write_rows(self.train_dir / "loss.csv", self.rows)
+            write_loss_rows(self.train_dir, self.rows)
         return step, last_loss, time.perf_counter() - t_start - t_other

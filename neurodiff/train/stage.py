@@ -14,6 +14,7 @@ from ..config import ModelConfig, Params, TrainConfig
 from ..errors import DataError
 from ..io import shown_path
 from ..model import class_labels
+from ..registry import TRAIN
 from ..runs import record_run
 from .data import as_dataset, select_subjects
 from .helpers import init_distributed
@@ -142,10 +143,10 @@ def train(
             last = trainer.rows[-1]["loss"] if trainer.rows else None
             return _result(trainer, trainer.start, last, 0.0)
         if keyed:
-            record_run(params, artifacts.TRAIN, complete=False)
+            record_run(params, TRAIN, complete=False)
         step, loss, seconds = trainer.fit(progress, callback)
         if keyed:
-            record_run(params, artifacts.TRAIN, complete=step >= tcfg.train_steps)
+            record_run(params, TRAIN, complete=step >= tcfg.train_steps)
         return _result(trainer, step, loss, seconds)
     finally:
         if dist_info.owns_group:

@@ -23,8 +23,15 @@ __all__ = [
 ARM_COLOURS = {"A": "0.2", "B": "tab:orange", "C": "tab:blue", "D": "tab:purple", "E": "tab:green"}
 
 
+def _kind(arm: str) -> str:
+    """The kind of an arm named in the tables (``"C64"`` -> ``"C"``): the first letter of
+    :attr:`neurodiff.augment.Arm.name`. The figures sit a floor below the stage, so they read the
+    names rather than import :class:`~neurodiff.augment.Arm`; they never need a C arm's count."""
+    return arm[:1]
+
+
 def _colour(arm: str, c_arms: list[str]) -> tuple | str:
-    if arm.startswith("C"):
+    if _kind(arm) == "C":
         import matplotlib
 
         shades = np.linspace(0.45, 0.95, max(len(c_arms), 1))
@@ -38,7 +45,7 @@ def plot_learning_curves(table: pd.DataFrame, descriptions: dict[str, str]) -> F
     fig = figure(figsize=(7.5, 4.4), layout="constrained")
     ax = fig.add_subplot()
     arms = list(dict.fromkeys(table["arm"]))
-    c_arms = [a for a in arms if a.startswith("C")]
+    c_arms = [a for a in arms if _kind(a) == "C"]
     for arm in arms:
         t = table[table["arm"] == arm].sort_values("n")
         colour = _colour(arm, c_arms)
@@ -69,7 +76,7 @@ def plot_gains(table: pd.DataFrame) -> Figure:
     arms beside classical augmentation (B) and new subjects (E)."""
     t = table[~table["arm"].isin(["A", "D"])]
     arms = list(dict.fromkeys(t["arm"]))
-    c_arms = [a for a in arms if a.startswith("C")]
+    c_arms = [a for a in arms if _kind(a) == "C"]
     ns = sorted(t["n"].unique())
     fig = figure(figsize=(7.5, 3.8), layout="constrained")
     ax = fig.add_subplot()

@@ -29,7 +29,6 @@ from .similarity import diversity
 __all__ = [
     "LADDER",
     "LADDER_METRICS",
-    "calibration_for",
     "calibration_ladder",
     "degrade",
     "place_on_ladder",
@@ -166,21 +165,3 @@ def place_on_ladder(ladder: pd.DataFrame, metric: str, value: float) -> str:
     """The rung whose ``metric`` is nearest to ``value`` (e.g. a synthetic set's FID)."""
     column = ladder[metric].astype(float)
     return str((column - float(value)).abs().idxmin())
-
-
-def calibration_for(result: Any, params: Any) -> pd.DataFrame:
-    """:func:`calibration_ladder` for a run's ``MetricsResult`` (its test and training images,
-    set size and bandwidth) with the run's extractor, k, MS-SSIM pairs, seed and device."""
-    from ..device import resolve_device
-
-    return calibration_ladder(
-        result.data.real,
-        result.data.train,
-        extractor=params.extractor,
-        n=result.n_subset,
-        nn_k=params.nn_k,
-        msssim_pairs=params.msssim_pairs,
-        bandwidth=result.bandwidth,
-        seed=params.seed,
-        device=resolve_device(params.device),
-    )

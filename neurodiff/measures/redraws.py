@@ -15,6 +15,7 @@ hundred redraws cost about as much as one bootstrap.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,20 +23,17 @@ import numpy as np
 from ..errors import MetricError
 from .checks import gram
 from .frechet import fid_replicates
+from .intervals import real_range
 from .manifold import prdc_from_distances
 from .mmd import mmd2_replicates
 from .similarity import ms_ssim
 
 __all__ = [
-    "RANGE_LEVEL",
-    "real_range",
+    "RedrawnBaseline",
     "redraw_baselines",
     "redraw_indices",
     "redraw_metrics",
 ]
-
-#: The central share of the redraws that makes "the real-vs-real range".
-RANGE_LEVEL = 0.95
 
 
 def redraw_indices(
@@ -139,42 +137,64 @@ def _diversity_redraws(images, ib, subjects, n_pairs: int, seed: int, device) ->
     return out
 
 
-def real_range(values: np.ndarray, level: float = RANGE_LEVEL) -> tuple[float, float]:
-    """The central ``level`` share of the redraws' values: ``(low, high)`` percentiles."""
-    tail = 50.0 * (1.0 - level)
-    lo, hi = np.percentile(np.asarray(values, dtype=float), [tail, 100.0 - tail])
-    return float(lo), float(hi)
+@dataclass(frozen=True)
+class RedrawnBaseline:
+    """One set metric's real-vs-real range from subject-level redraws: the median of the redraws
+    (``baseline``), their central 95 % range (``ci``) and how they were drawn (``source``)."""
+
+    baseline: float
+    ci: tuple[float, float]
+    source: str
 
 
-def redraw_baselines(metrics, pooled, pooled_feats, d2_pool, subjects, sizes, device) -> None:
-    """Replace each set metric's baseline by the median and central 95 % range of subject-level
-    redraws of the real data (the one split's value is kept as ``split_baseline``)."""
-    n, n_redraws, bandwidth, nn_k, msssim_pairs, seed = sizes
-    pooled_subjects = np.concatenate([subjects["real"], subjects["train"]])
+def redraw_baselines(
+    images: np.ndarray,
+    features: np.ndarray,
+    sq_dist: np.ndarray,
+    real_subjects: np.ndarray,
+    train_subjects: np.ndarray,
+    *,
+    n: int,
+    n_redraws: int,
+    bandwidth: float,
+    nn_k: int,
+    msssim_pairs: int,
+    seed: int,
+    device: Any = "cpu",
+) -> dict[str, RedrawnBaseline]:
+    """Each set metric's real-vs-real range: the median and central 95 % range of ``n_redraws``
+    subject-level redraws of the real data into a "test" group (as many subjects as
+    ``real_subjects`` holds) and a "train" group (the rest), each subsampled to ``n`` samples.
+
+    ``images``/``features`` are the real samples pooled (test split, then training split),
+    ``sq_dist`` the squared distances of their features and ``real_subjects``/``train_subjects``
+    the subject of each test/training sample. Returns ``{metric: RedrawnBaseline}`` for the set
+    metrics of :func:`redraw_metrics`.
+    """
+    pooled_subjects = np.concatenate([real_subjects, train_subjects])
     ia, ib = redraw_indices(
         pooled_subjects,
-        len(np.unique(subjects["real"])),
+        len(np.unique(real_subjects)),
         n,
         n_redraws,
         np.random.default_rng(seed + 2),
     )
     draws = redraw_metrics(
-        pooled,
-        pooled_feats,
+        images,
+        features,
         ia,
         ib,
         bandwidth=bandwidth,
-        image_gram=gram(pooled),
-        sq_dist=d2_pool,
+        image_gram=gram(images),
+        sq_dist=sq_dist,
         nn_k=nn_k,
         msssim_pairs=msssim_pairs,
         seed=seed,
         device=device,
         subjects=pooled_subjects,
     )
-    for key, values in draws.items():
-        m = metrics[key]
-        m.extra["split_baseline"] = m.baseline
-        m.extra["baseline_from"] = f"{n_redraws} subject-level redraws, {ia.shape[1]} per group"
-        m.baseline = float(np.median(values))
-        m.baseline_ci = real_range(values)
+    source = f"{n_redraws} subject-level redraws, {ia.shape[1]} per group"
+    return {
+        key: RedrawnBaseline(float(np.median(values)), real_range(values), source)
+        for key, values in draws.items()
+    }

@@ -1,0 +1,134 @@
+"""The measures: metric families, bootstrap, interval rules, real-vs-real redraws, calibration.
+
+The middle floor under the stages (as MONAI's ``monai.metrics`` under its applications, or
+scikit-learn's ``metrics`` under ``model_selection``): pure functions over arrays, importing
+nothing above the package's lower floors. The metrics stage (chapter 5, :mod:`neurodiff.metrics`),
+the sampler table (chapter 4) and the augmentation experiment (chapter 6) all use them.
+
+One module per family: :mod:`.mmd`, :mod:`.frechet` (FID), :mod:`.similarity` (SSIM, MS-SSIM),
+:mod:`.manifold` (PRDC), :mod:`.memorisation`; under them :mod:`.checks` (input checks, distance
+and Gram matrices) and :mod:`.bootstrap`; :mod:`.intervals` (every interval rule);
+:mod:`.redraws` (the real-vs-real range) and :mod:`.calibration` (the ladder of degraded real
+images).
+
+A metric value for synthetic data means something only beside the same value for two *real*
+samples of the same size, with an uncertainty, and with the feature space named. Every metric
+here is therefore reported as
+
+* ``value`` -- real (the held-out **test** split) vs synthetic, with a bootstrap 95 % CI;
+* ``baseline`` -- real vs real: the same test samples vs an equally large subset of the
+  **training** split (different subjects), with its own CI;
+* ``extractor`` -- the feature space (``pixels`` for image-space metrics).
+
+All functions take ``(real, synthetic)`` in that order; images are ``(N, 1, *spatial)`` float
+arrays in [0, 1], features ``(N, F)``.
+
+Metrics
+-------
+``mmd_linear``
+    MONAI :class:`~monai.metrics.MMDMetric` on the images themselves: the unbiased MMD^2 estimate
+    with a linear kernel (Gretton et al. 2012, eq. 3), i.e. the squared distance between the mean
+    images minus a finite-sample correction. The most likely reading of the paper's "MMD = 0.036".
+    Pitfalls: it only compares mean images (two sets with the same mean but different variety
+    score 0); it grows with the number of voxels, so values at different image sizes are not
+    comparable; being unbiased, it is **negative** when the sets are closer than chance.
+``mmd_rbf``
+    MMD^2 (unbiased) on features with a Gaussian kernel, bandwidth by the median heuristic
+    (sigma = median pairwise distance of the pooled sample), and a permutation-test p-value
+    (H0: both sets come from one distribution). Sees every moment, not only the mean.
+``fid``
+    Frechet distance between Gaussians fitted to the features (MONAI
+    :class:`~monai.metrics.FIDMetric`). Biased upward at small n and scaled by the extractor --
+    only the comparison with the baseline at equal n carries meaning.
+``ms_ssim_diversity``
+    Mean MS-SSIM (MONAI :class:`~monai.metrics.MultiScaleSSIMMetric`) over random pairs *within*
+    the synthetic set; the baseline is the same within the real training subset. Lower = more
+    diverse; a value far above the baseline means mode collapse, far below means noise.
+    Kernel size and number of scales follow the image size: see :func:`ms_ssim_settings`.
+``precision``, ``recall``, ``density``, ``coverage``
+    k-NN manifold metrics (Kynkaanniemi et al. 2019; Naeem et al. 2020) from the ``prdc``
+    package: fidelity (precision, density: are synthetic samples inside the real manifold?) and
+    diversity (recall, coverage: is the real manifold covered?).
+``memorised_fraction``, ``nn_distance``, ``nn_ssim``
+    Memorisation audit (:func:`memorisation_audit`): each synthetic sample's nearest *training*
+    sample in feature space; the fraction of synthetic samples closer to a training sample than
+    99 % of real test samples are; the median nearest distance; the mean SSIM to the nearest
+    training sample. Baselines come from the test samples' own nearest training samples.
+
+Uncertainty
+-----------
+(the interval rules themselves: :mod:`.intervals`)
+Bootstrap with ``n_bootstrap`` resamples, on cached features and kernel matrices (never by
+re-extracting). Each set is resampled with replacement, independently. MMD and FID replicates
+are computed from the pooled Gram matrices (duplicated samples are excluded from the within-set
+U-statistic pairs, which would otherwise bias MMD upward). Metrics that are means over samples or
+pairs (precision, density / recall, coverage / MS-SSIM / audit) resample their per-sample scores
+with the k-NN manifolds held fixed, so their CIs are conditional on the manifolds.
+
+Resampling with replacement leaves ~63 % unique samples, which shifts sample-size-biased
+statistics such as FID upward (at n = 64 the bootstrap distribution can lie entirely above the
+estimate). The reported 95 % CI is therefore the 2.5-97.5 % spread of the bootstrap distribution
+around its median, placed on the point estimate: ``[v + q2.5 - q50, v + q97.5 - q50]``, clipped
+to the metric's range. It describes the sampling variability at the given n; it does not remove
+the estimator's own small-sample bias, which the baseline at equal n shares.
+"""
+
+from .bootstrap import chunks, resampled_means, subset
+from .calibration import LADDER, LADDER_METRICS, calibration_ladder, degrade, place_on_ladder
+from .checks import check_features, check_images, check_pair, gram, sq_dists, subject_labels
+from .frechet import fid, fid_replicates
+from .intervals import LEVEL, RANGE_LEVEL, percentile_ci, percentile_interval, real_range
+from .manifold import prdc_from_distances, prdc_metrics, prdc_per_sample
+from .memorisation import (
+    AUDIT_QUANTILE,
+    MemorisationAudit,
+    audit_fraction_replicates,
+    memorisation_audit,
+)
+from .mmd import MMDTest, median_bandwidth, mmd2_replicates, mmd_linear, mmd_rbf, per_site_mmd
+from .redraws import redraw_baselines, redraw_indices, redraw_metrics
+from .similarity import diversity, ms_ssim, ms_ssim_settings, ssim
+
+__all__ = [
+    "AUDIT_QUANTILE",
+    "LADDER",
+    "LADDER_METRICS",
+    "LEVEL",
+    "MMDTest",
+    "MemorisationAudit",
+    "RANGE_LEVEL",
+    "audit_fraction_replicates",
+    "calibration_ladder",
+    "check_features",
+    "check_images",
+    "check_pair",
+    "chunks",
+    "degrade",
+    "diversity",
+    "fid",
+    "fid_replicates",
+    "gram",
+    "sq_dists",
+    "median_bandwidth",
+    "memorisation_audit",
+    "mmd2_replicates",
+    "mmd_linear",
+    "mmd_rbf",
+    "ms_ssim",
+    "ms_ssim_settings",
+    "per_site_mmd",
+    "percentile_ci",
+    "percentile_interval",
+    "place_on_ladder",
+    "prdc_from_distances",
+    "prdc_metrics",
+    "prdc_per_sample",
+    "real_range",
+    "redraw_baselines",
+    "redraw_indices",
+    "redraw_metrics",
+    "resampled_means",
+    "ssim",
+    "subject_labels",
+    "subset",
+]
