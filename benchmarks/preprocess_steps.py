@@ -49,12 +49,12 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING)
 
     with tempfile.TemporaryDirectory(prefix="neurodiff-bench-") as tmp:
-        cohort = args.cohort or config.project_root() / "data" / "raw" / "demo"
+        cohort = args.cohort or config.project_root() / config.DEMO_COHORT
         if not (cohort / "participants.tsv").is_file():
-            from neurodiff.demo_data import make_demo_cohort
+            from neurodiff.notebook import write_demo_cohort
 
             print(f"writing the demo cohort to {tmp}/demo (not timed) ...", file=sys.stderr)
-            cohort = make_demo_cohort(Path(tmp) / "demo", progress=False)
+            cohort = write_demo_cohort(Path(tmp) / "demo")
         overrides = dict(config.parse_override(o) for o in args.overrides)
         params = config.resolve(
             args.profile,

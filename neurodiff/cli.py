@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__, registry
-from .config import DEMO_COHORT, DEMO_NEW_SUBJECTS
+from .config import DEMO_COHORT, DEMO_NEW_SUBJECTS, IXI_DIR
 from .errors import CohortError, NeurodiffError
 
 if TYPE_CHECKING:
@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", type=Path, default=None, help="also write the table as CSV")
 
     p = sub.add_parser("fetch-ixi", help="download the IXI T1 archive and demographics")
-    p.add_argument("--out", default="data/raw/ixi", type=Path)
+    p.add_argument("--out", default=IXI_DIR, type=Path)
     p.add_argument("--url", default=None, help="base URL (default: the IXI site)")
     p.add_argument("--timeout", type=float, default=20.0, help="network timeout in seconds")
 
@@ -248,10 +248,10 @@ def runs_table(profile_dir: str | Path, current: Params | None = None) -> pd.Dat
     import pandas as pd
 
     from .artifacts import load_metrics_json
-    from .runs import chain_keys, list_runs
+    from .runs import current_labels, list_runs
 
     runs, strays = list_runs(profile_dir)
-    mine = set(chain_keys(current).values()) if current is not None else set()
+    mine = current_labels(current) if current is not None else set()
     rows = []
     for stage in {r.stage: None for r in runs}:
         group = [r for r in runs if r.stage == stage]
@@ -260,14 +260,17 @@ def runs_table(profile_dir: str | Path, current: Params | None = None) -> pd.Dat
         for r in group:
             row = {
                 "stage": stage,
-                "run": r.key + (" *" if r.key in mine else ""),
-                "from": r.upstream or "",
+                "run": r.key + (" *" if r.label in mine else ""),
+                "from": " ".join(r.upstream),
                 "state": "complete" if r.complete else "incomplete",
                 "updated": r.updated.replace("T", " ")[:16],
                 "differs": " ".join(f"{k}={_show(r.params.get(k))}" for k in varying),
             }
             if stage == registry.METRICS.folder:
-                found = load_metrics_json(r.path) or {"metrics": {}}
+                try:
+                    found = load_metrics_json(r.path) or {"metrics": {}}
+                except NeurodiffError:  # of an older format: listed without metrics
+                    found = {"metrics": {}}
                 for name in RUN_METRICS:
                     m = found["metrics"].get(name)
                     row[name] = _metric_cell(m)
@@ -339,14 +342,13 @@ def _book(args: argparse.Namespace) -> int:
 
 def _stage(args: argparse.Namespace) -> int:
     # Imported here, not at the top: `neurodiff params` and `--help` stay instant.
-    from . import augment, config, metrics, preprocess, sample, train
+    from . import config
+    from .dispatch import run_stage
     from .notebook import prepare_cohorts
 
-    modules = {m.__name__: m for m in (preprocess, train, sample, metrics, augment)}
-    spec = registry.get(args.command)
     params = config.resolve(args.profile, args.overrides)
-    prepare_cohorts(params, spec)  # further cohorts it reads, preprocessed like the cohort
-    result = modules[spec.module].run(params)
+    prepare_cohorts(params, args.command)  # further cohorts it reads, preprocessed like the cohort
+    result = run_stage(args.command, params)
     if result is not None:
         print(result)
     return 0

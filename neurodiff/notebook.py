@@ -15,40 +15,27 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
-from . import preprocess, registry, runs, sample, train
-from .config import DEMO_COHORT, DEMO_NEW_SUBJECTS, ConfigError, Params, parameter_specs
+from . import registry, runs
+from .config import ConfigError, Params, parameter_specs
+from .dispatch import run_stage
 from .errors import CohortError
 
-__all__ = ["prepare", "prepare_cohorts", "prepare_oracle", "write_demo_cohort"]
+__all__ = ["DEMO_OPTIONS", "prepare", "prepare_cohorts", "prepare_oracle", "write_demo_cohort"]
 
 log = logging.getLogger(__name__)
 
-#: The stages a chapter may have to compute first, by stage name: their ``run(params)``.
-_RUNNERS = {
-    registry.PREPROCESS.name: preprocess.run,
-    registry.TRAIN.name: train.run,
-    registry.SAMPLE.name: sample.run,
-}
-
-#: The ``neurodiff demo-data`` options that write the simulated folder each cohort parameter
-#: defaults to.
-_DEMO_OPTIONS: dict[str, tuple[str, list[str]]] = {
-    "cohort": (DEMO_COHORT, []),
-    "oracle_cohort": (
-        DEMO_NEW_SUBJECTS,
-        ["--new-subjects", "--subjects", "8", "--patients", "8"],
-    ),
-}
-
-_EXPECTED = {
-    "cohort": "a BIDS, IXI-style or flat folder of NIfTI scans",
-    "oracle_cohort": "a cohort of new subjects (or '' for no arm E)",
+#: The ``neurodiff demo-data`` options that write the simulated folder a cohort parameter
+#: defaults to (the Makefile's ``data`` target uses the same; ``tests/test_project.py`` checks).
+DEMO_OPTIONS: dict[str, list[str]] = {
+    "cohort": [],
+    "oracle_cohort": ["--new-subjects", "--subjects", "8", "--patients", "8"],
 }
 
 
-def write_demo_cohort(root: str | Path, options: list[str] = ()) -> Path:
+def write_demo_cohort(root: str | Path, options: Sequence[str] = ()) -> Path:
     """Write a simulated cohort to ``root`` with ``neurodiff demo-data`` ``options``.
 
     The one way a missing demo cohort is made on demand (chapters 1-6, ``neurodiff augment``).
@@ -70,14 +57,14 @@ def _simulated(params: Params, name: str) -> None:
     root = params.path(params[name])
     if root.is_dir():
         return
-    if params[name] != parameter_specs()[name].default:
+    spec = parameter_specs()[name]
+    if params[name] != spec.default or name not in DEMO_OPTIONS:
         raise ConfigError(
-            f"parameter {name!r}: the folder {str(root)!r} does not exist; expected "
-            f"{_EXPECTED[name]}",
+            f"parameter {name!r}: the folder {str(root)!r} does not exist; expected {spec.help}",
             parameter=name,
         )
     log.info("the simulated %s is missing: writing it to %s (`neurodiff demo-data`)", name, root)
-    write_demo_cohort(root, _DEMO_OPTIONS[name][1])
+    write_demo_cohort(root, DEMO_OPTIONS[name])
 
 
 def _complete(params: Params, stage: registry.Stage) -> bool:
@@ -96,32 +83,27 @@ def prepare(params: Params, chapter: str) -> None:
             "chapter %s needs the %s outputs of these parameters, which do not exist yet: "
             "computing them now (as `neurodiff run --only` the chapter before would)",
             spec.chapter,
-            stage.name,
+            stage.folder,
         )
-        _RUNNERS[stage.name](params)
+        run_stage(stage, params)
     prepare_cohorts(params, spec)
 
 
 def prepare_cohorts(params: Params, stage: str | registry.Stage) -> None:
-    """Preprocess the further cohorts ``stage`` reads (the registry's ``cohorts``) like the
-    cohort, when they are missing."""
+    """Preprocess the further cohorts ``stage`` reads (the registry's ``cohorts``: parameters
+    naming a folder, e.g. chapter 6's ``oracle_cohort``) exactly like the cohort, when they are
+    missing; write a simulated one first when the parameter is its default and absent."""
     for name in registry.get(stage).cohorts:
-        if name == "oracle_cohort":
-            prepare_oracle(params)
+        other = params.for_cohort(name)
+        if other is None:
+            continue
+        _simulated(params, name)
+        if _complete(other, registry.PREPROCESS):
+            continue
+        log.info("preprocessing the %s %s like the cohort", name, params.path(params[name]))
+        run_stage(registry.PREPROCESS, other)
 
 
 def prepare_oracle(params: Params) -> None:
-    """Preprocess chapter 6's oracle cohort (new subjects) like the cohort, when it is missing;
-    write the simulated one first when ``oracle_cohort`` is the default and absent."""
-    from .augment import oracle_params
-
-    oracle = oracle_params(params)
-    if oracle is None:
-        return
-    _simulated(params, "oracle_cohort")
-    if _complete(oracle, registry.PREPROCESS):
-        return
-    log.info(
-        "preprocessing the oracle cohort %s like the cohort", params.path(params.oracle_cohort)
-    )
-    preprocess.run(oracle)
+    """Chapter 6's oracle cohort (new subjects), preprocessed like the cohort when missing."""
+    prepare_cohorts(params, registry.AUGMENT)

@@ -171,9 +171,8 @@ def _results_markdown(params: config.Params) -> str:
         )
     from .metrics import results_markdown
 
-    path = metrics_dir(params) / "metrics.json"
     body = results_markdown(metrics)
-    source = f"*From `{path.name}` of profile `{params.profile}`.*"
+    source = f"*From `{metrics_dir(params).name}/metrics.json` of profile `{params.profile}`.*"
     if metrics.get("params_hash") != params.hash():
         source = (
             f"**These metrics were computed with other parameters** (hash "

@@ -6,11 +6,12 @@ whose outputs it reads and the files it writes. The run keys (:mod:`neurodiff.ru
 and writers of stage outputs (:mod:`neurodiff.artifacts`), the command line
 (:mod:`neurodiff.cli`), what a chapter needs (:mod:`neurodiff.notebook`) and the run record
 (:mod:`neurodiff.record`) all read it, so that adding a stage or bumping a format is one edit
-here (as a MONAI scheduler is registered once and looked up by name). ``tests/test_registry.py``
-fails when a stage's folder or format is spelled anywhere else.
+here (as MONAI's noise schedules are registered once and looked up by name), plus the import of
+its module in :mod:`neurodiff.dispatch`. ``tests/test_registry.py`` fails when a stage's folder
+or format is spelled anywhere else, or a declared module is not dispatched.
 
 Nothing heavy is imported: the stages' modules are named, not imported (they live on a higher
-floor; the command line imports them).
+floor; :mod:`neurodiff.dispatch` imports them).
 """
 
 from __future__ import annotations
@@ -188,7 +189,7 @@ def get(name: str | Stage) -> Stage:
     if isinstance(name, Stage):
         return name
     for s in STAGES:
-        if name in (s.name, s.folder):
+        if isinstance(name, str) and name in (s.name, s.folder):
             return s
     raise ConfigError(
         f"unknown stage {name!r}; expected one of {[s.name for s in STAGES]}", parameter="stage"

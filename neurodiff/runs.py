@@ -5,8 +5,9 @@ Every stage writes into its own folder of the profile, named by a short key::
     <derived_dir>/<profile>/<stage>/<key>/        e.g. data/derived/demo/train/5c1e0a9b7d2f/
                                    <key>/run.json  the parameters that made it, and its upstream
 
-A stage's key is a hash of the parameters that shape its outputs -- its own and, through the key
-of the stage before it, every upstream stage's -- and of the stage's output format. So:
+A stage's key is a hash of the parameters that shape its outputs -- its own and, through the keys
+of the stages it reads (:mod:`neurodiff.registry`), every upstream stage's -- and of the stage's
+output format. So:
 
 - the same parameters give the same folder: an interrupted run resumes, a finished one is reused;
 - any change (``lr``, ``schedule``, ``train_subjects`` ...) gives a new folder and leaves the
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from . import registry
-from .config import Params
+from .config import ConfigError, Params
 from .io import atomic_write_json
 from .registry import Stage
 
@@ -39,6 +40,7 @@ __all__ = [
     "RECORD",
     "Run",
     "chain_keys",
+    "current_labels",
     "list_runs",
     "note_outputs",
     "read_run",
@@ -161,7 +163,7 @@ def note_outputs(folder: str | Path) -> None:
         record = json.loads(path.read_text())
     except (OSError, ValueError):
         return
-    record["outputs"] = _outputs(folder, registry.get(record["stage"]))
+    record["outputs"] = _outputs(folder, registry.get(folder.parent.name))
     atomic_write_json(path, record)
 
 
@@ -201,7 +203,9 @@ def _read(path: Path, stage: str) -> Run:
         stage,
         path.name,
         path,
-        upstream=tuple(f"{u['stage']}/{u['key']}" for u in up),
+        upstream=tuple(
+            f"{u.get('stage')}/{u.get('key')}" for u in up if isinstance(u, dict) and u.get("key")
+        ),
         complete=bool(rec.get("complete")),
         updated=str(rec.get("updated", "")),
         params=dict(rec.get("params", {})),
@@ -255,6 +259,31 @@ def _orphans(runs: list[Run]) -> set[str]:
     return _downstream(runs, direct)
 
 
+def _label(key: str) -> str:
+    """A key, or ``stage/key`` with the stage by name or folder (``sample/...`` is
+    ``synthetic/...``)."""
+    stage, sep, rest = key.partition("/")
+    if not sep:
+        return key
+    try:
+        return f"{_keyed(stage).folder}/{rest}"
+    except (ValueError, ConfigError):
+        return key
+
+
+def current_labels(params: Params) -> set[str]:
+    """The runs (``folder/key``) of ``params``: its chain of stages, and the preprocessing of each
+    further cohort a stage reads (chapter 6's oracle, ``Params.for_cohort``)."""
+    labels = {f"{s}/{k}" for s, k in chain_keys(params).items()}
+    for spec in registry.keyed_stages():
+        for name in spec.cohorts:
+            other = params.for_cohort(name)
+            if other is not None:
+                folder = registry.PREPROCESS.folder
+                labels.add(f"{folder}/{stage_key(other, registry.PREPROCESS)}")
+    return labels
+
+
 def remove_runs(
     profile_dir: str | Path,
     *,
@@ -270,13 +299,13 @@ def remove_runs(
     was deleted). Besides, at most one of:
 
     - ``keys``: these runs (a key, or ``stage/key``) and every run made from them;
-    - ``keep``: every run except the chain of these parameters;
+    - ``keep``: every run except those of these parameters (:func:`current_labels`);
     - ``incomplete``: the runs that did not finish (an interrupted training: it would resume) and
       what was made from them;
     - ``everything``: all runs of the profile.
     """
     runs, strays = list_runs(profile_dir)
-    keys = list(keys)
+    keys = [_label(k) for k in keys]
     chosen: set[str] = set()
     if keys:
         unknown = [k for k in keys if not any(k in (r.key, r.label) for r in runs)]
@@ -288,7 +317,7 @@ def remove_runs(
     elif everything:
         chosen = {r.label for r in runs}
     elif keep is not None:
-        kept = {f"{s}/{k}" for s, k in chain_keys(keep).items()}
+        kept = current_labels(keep)
         chosen = {r.label for r in runs if r.label not in kept}
     elif incomplete:
         chosen = {r.label for r in runs if not r.complete}

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from neurodiff import registry
+
 PACKAGE = Path(__file__).resolve().parents[1] / "neurodiff"
 
 #: Floor of each top-level room (module or subpackage); a module may import only its own floor
@@ -41,13 +43,15 @@ FLOORS = {
     "sample": 6,
     "metrics": 6,
     "augment": 6,
+    "dispatch": 7,
     "runner": 7,
     "notebook": 7,
     "record": 7,
     "cli": 8,
     "__main__": 9,
 }
-STAGES = {"demo_data", "explore", "preprocess", "train", "sample", "metrics", "augment"}
+#: The stages' rooms: those the registry declares, and the simulated cohort's generator.
+STAGES = {s.module.split(".")[1] for s in registry.STAGES} | {"demo_data"}
 MAX_MODULE_LINES = 500
 MAX_FUNCTION_LINES = 80
 

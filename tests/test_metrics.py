@@ -597,7 +597,7 @@ def test_interpret_reads_the_real_vs_real_range(noise_results):
 def test_calibration_ladder_ranks_known_degradations(sets, extractor, noise_results):
     """More blur or more noise moves every distance further from real; the ladder places a
     lightly noised set near the noise rungs, and its figure draws every metric."""
-    ladder = M.calibration_ladder(
+    ladder = measures.calibration_ladder(
         sets["test"], sets["train"], extractor=extractor, nn_k=3, msssim_pairs=20
     )
     assert list(ladder.index)[0] == "real (undegraded)"
@@ -610,7 +610,7 @@ def test_calibration_ladder_ranks_known_degradations(sets, extractor, noise_resu
         assert col["real (undegraded)"] < col["blur sigma 1 px"]
     assert ladder.loc["noise sigma 0.1", "coverage"] < ladder.loc["real (undegraded)", "coverage"]
     with pytest.raises(KeyError, match="unknown degradation"):
-        M.degrade(sets["test"], "sharpen")
+        measures.degrade(sets["test"], "sharpen")
     from neurodiff.viz import metrics as P
 
     fig = P.plot_calibration_ladder(ladder, noise_results[0.1])

@@ -174,3 +174,16 @@ def test_the_slurm_example_is_valid_bash_and_trains_the_paper_profile():
         "paper",
     ]
     assert "slurm/train_paper.sbatch" in (ROOT / "book" / "discussion.md").read_text()
+
+
+def test_the_makefile_writes_the_default_cohorts_as_the_notebooks_would():
+    """`make data` writes each simulated cohort where its parameter points by default, with the
+    same `neurodiff demo-data` options as a chapter that finds it missing."""
+    from neurodiff.config import parameter_specs
+    from neurodiff.notebook import DEMO_OPTIONS
+
+    makefile = (ROOT / "Makefile").read_text()
+    for name, options in DEMO_OPTIONS.items():
+        out = parameter_specs()[name].default
+        command = " ".join(["neurodiff demo-data", *options, "--out", out])
+        assert command in makefile, command

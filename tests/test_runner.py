@@ -7,7 +7,7 @@ import json
 import nbformat
 import pytest
 
-from neurodiff import artifacts, record, runner
+from neurodiff import artifacts, record, registry, runner
 from neurodiff.errors import ConfigError, DataError
 from neurodiff.runner import NotebookError
 
@@ -124,6 +124,7 @@ def _metrics_json(params_hash: str) -> dict:
         "verdict": "outside",
     }
     return {
+        "format": registry.METRICS.format,
         "params_hash": params_hash,
         "extractor": "random",
         "n_synthetic": 8,

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from neurodiff import artifacts, cli, config, runs
+from neurodiff import artifacts, cli, config, registry, runs
+from neurodiff.errors import DataError
 
 
 def _params(tmp_path, **overrides):
@@ -74,7 +75,7 @@ def test_run_json_lists_the_outputs_and_a_late_output_is_added(tmp_path):
     params = _params(tmp_path)
     folder = artifacts.metrics_dir(params)
     folder.mkdir(parents=True)
-    (folder / "metrics.json").write_text("{}")
+    (folder / "metrics.json").write_text(json.dumps({"format": registry.METRICS.format}))
     (folder / "stray.txt").write_text("not an output")
     runs.record_run(params, "metrics")
     assert runs.read_run(folder).outputs == ("metrics.json",)
@@ -94,7 +95,10 @@ def test_a_record_of_the_older_single_upstream_form_is_read(tmp_path):
 def _fake_chain(params):
     for stage in runs.stage_names():
         runs.record_run(params, stage)
-    metrics = {"metrics": {"fid": {"value": 2.0, "baseline": 0.5}}}
+    metrics = {
+        "format": registry.METRICS.format,
+        "metrics": {"fid": {"value": 2.0, "baseline": 0.5}},
+    }
     (artifacts.metrics_dir(params) / "metrics.json").write_text(json.dumps(metrics))
 
 
@@ -165,3 +169,43 @@ def test_clean_prunes_safely_by_default_and_more_on_request(tmp_path, capsys):
     assert cli.main(["runs", *argv]) == 0
     assert "no runs of profile 'smoke'" in capsys.readouterr().out
     assert cli.main(["clean", *argv, "--run", "abcdef"]) == 2
+
+
+def test_a_metrics_file_of_another_format_is_refused_and_listed_without_metrics(tmp_path):
+    params = _params(tmp_path)
+    _fake_chain(params)
+    path = artifacts.metrics_dir(params) / "metrics.json"
+    path.write_text(json.dumps({"format": "neurodiff-metrics/0", "metrics": {}}))
+    with pytest.raises(DataError, match="holds format 'neurodiff-metrics/0', expected"):
+        artifacts.load_metrics_json(params)
+    table = cli.runs_table(params.profile_dir(), current=params)
+    assert table.loc[table["stage"] == "metrics", "fid"].tolist() == [""]
+
+
+def test_clean_keeps_the_oracle_preprocessing_of_the_current_parameters(tmp_path):
+    params = _params(tmp_path, oracle_cohort=str(tmp_path / "new"))
+    _fake_chain(params)
+    oracle = params.for_cohort("oracle_cohort")
+    runs.record_run(oracle, "preprocessed")
+    kept = runs.current_labels(params)
+    assert f"preprocessed/{runs.stage_key(oracle, 'preprocessed')}" in kept
+    doomed = runs.remove_runs(params.profile_dir(), keep=params)
+    assert doomed == []
+    table = cli.runs_table(params.profile_dir(), current=params)
+    assert table["run"].str.endswith(" *").all()
+    assert table.loc[table["stage"] == "train", "from"].tolist() == [
+        f"preprocessed/{runs.stage_key(params, 'preprocessed')}"
+    ]
+
+
+def test_clean_run_takes_a_stage_name_or_folder(tmp_path):
+    params = _params(tmp_path)
+    _fake_chain(params)
+    key = runs.stage_key(params, "synthetic")
+    by_name = runs.remove_runs(params.profile_dir(), keys=[f"sample/{key}"], dry_run=True)
+    by_folder = runs.remove_runs(params.profile_dir(), keys=[f"synthetic/{key}"], dry_run=True)
+    assert by_name == by_folder and {p.parent.name for p in by_name} == {
+        "synthetic",
+        "metrics",
+        "augment",
+    }

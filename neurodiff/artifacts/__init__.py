@@ -37,6 +37,7 @@ from .preprocessed import (
     write_manifest,
     write_split_arrays,
     write_tables,
+    write_volume,
 )
 from .results import (
     AUGMENT_TABLES,
@@ -51,11 +52,14 @@ from .results import (
 from .synthetic import load_synthetic, provenance, synthetic_groups, write_synthetic
 from .training import (
     LOSS_COLUMNS,
+    clear_previews,
     loss_log_path,
     preview_images,
+    preview_path,
     read_loss_log,
     read_loss_rows,
     write_loss_rows,
+    write_train_config,
 )
 
 __all__ = [
@@ -64,6 +68,7 @@ __all__ = [
     "PREPROCESSED_FORMAT",
     "AugmentFiles",
     "augment_dir",
+    "clear_previews",
     "load_augment",
     "load_by_group",
     "load_histograms",
@@ -79,6 +84,7 @@ __all__ = [
     "metrics_dir",
     "preprocessed_dir",
     "preview_images",
+    "preview_path",
     "provenance",
     "read_loss_log",
     "read_loss_rows",
@@ -95,4 +101,6 @@ __all__ = [
     "write_split_arrays",
     "write_synthetic",
     "write_tables",
+    "write_train_config",
+    "write_volume",
 ]

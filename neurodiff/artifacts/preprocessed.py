@@ -2,8 +2,8 @@
 tables, split, QC and cohort tables, histograms, volumes).
 
 The writers write into the stage's temporary folder (``io.atomic_dir``), which is renamed into
-place once the manifest, written last, marks it complete. The volumes themselves are written by
-the preprocessing workers, scan by scan, at :func:`volume_path`.
+place once the manifest, written last, marks it complete; the preprocessing workers write each
+volume as its scan is done (:func:`write_volume`).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ __all__ = [
     "write_manifest",
     "write_split_arrays",
     "write_tables",
+    "write_volume",
 ]
 
 #: Written into the preprocessing manifest (the registry's format), so that old caches are
@@ -210,6 +211,18 @@ def load_histograms(params_or_dir: Params | str | Path) -> dict[str, np.ndarray]
 def volume_path(folder: str | Path, subject: str) -> Path:
     """``volumes/<subject>.nii.gz`` of a preprocessed folder (float32 in [0, 1], RAS)."""
     return Path(folder) / "volumes" / f"{subject}.nii.gz"
+
+
+def write_volume(folder: str | Path, subject: str, volume: np.ndarray, affine: np.ndarray) -> Path:
+    """A preprocessed volume (float32 in [0, 1], RAS mm affine) at :func:`volume_path`."""
+    import nibabel as nib
+
+    out = volume_path(folder, subject)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    img = nib.Nifti1Image(volume, affine)
+    img.header.set_xyzt_units("mm")
+    nib.save(img, out)
+    return out
 
 
 def _write_tsv(path: Path, table: pd.DataFrame) -> None:

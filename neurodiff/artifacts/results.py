@@ -1,8 +1,9 @@
 """The readers and writers of the metrics and augmentation stages' outputs: ``metrics.json``,
 ``by_group.json``, and the augmentation experiment's tables, scores and draws.
 
-Each writer also lists what it wrote in the run's ``run.json``
-(:func:`neurodiff.runs.note_outputs`).
+A file added to a finished run (``by_group.json``) is added to its ``run.json`` by its writer
+(:func:`neurodiff.runs.note_outputs`); the others are listed when the stage records its run.
+The readers refuse files of another output format (the registry's).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import numpy as np
 import pandas as pd
 
 from ..config import Params
+from ..errors import DataError
 from ..io import atomic_dir, atomic_write_json
+from ..registry import AUGMENT, METRICS, Stage
 from ..runs import note_outputs, read_run
 from .folders import augment_dir, metrics_dir
 
@@ -40,7 +43,19 @@ def load_metrics_json(params_or_dir: Params | str | Path) -> dict[str, Any] | No
     path = metrics_dir(params_or_dir) / "metrics.json"
     if not path.is_file():
         return None
-    return json.loads(path.read_text())
+    return _checked(json.loads(path.read_text()), path, METRICS)
+
+
+def _checked(data: dict[str, Any], path: Path, stage: Stage) -> dict[str, Any]:
+    """``data`` read from ``path`` if it carries ``stage``'s output format; DataError if not."""
+    found = data.get("format") if isinstance(data, dict) else None
+    if found != stage.format:
+        raise DataError(
+            f"{path} holds format {found!r}, expected {stage.format!r} (written by another "
+            f"version of neurodiff); run `neurodiff {stage.name}` again",
+            path=path,
+        )
+    return data
 
 
 def write_metrics_json(params: Params, payload: dict[str, Any]) -> Path:
@@ -51,9 +66,9 @@ def write_metrics_json(params: Params, payload: dict[str, Any]) -> Path:
     return path
 
 
-def load_by_group(params: Params) -> dict[str, Any] | None:
+def load_by_group(params_or_dir: Params | str | Path) -> dict[str, Any] | None:
     """``by_group.json`` of a run (``params_hash``, ``rows``), or None when not computed yet."""
-    path = metrics_dir(params) / "by_group.json"
+    path = metrics_dir(params_or_dir) / "by_group.json"
     if not path.is_file():
         return None
     return json.loads(path.read_text())
@@ -105,8 +120,9 @@ def load_augment(params_or_dir: Params | str | Path) -> AugmentFiles | None:
         return None
     with np.load(out_dir / "scores.npz") as raw:
         scores = {k: raw[k] for k in raw.files}
+    info_path = out_dir / "augment.json"
     return AugmentFiles(
-        info=json.loads((out_dir / "augment.json").read_text()),
+        info=_checked(json.loads(info_path.read_text()), info_path, AUGMENT),
         tables={n: pd.read_csv(out_dir / f"{n}.tsv", sep="\t") for n in AUGMENT_TABLES},
         scores=scores,
         draws=json.loads((out_dir / "draws.json").read_text()),

@@ -1,5 +1,6 @@
-"""The readers and writers of the training stage's loss log, and the reader of its previews
-(checkpoints: :mod:`neurodiff.checkpoints`)."""
+"""The readers and writers of the training stage's loss log, previews and ``config.json``
+(checkpoints have their own module, :mod:`neurodiff.checkpoints`: atomic save, ``weights_only``
+load, rotation, resume)."""
 
 from __future__ import annotations
 
@@ -12,22 +13,43 @@ import pandas as pd
 
 from ..config import Params
 from ..errors import DataError
-from ..io import atomic_write_text
+from ..io import atomic_write_json, atomic_write_text
 from .folders import train_dir
 
 __all__ = [
     "LOSS_COLUMNS",
+    "clear_previews",
     "loss_log_path",
+    "preview_images",
+    "preview_path",
     "read_loss_log",
     "read_loss_rows",
     "write_loss_rows",
-    "preview_images",
+    "write_train_config",
 ]
 
 #: The columns of ``loss.csv``.
 LOSS_COLUMNS = ("step", "loss", "lr", "grad_norm", "seconds")
 
 _PREVIEW_RE = re.compile(r"step-(\d+)")
+
+
+def preview_path(params_or_dir: Params | str | Path, step: int) -> Path:
+    """``previews/step-XXXXXXX.png`` of a training run: the preview grid saved at ``step``."""
+    return train_dir(params_or_dir) / "previews" / f"step-{step:07d}.png"
+
+
+def clear_previews(params_or_dir: Params | str | Path) -> None:
+    """Delete the preview grids of a training run (a fresh start keeps none of an older one)."""
+    for old in (train_dir(params_or_dir) / "previews").glob("step-*.png"):
+        old.unlink()
+
+
+def write_train_config(params_or_dir: Params | str | Path, record: dict) -> Path:
+    """``config.json`` of a training run: parameters, configs, device and cost, atomically."""
+    path = train_dir(params_or_dir) / "config.json"
+    atomic_write_json(path, record)
+    return path
 
 
 def loss_log_path(params_or_dir: Params | str | Path) -> Path:

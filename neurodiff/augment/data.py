@@ -61,9 +61,7 @@ class ExperimentData:
 def oracle_params(params: Params) -> Params | None:
     """The parameters that preprocess the oracle cohort exactly like the cohort (same pipeline,
     another ``cohort``); None without an oracle."""
-    if not params.oracle_cohort:
-        return None
-    return Params({**params.to_dict(), "cohort": params.oracle_cohort}, source="oracle cohort")
+    return params.for_cohort("oracle_cohort")
 
 
 def _labels(index: pd.DataFrame, groups: tuple[str, str], where: str) -> np.ndarray:

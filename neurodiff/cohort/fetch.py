@@ -27,6 +27,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from ..config.fields import IXI_DIR
 from ..errors import FetchError
 from ..io import atomic_path
 
@@ -155,7 +156,7 @@ def _extract(archive: Path, out: Path) -> list[Path]:
 
 
 def fetch_ixi(
-    out: str | Path = "data/raw/ixi",
+    out: str | Path = IXI_DIR,
     base_url: str = IXI_BASE_URL,
     timeout: float = 20.0,
     *,

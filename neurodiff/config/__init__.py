@@ -18,7 +18,14 @@ model is decided in one place, :mod:`.samplers` (:func:`check_sampler`).
 """
 
 from ..errors import ConfigError
-from .fields import DEMO_COHORT, DEMO_NEW_SUBJECTS, DERIVED_DIR, StageConfig, param
+from .fields import (
+    DEMO_COHORT,
+    DEMO_NEW_SUBJECTS,
+    DERIVED_DIR,
+    IXI_DIR,
+    StageConfig,
+    param,
+)
 from .params import (
     LOCATION_PARAMS,
     RESOLVED_FLAG,
@@ -58,6 +65,7 @@ __all__ = [
     "DEMO_COHORT",
     "DEMO_NEW_SUBJECTS",
     "DERIVED_DIR",
+    "IXI_DIR",
     "LOCATION_PARAMS",
     "STAGES",
     "AugmentConfig",

@@ -25,6 +25,7 @@ __all__ = [
     "DEMO_COHORT",
     "DEMO_NEW_SUBJECTS",
     "DERIVED_DIR",
+    "IXI_DIR",
     "LOCATION_PARAMS",
     "CohortFields",
     "DeviceFields",
@@ -41,9 +42,12 @@ __all__ = [
 LOCATION_PARAMS = ("profile", "derived_dir")
 
 #: The default folders: the simulated demo cohort, chapter 6's new subjects of the same
-#: distribution (``neurodiff demo-data --new-subjects``) and the root of all derived outputs.
+#: distribution (``neurodiff demo-data --new-subjects``), the IXI download and the root of all
+#: derived outputs.
 DEMO_COHORT = "data/raw/demo"
 DEMO_NEW_SUBJECTS = "data/raw/demo-new"
+#: Where ``neurodiff fetch-ixi`` downloads the IXI T1 scans by default.
+IXI_DIR = "data/raw/ixi"
 DERIVED_DIR = "data/derived"
 
 

@@ -217,6 +217,16 @@ class Params(Mapping[str, Any]):
         p = Path(value).expanduser()
         return p if p.is_absolute() else project_root() / p
 
+    def for_cohort(self, name: str) -> Params | None:
+        """The parameters that preprocess the cohort named by parameter ``name`` (e.g.
+        ``oracle_cohort``) exactly like the cohort: the same values, that folder as ``cohort``;
+        None when the parameter is empty (no such cohort)."""
+        if not self._values[name]:
+            return None
+        return Params(
+            {**self.to_dict(), "cohort": self._values[name]}, source=f"parameter {name!r}"
+        )
+
     def profile_dir(self) -> Path:
         """``<derived_dir>/<profile>``: the runs of this profile (:mod:`neurodiff.runs`)."""
         return self.path(self._values["derived_dir"]) / self._values["profile"]

@@ -33,7 +33,7 @@ def percentile_ci(
     point: float,
     replicates: np.ndarray,
     bounds: tuple[float | None, float | None] = (None, None),
-    level: float = 0.95,
+    level: float = LEVEL,
 ) -> tuple[float, float]:
     """95 % CI: the bootstrap distribution's spread around its median, placed on ``point``.
 

@@ -13,7 +13,6 @@ Every metric is reported as ``value`` (real test split vs synthetic, bootstrap 9
 space).
 """
 
-from ..measures import LADDER, calibration_ladder, degrade, place_on_ladder
 from .groups import by_group
 from .inputs import MetricsInputs, load_inputs, reference_group
 from .ladder import calibration_for
@@ -30,7 +29,6 @@ from .results import (
 from .stage import evaluate, evaluate_inputs, run
 
 __all__ = [
-    "LADDER",
     "METRICS",
     "PAPER_RESULTS",
     "MetricValue",
@@ -39,14 +37,11 @@ __all__ = [
     "MetricsResult",
     "by_group",
     "calibration_for",
-    "calibration_ladder",
     "comparison_table",
-    "degrade",
     "evaluate",
     "evaluate_inputs",
     "interpret",
     "load_inputs",
-    "place_on_ladder",
     "reference_group",
     "results_markdown",
     "run",

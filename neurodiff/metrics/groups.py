@@ -1,7 +1,7 @@
 """The per-group view of stage 5: each group's synthetic images against its own real subjects.
 
 The report's realism is measured on the healthy controls, as the paper measured healthy
-subjects (:func:`.stage.reference_group`). A class-conditional model also makes patients, and
+subjects (:func:`.inputs.reference_group`). A class-conditional model also makes patients, and
 with few real patients the risks are highest -- above all that the model copies the training
 patients. So every group is measured the same way: its synthetic images against its real test
 subjects, the memorisation audit against its training subjects, with the one split's

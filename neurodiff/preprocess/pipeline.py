@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..artifacts import write_volume
 from ..config import PreprocessConfig
 from ..errors import CohortError
 from ..templates import mni152, target_affine
@@ -394,7 +395,8 @@ def preprocess_scan(
     subject : str
         Name used in messages and for the output file.
     write_to : str or Path, optional
-        Folder to write ``<subject>.nii.gz`` (float32 in [0, 1]) into.
+        A preprocessed run folder to write the volume into (float32 in [0, 1], at
+        :func:`neurodiff.artifacts.volume_path`).
 
     Returns
     -------
@@ -402,7 +404,6 @@ def preprocess_scan(
         The volume, float32 ``(image_size,) * 3`` in [0, 1], RAS, with its affine, the QC score
         and per-step timings.
     """
-    import nibabel as nib
 
     subject = subject or Path(path).name.split(".")[0]
     clock = _Clock()
@@ -414,10 +415,6 @@ def preprocess_scan(
     b, a = _sample_pair(before, volume, zlib.crc32(f"{cfg.seed}:{subject}".encode()))
     clock.tick("normalise")
     if write_to is not None:
-        out = Path(write_to) / f"{subject}.nii.gz"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        img = nib.Nifti1Image(volume, affine)
-        img.header.set_xyzt_units("mm")
-        nib.save(img, out)
+        write_volume(write_to, subject, volume, affine)
     clock.tick("write")
     return ScanResult(subject, volume, affine, score, note, clock.timings, b, a)

@@ -21,7 +21,7 @@ from ..artifacts import (
     write_tables,
 )
 from ..cohort import load_cohort
-from ..config import ConfigError, ModelConfig, Params, PreprocessConfig
+from ..config import DEMO_COHORT, ConfigError, ModelConfig, Params, PreprocessConfig
 from ..errors import CohortError, DataError
 from ..io import atomic_dir, file_sha256, shown_path
 from ..registry import PREPROCESS
@@ -97,7 +97,7 @@ def check_params(params: Params) -> PreprocessConfig:
         raise ConfigError(
             f"parameter 'cohort' must be a folder of scans; {str(root)!r} "
             + ("is not a folder" if root.exists() else "does not exist")
-            + " (`neurodiff demo-data --out data/raw/demo` writes the demo cohort)",
+            + f" (`neurodiff demo-data --out {DEMO_COHORT}` writes the demo cohort)",
             parameter="cohort",
             path=root,
         )
@@ -227,7 +227,7 @@ def run(params: Params, *, workers: int | None = None, force: bool = False) -> P
         cfg.target_spacing,
     )
     with atomic_dir(out_dir) as tmp:
-        results = _preprocess_all(cohort, cfg, tmp / "volumes", workers)
+        results = _preprocess_all(cohort, cfg, tmp, workers)
         qc, split = _qc_and_split(cohort, results, cfg, root)
         slices = cfg.slice_indices() if cfg.spatial_dims == 2 else [-1]
         arrays = write_split_arrays(tmp, split, slices, (cfg.image_size,) * cfg.spatial_dims)
@@ -275,10 +275,10 @@ def _read_cohort(root: Path, table_path: Path | None, cfg: PreprocessConfig) -> 
 
 
 def _preprocess_all(
-    cohort: pd.DataFrame, cfg: PreprocessConfig, vol_dir: Path, workers: int
+    cohort: pd.DataFrame, cfg: PreprocessConfig, folder: Path, workers: int
 ) -> dict[str, ScanResult]:
     """Every scan through the pipeline; one CohortError naming all scans that failed."""
-    jobs = [(str(r.path), r.subject, cfg.to_dict(), str(vol_dir)) for r in cohort.itertuples()]
+    jobs = [(str(r.path), r.subject, cfg.to_dict(), str(folder)) for r in cohort.itertuples()]
     results: dict[str, ScanResult] = {}
     errors: list[tuple[str, str]] = []
     for res in map_scans(jobs, workers, cfg):

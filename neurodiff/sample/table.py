@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ..artifacts import load_split
-from ..config import ModelConfig, Params, sampler_fits
+from ..config import ModelConfig, Params, sampler_fits, samplers_for
 from ..device import resolve_device
 from ..errors import ConfigError, DataError
 from ..intensity import to_unit_range
@@ -342,14 +342,10 @@ def reverse_processes(params: Params, n_snapshots: int = 6) -> dict[str, Reverse
         "precision": params.precision,
     }
     steps = min(params.steps, model_config.timesteps)
-    if model_config.process == "rflow":
-        return {
-            k: reverse_process(model, model_config, sampler=k, steps=steps, **common)
-            for k in ("euler", "heun")
-        }
+    # the process's first two samplers (the rules' order): ddpm and ddim, or euler and heun
     return {
-        "ddpm": reverse_process(model, model_config, sampler="ddpm", **common),
-        "ddim": reverse_process(model, model_config, sampler="ddim", steps=steps, **common),
+        k: reverse_process(model, model_config, sampler=k, steps=steps, **common)
+        for k in samplers_for(model_config.process)[:2]
     }
 
 

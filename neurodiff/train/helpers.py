@@ -1,5 +1,5 @@
 """Small pieces of the training loop: process group, learning-rate factor, noise seeds, memory
-format and the loss log."""
+format (the loss log is read and written by :mod:`neurodiff.artifacts`)."""
 
 from __future__ import annotations
 

@@ -20,7 +20,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..artifacts import read_loss_rows, write_loss_rows
+from ..artifacts import (
+    clear_previews,
+    preview_path,
+    read_loss_rows,
+    write_loss_rows,
+    write_train_config,
+)
 from ..checkpoints import (
     CHECKPOINT_FORMAT,
     latest_checkpoint,
@@ -33,7 +39,6 @@ from ..checkpoints import (
 )
 from ..config import ModelConfig, Params, TrainConfig
 from ..device import autocast, precision_label, resolve_precision
-from ..io import atomic_write_json
 from ..model import (
     ClassGuided,
     build_inferer,
@@ -99,8 +104,7 @@ class Trainer:
         if dist_info.main and not tcfg.resume:  # a fresh start: no stale checkpoint may remain
             for _, old in list_checkpoints(train_dir):
                 old.unlink()
-            for old in (train_dir / "previews").glob("step-*.png"):
-                old.unlink()
+            clear_previews(train_dir)
         seed_everything(tcfg.seed)
         flash = {"on": True, "off": False}.get(tcfg.flash_attention, device.type == "cuda")
         self.model = build_model(mcfg, flash_attention=flash)
@@ -201,8 +205,8 @@ class Trainer:
             self.start,
             t.train_steps,
         )
-        atomic_write_json(
-            self.train_dir / "config.json",
+        write_train_config(
+            self.train_dir,
             {
                 "params": self.params.to_dict(),
                 "params_hash": self.params.hash(),
@@ -261,7 +265,7 @@ class Trainer:
             ]
         )
         n = len(images)
-        path = self.train_dir / "previews" / f"step-{step:07d}.png"
+        path = preview_path(self.train_dir, step)
         save_grid(images, path, value_range=(-1.0, 1.0), ncols=4 if n == 16 else None)
 
     def latest(self) -> Path | None:

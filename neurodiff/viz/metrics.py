@@ -258,7 +258,7 @@ def plot_calibration_ladder(
     """Each metric for real data degraded in known ways (bars), with the synthetic value (red
     line) and the real-vs-real range (grey band): where on the ladder the synthetic set sits.
 
-    ``ladder`` is the table of :func:`neurodiff.metrics.calibration_ladder`, ``result`` the
+    ``ladder`` is the table of :func:`neurodiff.measures.calibration_ladder`, ``result`` the
     :class:`~neurodiff.metrics.MetricsResult` of the same run.
     """
     k = len(metrics)
