@@ -8,7 +8,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from neurodiff import artifacts, config, runs
+from neurodiff import artifacts, config, registry, runs
 from neurodiff.errors import DataError
 
 
@@ -44,8 +44,9 @@ def test_metrics_json_and_previews_are_read_back(tmp_path):
     params = config.resolve("smoke", {"derived_dir": str(tmp_path)})
     folder = artifacts.metrics_dir(params)
     folder.mkdir(parents=True)
-    (folder / "metrics.json").write_text(json.dumps({"params_hash": "abc"}))
-    assert artifacts.load_metrics_json(params) == {"params_hash": "abc"}
+    stored = {"format": registry.METRICS.format, "params_hash": "abc"}
+    (folder / "metrics.json").write_text(json.dumps(stored))
+    assert artifacts.load_metrics_json(params) == stored
     previews = artifacts.train_dir(params) / "previews"
     previews.mkdir(parents=True)
     for step in (20, 3):

@@ -141,11 +141,12 @@ def test_setting_up_a_class(course, tmp_path, capsys):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (project / "_build" / "html" / "book" / "teaching.html").is_file()
-    # neurodiff runs --profile course: one run per stage so far, all of these parameters
+    # neurodiff runs --profile course: one run per stage so far and the oracle's preprocessing,
+    # all of these parameters
     capsys.readouterr()
     assert run(".venv/bin/neurodiff runs --profile course") == 0
     out = capsys.readouterr().out
-    assert len(re.findall(r"\b[0-9a-f]{12} \*", out)) == 5 and "complete" in out
+    assert len(re.findall(r"\b[0-9a-f]{12} \*", out)) == 5 + 1 and "complete" in out
 
 
 @pytest.mark.slow
