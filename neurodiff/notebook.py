@@ -23,7 +23,7 @@ from .config import ConfigError, Params, parameter_specs
 from .dispatch import run_stage
 from .errors import CohortError
 
-__all__ = ["DEMO_OPTIONS", "prepare", "prepare_cohorts", "prepare_oracle", "write_demo_cohort"]
+__all__ = ["DEMO_OPTIONS", "prepare", "prepare_cohorts", "write_demo_cohort"]
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +102,3 @@ def prepare_cohorts(params: Params, stage: str | registry.Stage) -> None:
             continue
         log.info("preprocessing the %s %s like the cohort", name, params.path(params[name]))
         run_stage(registry.PREPROCESS, other)
-
-
-def prepare_oracle(params: Params) -> None:
-    """Chapter 6's oracle cohort (new subjects), preprocessed like the cohort when missing."""
-    prepare_cohorts(params, registry.AUGMENT)

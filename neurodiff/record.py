@@ -21,7 +21,6 @@ from typing import Any
 from . import augment, config, registry
 from .artifacts import load_metrics_json, metrics_dir
 from .io import atomic_write_json, atomic_write_text
-from .runs import run_dir
 
 __all__ = ["LOCK_FILE", "lock_status", "reproducibility_markdown", "write_record"]
 
@@ -153,10 +152,9 @@ def _augment_markdown(params: config.Params) -> str:
             "*The augmentation experiment has not run with these parameters: run `neurodiff run "
             f"--profile {params.profile}` through `{registry.AUGMENT.notebook}`.*\n"
         )
-    folder = run_dir(params, registry.AUGMENT)
     return (
         augment.answer(result)
-        + f"\n\n*From `{folder.name}/augment.json` of profile `{params.profile}` "
+        + f"\n\n*From `{result.out_dir.name}/augment.json` of profile `{params.profile}` "
         f"(chapter {int(registry.AUGMENT.chapter)}).*\n"
     )
 

@@ -26,7 +26,7 @@ def smoke_run(tiny_cohort: Path, tiny_new_cohort: Path, tmp_path_factory) -> con
     """The smoke profile through preprocessing, training and sampling on the tiny cohort (6
     controls, 6 patients), with the tiny oracle preprocessed too."""
     from neurodiff import preprocess, sample, train
-    from neurodiff.notebook import prepare_oracle
+    from neurodiff.notebook import prepare_cohorts
 
     derived = tmp_path_factory.mktemp("derived")
     params = config.resolve(
@@ -40,7 +40,7 @@ def smoke_run(tiny_cohort: Path, tiny_new_cohort: Path, tmp_path_factory) -> con
     preprocess.run(params)
     train.run(params)
     sample.run(params)
-    prepare_oracle(params)
+    prepare_cohorts(params, "augment")  # the oracle cohort, preprocessed like the cohort
     return params
 
 
