@@ -14,7 +14,7 @@ PROFILE ?= demo
 ARGS    ?=
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
-DEMO    := data/raw/demo-new/dataset_description.json
+DEMO    := data/raw/demo-pools/dataset_description.json
 
 .PHONY: help install lock data notebooks run book report test lint format benchmark lab clean distclean
 
@@ -46,10 +46,11 @@ lock: | $(STAMP)
 
 data: $(DEMO)
 
-# The simulated cohort (48 controls, 24 patients) and chapter 6's 16 new subjects (the oracle).
+# The simulated cohort (48 controls, 24 patients) and chapter 6's pools (16 healthy for the
+# generator's pretraining; per class 8 training, 4 validation, 12 test, 4 at a fourth site).
 $(DEMO): | $(STAMP)
 	@$(BIN)/neurodiff demo-data --out data/raw/demo
-	@$(BIN)/neurodiff demo-data --new-subjects --subjects 8 --patients 8 --out data/raw/demo-new
+	@$(BIN)/neurodiff demo-data --pools 16,8,4,12,4 --out data/raw/demo-pools
 
 notebooks run: $(STAMP) $(DEMO)
 	$(BIN)/neurodiff run --profile $(PROFILE) $(ARGS)

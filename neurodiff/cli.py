@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__, registry
-from .config import DEMO_COHORT, DEMO_NEW_SUBJECTS, IXI_DIR
+from .config import DEMO_COHORT, DEMO_POOLS, IXI_DIR, ConfigError
 from .errors import CohortError, NeurodiffError
 
 if TYPE_CHECKING:
@@ -86,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("demo-data", help="write the simulated multi-site BIDS cohort")
-    p.add_argument("--out", default=DEMO_COHORT, type=Path)
+    p.add_argument(
+        "--out", default=None, type=Path, help=f"default {DEMO_COHORT} ({DEMO_POOLS} with --pools)"
+    )
     p.add_argument("--subjects", type=int, default=48, help="healthy subjects")
     p.add_argument("--sites", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
@@ -100,7 +102,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--new-subjects",
         action="store_true",
         help="other random streams, subjects named sub-new*: new subjects of the same "
-        f"distribution, in no cohort of the same seed (chapter 6's oracle, {DEMO_NEW_SUBJECTS})",
+        "distribution, in no cohort of the same seed",
+    )
+
+    p.add_argument(
+        "--pools",
+        default=None,
+        metavar="PRETRAIN,TRAIN,VALIDATION,TEST,OOD",
+        help="write chapter 6's pools instead (subjects per class of each pool; PRETRAIN: "
+        "healthy controls only; OOD: site D, which no other pool has), with a 'pool' column, "
+        f"e.g. 24,12,6,24,6 ({DEMO_POOLS}); --subjects, --patients and --sites do not apply",
+    )
+    p.add_argument(
+        "--resolution", type=int, default=1, choices=(1, 2), help="template resolution in mm"
     )
 
     p = sub.add_parser("cohort", help="list the scans of a cohort (BIDS, IXI-style or flat folder)")
@@ -150,15 +164,33 @@ def _print_problems(exc: CohortError) -> None:
 
 
 def _demo_data(args: argparse.Namespace) -> int:
-    from .demo_data import make_demo_cohort
+    from .demo_data import make_demo_cohort, make_pools_cohort
 
+    if args.pools is not None:
+        try:
+            sizes = tuple(int(v) for v in args.pools.split(","))
+        except ValueError:
+            raise ConfigError(
+                f"--pools must be five integers separated by commas; got {args.pools!r}",
+                parameter="pools",
+            ) from None
+        out = make_pools_cohort(
+            args.out or Path(DEMO_POOLS),
+            sizes,
+            seed=args.seed,
+            resolution=args.resolution,
+            progress=sys.stderr.isatty(),
+        )
+        print(f"wrote simulated pools to {out}")
+        return 0
     out = make_demo_cohort(
-        args.out,
+        args.out or Path(DEMO_COHORT),
         subjects=args.subjects,
         sites=args.sites,
         seed=args.seed,
         patients=args.patients,
         new_subjects=args.new_subjects,
+        resolution=args.resolution,
         progress=sys.stderr.isatty(),  # a bar on a terminal, not hundreds of lines in a log
     )
     print(f"wrote simulated cohort to {out}")
@@ -224,7 +256,7 @@ def _run_notebooks(args: argparse.Namespace) -> int:
 
 
 #: The metrics ``neurodiff runs`` shows per metrics run (value and real-vs-real baseline).
-RUN_METRICS = ("fid", "mmd_rbf", "precision", "recall", "coverage")
+RUN_METRICS = ("fid", "kid", "mmd_rbf", "precision", "recall", "coverage")
 
 
 def _show(value: Any) -> str:

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 #: defaults to (the Makefile's ``data`` target uses the same; ``tests/test_project.py`` checks).
 DEMO_OPTIONS: dict[str, list[str]] = {
     "cohort": [],
-    "oracle_cohort": ["--new-subjects", "--subjects", "8", "--patients", "8"],
+    "pools_cohort": ["--pools", "16,8,4,12,4"],
 }
 
 
@@ -52,7 +52,7 @@ def write_demo_cohort(root: str | Path, options: Sequence[str] = ()) -> Path:
 
 
 def _simulated(params: Params, name: str) -> None:
-    """Write the simulated cohort of parameter ``name`` (``cohort``, ``oracle_cohort``) when its
+    """Write the simulated cohort of parameter ``name`` (``cohort``, ``pools_cohort``) when its
     folder is missing and the parameter has its default; any other missing folder is an error."""
     root = params.path(params[name])
     if root.is_dir():
@@ -91,7 +91,7 @@ def prepare(params: Params, chapter: str) -> None:
 
 def prepare_cohorts(params: Params, stage: str | registry.Stage) -> None:
     """Preprocess the further cohorts ``stage`` reads (the registry's ``cohorts``: parameters
-    naming a folder, e.g. chapter 6's ``oracle_cohort``) exactly like the cohort, when they are
+    naming a folder, e.g. chapter 6's ``pools_cohort``) exactly like the cohort, when they are
     missing; write a simulated one first when the parameter is its default and absent."""
     for name in registry.get(stage).cohorts:
         other = params.for_cohort(name)

@@ -20,6 +20,7 @@ from typing import Any
 
 from . import augment, config, registry
 from .artifacts import load_metrics_json, metrics_dir
+from .errors import DataError
 from .io import atomic_write_json, atomic_write_text
 
 __all__ = ["LOCK_FILE", "lock_status", "reproducibility_markdown", "write_record"]
@@ -145,18 +146,31 @@ def write_record(params: config.Params, runs: Sequence[Any], out_dir: Path, root
 
 
 def _augment_markdown(params: config.Params) -> str:
-    """Chapter 6's answer, which the Discussion includes, from this run's augmentation outputs."""
-    result = augment.load(params)  # read back, never recomputed
-    if result is None:
-        return (
-            "*The augmentation experiment has not run with these parameters: run `neurodiff run "
-            f"--profile {params.profile}` through `{registry.AUGMENT.notebook}`.*\n"
+    """Chapter 6's answer, which the Discussion includes: the full experiment's, from its
+    committed results file, and a line on this run's live version."""
+    path = config.project_root() / params["augment_results"]
+    try:
+        full = augment.from_results_file(path)
+    except DataError as exc:
+        text = f"*The full experiment's results are not available: {exc}.*"
+    else:
+        text = (
+            augment.answer(full)
+            + f"\n\n*From `{params['augment_results']}`. {augment.reading.status_sentence(full)}*"
         )
-    return (
-        augment.answer(result)
-        + f"\n\n*From `{result.out_dir.name}/augment.json` of profile `{params.profile}` "
-        f"(chapter {int(registry.AUGMENT.chapter)}).*\n"
-    )
+    live = augment.load(params)  # read back, never recomputed
+    if live is None:
+        text += (
+            "\n\n*The live version has not run with these parameters: run `neurodiff run "
+            f"--profile {params.profile}` through `{registry.AUGMENT.notebook}`.*"
+        )
+    else:
+        text += (
+            f"\n\n*The live version of profile `{params.profile}` (chapter "
+            f"{int(registry.AUGMENT.chapter)}, `{live.out_dir.name}/augment.json`; a few draws, "
+            f"illustrative only): {augment.primary_sentence(live)}.*"
+        )
+    return text + "\n"
 
 
 def _results_markdown(params: config.Params) -> str:

@@ -73,7 +73,7 @@ class Stage:
         written.
     cohorts : tuple of str
         Parameters naming further input cohorts that are preprocessed like the cohort
-        (chapter 6's new subjects, ``oracle_cohort``).
+        (chapter 6's pools, ``pools_cohort``).
     help : str
         One line for ``neurodiff --help``.
     """
@@ -159,7 +159,7 @@ METRICS = Stage(
     "metrics",
     "metrics",
     (MetricsConfig,),
-    "neurodiff-metrics/1",
+    "neurodiff-metrics/2",
     "neurodiff.metrics",
     "05",
     upstream=("sample",),
@@ -169,14 +169,14 @@ METRICS = Stage(
 AUGMENT = Stage(
     "augment",
     "augment",
-    (AugmentConfig,),
-    "neurodiff-augment/1",
+    (AugmentConfig, ModelConfig, TrainConfig, SampleConfig),
+    "neurodiff-augment/2",
     "neurodiff.augment",
     "06",
-    upstream=("sample",),
-    outputs=("augment.json", "draws.json", "scores.npz", "*.tsv"),
-    cohorts=("oracle_cohort",),
-    help="does augmentation help? the downstream patient-vs-control experiment",
+    upstream=("preprocess",),
+    outputs=("augment.json", "*.tsv", "work/*.json", "work/*.npz", "work/*.pt"),
+    cohorts=("pools_cohort",),
+    help="does augmentation help? leak-free generators per draw, tuned arms, a large test pool",
 )
 
 #: Every stage, in the order of the chapters (upstream stages first).

@@ -273,7 +273,7 @@ def _label(key: str) -> str:
 
 def current_labels(params: Params) -> set[str]:
     """The runs (``folder/key``) of ``params``: its chain of stages, and the preprocessing of each
-    further cohort a stage reads (chapter 6's oracle, ``Params.for_cohort``)."""
+    further cohort a stage reads (chapter 6's pools, ``Params.for_cohort``)."""
     labels = {f"{s}/{k}" for s, k in chain_keys(params).items()}
     for spec in registry.keyed_stages():
         for name in spec.cohorts:

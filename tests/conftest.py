@@ -90,22 +90,13 @@ def tiny_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_new_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """New subjects of the tiny cohort's distribution (4 controls, 4 patients; chapter 6's
-    oracle), fast mode. Read-only."""
-    from neurodiff.demo_data import make_demo_cohort
+def tiny_pools(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Chapter 6's pools at toy size (4 healthy for pretraining; per class 4 training, 2
+    validation, 3 test, 2 at site D), fast mode. Read-only."""
+    from neurodiff.demo_data import make_pools_cohort
 
-    out = tmp_path_factory.mktemp("tiny_new_cohort") / "demo-new"
-    return make_demo_cohort(
-        out,
-        subjects=4,
-        sites=3,
-        seed=0,
-        patients=4,
-        new_subjects=True,
-        resolution=2,
-        progress=False,
-    )
+    out = tmp_path_factory.mktemp("tiny_pools") / "pools"
+    return make_pools_cohort(out, (4, 4, 2, 3, 2), seed=0, resolution=2, progress=False)
 
 
 def write_nifti(
@@ -165,7 +156,7 @@ def model(smoke_cfg):
     return build_model(smoke_cfg).eval()
 
 
-def _study_book(profile: str, project: Path, cohort: Path, new_subjects: Path):
+def _study_book(profile: str, project: Path, cohort: Path, pools: Path):
     """Every notebook on ``profile`` through papermill, then a strict book build, in a copy of the
     project at ``project``: ``(project, RunReport, index.html)``."""
     from neurodiff import runner
@@ -180,7 +171,7 @@ def _study_book(profile: str, project: Path, cohort: Path, new_subjects: Path):
     try:
         report = runner.run_notebooks(
             profile,
-            {"cohort": str(cohort), "oracle_cohort": str(new_subjects), "derived_dir": "derived"},
+            {"cohort": str(cohort), "pools_cohort": str(pools), "derived_dir": "derived"},
         )
         index = runner.build_book(strict=True, root=project)
     finally:
@@ -189,17 +180,17 @@ def _study_book(profile: str, project: Path, cohort: Path, new_subjects: Path):
 
 
 @pytest.fixture(scope="session")
-def smoke_book(tiny_cohort, tiny_new_cohort, tmp_path_factory):
+def smoke_book(tiny_cohort, tiny_pools, tmp_path_factory):
     """The whole study on the smoke profile through papermill, then a strict book build, in a
     copy of the project: ``(project, RunReport, index.html)``."""
-    return _study_book("smoke", tmp_path_factory.mktemp("project"), tiny_cohort, tiny_new_cohort)
+    return _study_book("smoke", tmp_path_factory.mktemp("project"), tiny_cohort, tiny_pools)
 
 
 @pytest.fixture(scope="session")
-def smoke3d_book(tiny_cohort, tiny_new_cohort, tmp_path_factory):
+def smoke3d_book(tiny_cohort, tiny_pools, tmp_path_factory):
     """The whole study on the ``smoke3d`` profile (the paper's 3D path at 16^3), the same way."""
     project = tmp_path_factory.mktemp("project3d")
-    return _study_book("smoke3d", project, tiny_cohort, tiny_new_cohort)
+    return _study_book("smoke3d", project, tiny_cohort, tiny_pools)
 
 
 @pytest.fixture(autouse=True)

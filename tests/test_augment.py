@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
@@ -13,34 +12,29 @@ import torch
 
 from neurodiff import artifacts, augment, config
 from neurodiff.augment import Arm, stats
-from neurodiff.augment.checks import nearest_level
-from neurodiff.augment.data import ExperimentData, check_pools, draw, oracle_images
 from neurodiff.conditioning import ClassGuided, class_labels, null_class
 from neurodiff.errors import ConfigError, DataError
-from neurodiff.measures.intervals import percentile_interval
 from neurodiff.preprocess.split import split_subjects
 
 
 @pytest.fixture(scope="module")
-def smoke_run(tiny_cohort: Path, tiny_new_cohort: Path, tmp_path_factory) -> config.Params:
+def smoke_run(tiny_cohort: Path, tiny_pools: Path, tmp_path_factory) -> config.Params:
     """The smoke profile through preprocessing, training and sampling on the tiny cohort (6
-    controls, 6 patients), with the tiny oracle preprocessed too."""
+    controls, 6 patients)."""
     from neurodiff import preprocess, sample, train
-    from neurodiff.notebook import prepare_cohorts
 
     derived = tmp_path_factory.mktemp("derived")
     params = config.resolve(
         "smoke",
         {
             "cohort": str(tiny_cohort),
-            "oracle_cohort": str(tiny_new_cohort),
+            "pools_cohort": str(tiny_pools),
             "derived_dir": str(derived),
         },
     )
     preprocess.run(params)
     train.run(params)
     sample.run(params)
-    prepare_cohorts(params, "augment")  # the oracle cohort, preprocessed like the cohort
     return params
 
 
@@ -100,8 +94,12 @@ def test_training_without_labels_is_refused_before_any_work(tmp_path: Path) -> N
 def test_groups_are_checked() -> None:
     with pytest.raises(ConfigError, match="distinct, non-empty"):
         config.resolve("smoke", {"groups": ["control", "control"]})
-    with pytest.raises(ConfigError, match="augment_synthetic.*n_samples is 8"):
-        config.resolve("smoke", {"augment_synthetic": [4, 16]})
+    with pytest.raises(ConfigError, match="generator_channels"):
+        config.resolve("smoke", {"generator_channels": [8, 8, 8, 8, 8, 8]})  # 16 px: too deep
+    with pytest.raises(ConfigError, match="primary_n"):
+        config.resolve("smoke", {"primary_n": 4})
+    with pytest.raises(ConfigError, match="augment_draws"):
+        config.resolve("smoke", {"augment_draws": [2, 2, 2]})
 
 
 # --- the cohort and its split -----------------------------------------------------------------
@@ -125,126 +123,236 @@ def test_the_split_is_stratified_by_group_and_keeps_the_controls() -> None:
     assert sorted(test_patients["site"]) == ["A", "B", "C"]  # one per site and group
 
 
-def test_new_subjects_are_new(tiny_cohort: Path, tiny_new_cohort: Path) -> None:
-    old = pd.read_csv(tiny_cohort / "participants.tsv", sep="\t")
-    new = pd.read_csv(tiny_new_cohort / "participants.tsv", sep="\t")
-    assert new["participant_id"].str.startswith("sub-new").all()
-    assert set(new["group"]) == {"control", "patient"}
-    assert not set(old["participant_id"]) & set(new["participant_id"])
-    desc = json.loads((tiny_new_cohort / "dataset_description.json").read_text())
-    assert desc["SimulationParameters"]["new_subjects"] is True
+# --- the pools ---------------------------------------------------------------------------------
 
 
-# --- the experiment ---------------------------------------------------------------------------
+def test_the_pools_are_disjoint_stratified_and_age_matched(tiny_cohort: Path) -> None:
+    from neurodiff.demo_data import make_pools_cohort
+
+    sizes = (6, 6, 3, 9, 3)
+    root = make_pools_cohort(
+        Path(tiny_cohort).parent / "pools-sizes", sizes, seed=1, resolution=2, progress=False
+    )
+    t = pd.read_csv(root / "participants.tsv", sep="\t")
+    assert t["participant_id"].is_unique
+    counts = t.groupby(["pool", "group"]).size().to_dict()
+    assert counts[("pretrain", "control")] == 6 and ("pretrain", "patient") not in counts
+    for pool, n in zip(augment.POOL_NAMES[1:], sizes[1:], strict=True):
+        assert counts[(pool, "control")] == counts[(pool, "patient")] == n
+    assert set(t.loc[t["pool"] == "ood", "site"]) == {"D"}
+    assert set(t.loc[t["pool"] != "ood", "site"]) == {"A", "B", "C"}
+    test = t[t["pool"] == "test"]
+    assert test.groupby("group")["site"].value_counts().unique().tolist() == [3]  # by site
+    matched = t[t["pool"] != "pretrain"]
+    assert matched["age"].between(45, 80).all()  # controls drawn like the patients
+    demo = pd.read_csv(tiny_cohort / "participants.tsv", sep="\t")
+    assert not set(demo["participant_id"]) & set(t["participant_id"])
 
 
-@pytest.fixture(scope="module")
-def experiment(smoke_run):
-    return augment.run(smoke_run, force=True)
+def test_pools_that_share_a_subject_or_hold_patients_for_pretraining_are_refused(fair) -> None:
+    params, pools, _ = fair
+    acfg = params.stage(config.AugmentConfig)
+    augment.check_pools(pools, acfg)
+    leaky = dataclasses.replace(pools, parts=dict(pools.parts))
+    test = pools["test"]
+    subject = test.subject.copy()
+    subject[0] = pools["train"].subject[0]
+    leaky.parts["test"] = dataclasses.replace(test, subject=subject)
+    with pytest.raises(DataError, match="in both the train and the test pool"):
+        augment.check_pools(leaky, acfg)
+    sick = dataclasses.replace(pools, parts=dict(pools.parts))
+    pre = pools["pretrain"]
+    sick.parts["pretrain"] = dataclasses.replace(pre, y=np.ones_like(pre.y))
+    with pytest.raises(DataError, match="must be healthy"):
+        augment.check_pools(sick, acfg)
+    small = dataclasses.replace(acfg, augment_real_k=(1, 9))
+    with pytest.raises(DataError, match="training pool has 4 subjects"):
+        augment.check_pools(pools, small)
 
 
-def test_no_subject_is_in_training_and_test(smoke_run, experiment) -> None:
-    data = augment.load_data(smoke_run)
-    test = set(data.test_subject)
-    assert not test & set(data.train_subject)
-    draws = experiment.draws
-    assert draws == json.loads((experiment.out_dir / "draws.json").read_text())
-    real = {k: v for k, v in draws.items() if k.endswith("-real")}
-    assert len(real) == len(smoke_run.augment_n) * smoke_run.augment_draws
-    for subjects in real.values():
-        assert set(subjects) <= set(data.train_subject) and not set(subjects) & test
-    order = experiment.scores["subjects"].tolist()
-    assert set(order) == test  # every arm is judged on the test subjects, and only on them
+def test_a_cohort_without_a_pool_column_is_refused_with_the_fix(tiny_cohort, tmp_path) -> None:
+    from neurodiff.notebook import prepare_cohorts
 
-
-def test_the_oracle_draws_subjects_of_no_other_pool(smoke_run, experiment) -> None:
-    data = augment.load_data(smoke_run)
-    draws = experiment.draws
-    oracle = {s for k, v in draws.items() if k.endswith("-E") for s in v}
-    assert oracle and all(s.startswith("sub-new") for s in oracle)
-    others = {s for k, v in draws.items() if not k.endswith("-E") for s in v}
-    assert not oracle & (others | set(data.train_subject) | set(data.test_subject))
-
-
-def test_pools_that_share_a_subject_are_refused(smoke_run) -> None:
-    data = augment.load_data(smoke_run)
-    leaky = ExperimentData(**{**data.__dict__})
-    leaky.oracle_subject = data.oracle_subject.copy()
-    leaky.oracle_subject[0] = data.test_subject[0]
-    with pytest.raises(DataError, match="in both the test and the oracle pool"):
-        check_pools(leaky, smoke_run.stage(config.AugmentConfig))
-
-
-def test_the_same_seed_gives_the_same_table(smoke_run, experiment) -> None:
-    again = augment.run(smoke_run, force=True)
-    pd.testing.assert_frame_equal(again.table, experiment.table)
-    pd.testing.assert_frame_equal(again.worth, experiment.worth)
-    acfg = smoke_run.stage(config.AugmentConfig)
-    data = augment.load_data(smoke_run)
-    same = augment.experiment(data, acfg)["scores"]
-    np.testing.assert_array_equal(same, experiment.scores["scores"])
-    other = augment.experiment(data, dataclasses.replace(acfg, seed=1))["scores"]
-    assert not np.array_equal(other, experiment.scores["scores"])
-
-
-def test_the_result_has_every_arm_and_is_reused(smoke_run, experiment) -> None:
-    arms = [arm.name for arm in augment.arms_of(smoke_run.stage(config.AugmentConfig))]
-    assert arms == ["A", "B", "C4", "C8", "D", "E"]
-    assert sorted(set(experiment.table["arm"])) == sorted(arms)
-    assert experiment.table["auroc"].between(0, 1).all()
-    a = experiment.table[experiment.table["arm"] == "A"]
-    assert a["gain"].isna().all()
-    assert augment.run(smoke_run).cached
-    text = augment.answer(experiment)
-    assert "Synthetic only (D)" in text and "Worth in real subjects" in text
-    shift = experiment.atrophy.set_index("level").loc["all levels"].set_index("images")["mean"]
-    reading = augment.conditioning_reading(experiment)
-    assert f"{shift['real']:+.3f}" in reading and f"{shift['synthetic']:+.3f}" in reading
-
-
-def test_a_finished_run_is_read_back_without_computing(smoke_run, experiment, tmp_path) -> None:
-    found = augment.load(smoke_run)
-    assert found is not None and found.cached
-    for name in artifacts.AUGMENT_TABLES:
-        pd.testing.assert_frame_equal(getattr(found, name), getattr(experiment, name))
-    np.testing.assert_array_equal(found.scores["scores"], experiment.scores["scores"])
-    assert found.draws == experiment.draws
-    assert {**found.info, "seconds": 0} == {**experiment.info, "seconds": 0}  # rerun since
-    assert found.info["arms"] == ["A", "B", "C4", "C8", "D", "E"]
-    assert augment.load(config.resolve("smoke", {"derived_dir": str(tmp_path)})) is None
-
-
-def test_arms_are_typed_and_read_back_from_their_names() -> None:
-    acfg = config.resolve("smoke").stage(config.AugmentConfig)
-    arms = augment.arms_of(acfg)
-    assert arms == [Arm("A"), Arm("B"), Arm("C", 4), Arm("C", 8), Arm("D"), Arm("E")]
-    assert [Arm.parse(arm.name) for arm in arms] == arms
-    assert augment.arms_of(acfg, oracle=False) == arms[:-1]
-    assert [arm.added(8) for arm in arms] == [0, 8, 4, 8, 8, 8]
-    assert [arm.uses_real for arm in arms] == [True, True, True, True, False, True]
-    assert Arm("C", 64).describe(64) == "real + 64 synthetic per class"
-    assert Arm("B").describe(64) == "real + 64 classical augmentations per class"
-    for bad in ("", "C", "Cx", "c4", "A1", "F"):
-        with pytest.raises(ValueError, match="not an arm name"):
-            Arm.parse(bad)
-    for kind, synthetic in (("C", None), ("A", 4), ("C", 0), ("F", None)):
-        with pytest.raises(ValueError):
-            Arm(kind, synthetic)  # type: ignore[arg-type]
-
-
-def test_draws_are_paired_and_seeded(smoke_run) -> None:
-    data = augment.load_data(smoke_run)
-    a, b = draw(data, 2, 0, seed=0), draw(data, 2, 0, seed=0)
-    assert a.subjects == b.subjects
-    assert len(a.subjects) == 4  # 2 per class
-    x, y, used = oracle_images(data, 4, np.random.default_rng(0))
-    assert len(x) == 8 and y.tolist() == [0] * 4 + [1] * 4 and used
+    params = config.resolve(
+        "smoke", {"pools_cohort": str(tiny_cohort), "derived_dir": str(tmp_path)}
+    )
+    prepare_cohorts(params, "augment")
+    with pytest.raises(DataError, match="no 'pool' column.*demo-data --pools"):
+        augment.load_pools(params)
 
 
 def test_an_unconditional_model_is_refused_with_the_fix(tmp_path: Path) -> None:
     params = config.resolve("smoke", {"groups": [], "derived_dir": str(tmp_path)})
     with pytest.raises(ConfigError, match="groups='\\[control, patient\\]'"):
-        augment.load_data(params)
+        augment.load_pools(params)
+
+
+# --- the experiment ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fair(tiny_pools: Path, tmp_path_factory):
+    """The whole experiment on the smoke profile and the tiny pools: ``(params, pools,
+    result)``."""
+    from neurodiff.notebook import prepare_cohorts
+
+    derived = tmp_path_factory.mktemp("fair")
+    params = config.resolve("smoke", {"pools_cohort": str(tiny_pools), "derived_dir": str(derived)})
+    prepare_cohorts(params, "augment")
+    result = augment.run(params)
+    return params, augment.load_pools(params), result
+
+
+def test_no_generator_saw_a_subject_outside_its_draw(fair) -> None:
+    params, pools, result = fair
+    info = result.info
+    pool_of = {s: p for p, subjects in info["pool_subjects"].items() for s in subjects}
+    assert len(pool_of) == sum(len(v) for v in info["pool_subjects"].values())  # disjoint
+    records = info["draw_records"]
+    acfg = params.stage(config.AugmentConfig)
+    assert len(records) == sum(acfg.draws_of(n) for n in acfg.augment_n)
+    for r in records:
+        assert r["generator_trained_on"] == sorted(r["subjects"])
+        assert {pool_of[s] for s in r["subjects"]} == {"train"}
+        extra = {s for cls in r["extra_subjects"] for s in cls}
+        assert extra and not extra & set(r["subjects"])
+        assert {pool_of[s] for s in extra} == {"train"}
+        labels = pools["train"].subject_labels(r["subjects"])
+        assert labels.tolist() == [0] * r["n"] + [1] * r["n"]  # n per class, first group first
+
+
+def test_every_arm_is_judged_and_tuned_on_its_own_pools(fair) -> None:
+    params, pools, result = fair
+    acfg = params.stage(config.AugmentConfig)
+    t = result.tables["table"]
+    names = [a.name for a in augment.arms_of(acfg)]
+    for pool in ("test", "ood"):
+        for clf in augment.CLASSIFIERS:
+            arms = t[(t["pool"] == pool) & (t["classifier"] == clf)]["arm"]
+            assert set(arms) == set(names)
+    assert t["auroc"].between(0, 1).all() and (t["ci_low"] <= t["ci_high"]).all()
+    tuning = result.tables["tuning"]
+    b = tuning[tuning["arm"] == "B"]["setting"]
+    assert b.str.contains("/").all()  # B's strength is tuned with the learner's setting
+    assert (tuning["settings tried"] > 1).all()
+    primary = result.tables["gains"][result.tables["gains"]["primary"]]
+    assert (
+        len(primary) == 1 and primary.iloc[0]["comparison"] == f"C{max(acfg.augment_synthetic)} - A"
+    )
+    assert primary.iloc[0]["n"] == acfg.primary_n
+    assert result.info["n_test_subjects"] == len(pools["test"].subjects())
+
+
+def test_a_run_is_resumed_from_its_finished_draws(fair, tmp_path) -> None:
+    params, _, result = fair
+    work = artifacts.augment_work_dir(params)
+    draws = sorted(work.glob("n*-d*.json"))
+    before = {p.name: p.stat().st_mtime_ns for p in draws}
+    lost = draws[-1]
+    lost.unlink()  # a draw killed before its record was written
+    again = augment.run(params, force=True)
+    after = {p.name: p.stat().st_mtime_ns for p in sorted(work.glob("n*-d*.json"))}
+    assert set(after) == set(before)
+    assert all(after[k] == before[k] for k in before if k != lost.name)  # not recomputed
+    pd.testing.assert_frame_equal(again.tables["table"], result.tables["table"])
+    assert (
+        augment.run(params, budget_seconds=0, force=True) is not None
+    )  # all done: no budget needed
+
+
+def test_a_budget_stops_between_draws_and_the_next_run_continues(tiny_pools, tmp_path) -> None:
+    from neurodiff.notebook import prepare_cohorts
+
+    params = config.resolve(
+        "smoke", {"pools_cohort": str(tiny_pools), "derived_dir": str(tmp_path), "seed": 3}
+    )
+    prepare_cohorts(params, "augment")
+    assert augment.run(params, budget_seconds=0) is None  # stopped before the first draw
+    assert augment.load(params) is None
+    with pytest.raises(DataError, match="too few finished draws"):
+        augment.summarise(params)
+    done = augment.run(params)
+    assert done is not None and not done.cached
+    assert augment.load(params).cached
+
+
+def test_the_same_seed_gives_the_same_draws(fair) -> None:
+    params, pools, _ = fair
+    a = augment.plan_draw(pools, 2, 0, seed=0, k_max=2)
+    b = augment.plan_draw(pools, 2, 0, seed=0, k_max=2)
+    c = augment.plan_draw(pools, 2, 1, seed=0, k_max=2)
+    assert a == b and a.subjects != c.subjects or a.extra != c.extra
+    assert len(set(a.subjects)) == 4 and not set(a.subjects) & {s for x in a.extra for s in x}
+
+
+def test_arms_are_typed_and_read_back_from_their_names() -> None:
+    acfg = config.resolve("demo").stage(config.AugmentConfig)
+    arms = augment.arms_of(acfg)
+    assert [a.name for a in arms][:3] == ["A", "A_H", "B"]
+    assert [Arm.parse(a.name) for a in arms] == arms
+    assert Arm("C", 64).name == "C64" and Arm("E", 4).name == "E4"
+    assert not Arm("D").uses_real and not Arm("ceiling").per_draw
+    for bad in ("C", "Cx", "F", "E0"):
+        with pytest.raises(ValueError):
+            Arm.parse(bad)
+
+
+# --- the learners and the augmentation ---------------------------------------------------------
+
+
+def _two_blobs(n: int, seed: int, shift: float = 0.6):
+    rng = np.random.default_rng(seed)
+    y = np.repeat([0, 1], n)
+    x = rng.normal(0, 0.3, (2 * n, 1, 16, 16)).astype(np.float32)
+    x[y == 1, :, 4:12, 4:12] += shift  # a bright square in the patients
+    return x, y
+
+
+def test_both_learners_learn_a_visible_difference_and_are_seeded() -> None:
+    x, y = _two_blobs(24, 0)
+    xt, yt = _two_blobs(20, 1)
+    cnn = augment.fit_cnn(x, y, [xt], steps=60, seed=0)
+    assert list(cnn) == ["steps=20", "steps=40", "steps=60"]
+    assert augment.auroc(cnn["steps=60"][0], yt) > 0.9
+    again = augment.fit_cnn(x, y, [xt], steps=60, seed=0)
+    np.testing.assert_array_equal(cnn["steps=60"][0], again["steps=60"][0])
+    lr = augment.fit_logistic(augment.features(x), y, [augment.features(xt)], (0.01, 1.0))
+    assert list(lr) == ["C=0.01", "C=1"]
+    assert augment.auroc(lr["C=1"][0], yt) > 0.9
+
+
+def test_realistic_augmentation_changes_intensity_and_shape_within_range() -> None:
+    from neurodiff.augment.realistic import realistic_copies
+
+    x, y = _two_blobs(4, 0)
+    x = np.clip(x, -1, 1)
+    out, labels = realistic_copies(x, y, 5, "strong", seed=0)
+    assert out.shape == (10, 1, 16, 16) and labels.tolist() == [0] * 5 + [1] * 5
+    assert out.min() >= -1 and out.max() <= 1
+    again, _ = realistic_copies(x, y, 5, "strong", seed=0)
+    np.testing.assert_array_equal(out, again)
+    mild, _ = realistic_copies(x, y, 5, "mild", seed=0)
+    assert not np.allclose(out, mild)
+
+
+def test_a_fine_tuning_starts_from_its_init_and_is_seeded() -> None:
+    from neurodiff.finetune import FitSettings, fit_diffusion
+
+    cfg = (
+        config.resolve("smoke")
+        .stage(config.AugmentConfig)
+        .generator_config(config.resolve("smoke").stage(config.ModelConfig))
+    )
+    x, y = _two_blobs(4, 0)
+    settings = FitSettings(steps=3, lr=1e-3, batch_size=4, warmup=1, device="cpu")
+    a = fit_diffusion(cfg, x, y, settings, seed=0)
+    b = fit_diffusion(cfg, x, y, settings, seed=0)
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        torch.testing.assert_close(va, vb, msg=k)
+    init = {k: torch.zeros_like(v) for k, v in a.state_dict().items()}
+    zero = fit_diffusion(cfg, x, y, dataclasses.replace(settings, steps=1, lr=1e-12), 0, init)
+    w = next(v for k, v in zero.state_dict().items() if k.endswith("weight") and v.ndim == 4)
+    assert float(w.abs().max()) < 1e-6  # it started from the given weights
 
 
 # --- the statistics ---------------------------------------------------------------------------
@@ -260,46 +368,81 @@ def test_auroc_is_the_mann_whitney_area() -> None:
     assert augment.auroc(s, y) == pytest.approx(roc_auc_score(y, s))
 
 
-def test_the_paired_bootstrap_sees_a_shift_and_not_noise() -> None:
-    rng = np.random.default_rng(1)
-    y = np.r_[np.zeros(20), np.ones(10)].astype(int)
-    base = rng.normal(size=(8, 30)) + 0.5 * y
-    better = base + 1.5 * y  # the same draws, patients scored higher
-    pairs = np.stack(
-        [
-            np.stack([augment.pair_matrix(arm[d], y) for d in range(8)])
-            for arm in (base, better, base)
-        ]
-    )
-    est, reps = stats.bootstrap_aurocs(pairs, 500, np.random.default_rng(0))
-    assert reps.shape == (3, 500)
-    lo, _ = percentile_interval(reps[1] - reps[0])
+def test_the_hierarchical_bootstrap_pairs_arms_and_sees_a_shift() -> None:
+    rng = np.random.default_rng(0)
+    y = np.r_[np.zeros(60), np.ones(60)].astype(int)
+    w = stats.BootstrapWeights(y, {4: 6, 8: 6}, 400, seed=0)
+    base = rng.normal(size=(6, 120)) + 0.5 * y
+    est, reps = stats.auroc_replicates(base, w, 4)
+    assert est == pytest.approx(np.mean([augment.auroc(s, y) for s in base]))
+    same, same_reps = stats.auroc_replicates(base.copy(), w, 4)
+    np.testing.assert_array_equal(reps, same_reps)  # an identical arm: zero gain in every one
+    better = base + 1.0 * y
+    _, b_reps = stats.auroc_replicates(better, w, 4)
+    lo, hi = stats.interval(b_reps - reps)
     assert lo > 0
-    np.testing.assert_allclose(reps[2], reps[0])  # an identical arm: zero gain in every replicate
+    noise = base + rng.normal(0, 0.01, base.shape)
+    _, n_reps = stats.auroc_replicates(noise, w, 4)
+    lo, hi = stats.interval(n_reps - reps)
+    assert lo < 0 < hi
+    assert stats.p_value(b_reps - reps) <= 1 / 400 * 2
 
 
-def test_worth_reads_the_real_curve() -> None:
-    ks, curve = stats.real_curve([(2, 0.6), (4, 0.7), (8, 0.65), (16, 0.9)])
-    assert curve.tolist() == [0.6, 0.7, 0.7, 0.9]  # made non-decreasing
-    assert stats.worth(0.8, 4, ks, curve) == (pytest.approx(8.0), "interpolated")
-    assert stats.worth(0.55, 2, ks, curve) == (0.0, "none")
-    assert stats.worth(0.95, 4, ks, curve) == (12.0, "at least")
+def test_holm_matches_its_definition() -> None:
+    p = np.array([0.01, 0.04, 0.03, 0.5])
+    np.testing.assert_allclose(stats.holm(p), [0.04, 0.09, 0.09, 0.5])
 
 
-def test_the_nearest_level_is_the_nearest_image_and_the_first_of_equals() -> None:
-    rng = np.random.default_rng(0)
-    ref = rng.normal(size=(5, 1, 4, 4)).astype(np.float32)
-    twice = np.concatenate([ref, ref])  # every reference twice: exact ties
-    assert nearest_level(ref, twice, np.arange(10)).tolist() == [0, 1, 2, 3, 4]
-    images = rng.normal(size=(20, 1, 4, 4)).astype(np.float32)
-    d = ((images.reshape(20, 1, -1) - ref.reshape(1, 5, -1).astype(np.float64)) ** 2).sum(-1)
-    levels = np.array([10, 11, 12, 13, 14])
-    np.testing.assert_array_equal(nearest_level(images, ref, levels), levels[d.argmin(1)])
+def test_worth_is_not_positive_below_a_and_censored_beyond_the_pool() -> None:
+    m = np.array([2, 3, 4, 6, 10, 18, 100.0])
+    curve = stats.fit_curve(m, 0.9 - 0.4 * m**-0.6)
+    assert curve[0] == pytest.approx(0.9, abs=0.02)
+    a16 = 0.9 - 0.4 * 16**-0.6
+    below, how = stats.worth_of(a16 - 0.005, a16, curve, 100 - 16)
+    assert below < 0 and how == "fitted"
+    same, _ = stats.worth_of(a16, a16, curve, 84)
+    assert same == pytest.approx(0.0, abs=1e-6)
+    above, _ = stats.worth_of(0.9 - 0.4 * 32**-0.6, a16, curve, 84)
+    assert above == pytest.approx(16, rel=0.15)
+    top, how = stats.worth_of(0.95, a16, curve, 84)
+    assert how == "at least" and top > 0
 
 
-def test_the_atrophy_proxy_sees_a_darker_centre() -> None:
-    rng = np.random.default_rng(0)
-    img = rng.uniform(0.2, 1.0, size=(4, 1, 16, 16)).astype(np.float32)
-    dark = img.copy()
-    dark[:, :, 6:10, 6:10] = -1.0
-    assert (augment.dark_fraction(dark, 0.0) > augment.dark_fraction(img, 0.0)).all()
+def test_worth_at_n16_is_not_positive_for_an_arm_below_a(fair) -> None:
+    """The results table's rule: an arm whose mean AUROC is below A's has no positive worth."""
+    _, _, result = fair
+    w = result.tables["worth"]
+    below = w[w["auroc"] < w["a auroc"]]
+    assert (below["worth (real subjects per class)"] <= 0).all()
+    above = w[(w["auroc"] > w["a auroc"])]
+    assert (above["worth (real subjects per class)"] >= 0).all()
+
+
+def test_the_answer_is_generated_from_the_tables(fair) -> None:
+    _, _, result = fair
+    text = augment.answer(result)
+    p = result.info["primary"]
+    assert f"{p['gain']:+.3f}" in text and "Holm" in text and "leak" in text
+    assert augment.reading.status_sentence(result) == ""  # a live run has no sittings
+
+
+def test_the_committed_results_were_made_by_the_benchmark() -> None:
+    root = config.project_root()
+    full = augment.from_results_file(root / "benchmarks" / "results" / "augment_fair.json")
+    raw = full.raw
+    assert raw["command"].startswith("python benchmarks/augment_fair.py")
+    assert raw["cpu"] and raw["sittings"]
+    pools = full.info["pool_subjects"]
+    seen: dict[str, str] = {}
+    for pool, subjects in pools.items():
+        for s in subjects:
+            assert s not in seen, f"{s} in {seen.get(s)} and {pool}"
+            seen[s] = pool
+    for r in full.info["draw_records"]:  # every generator trained on its own draw only
+        assert r["generator_trained_on"] == sorted(r["subjects"])
+        assert {seen[s] for s in r["subjects"]} == {"train"}
+    assert (
+        full.info["pool_sizes"]["test"] == {"control": 250, "patient": 250} or not raw["complete"]
+    )
+    text = augment.answer(full)
+    assert f"{full.info['primary']['gain']:+.3f}" in text

@@ -265,3 +265,32 @@ def test_train_throughput_runs_every_variant_in_3d(tmp_path, capsys, monkeypatch
         assert row in out, row
     assert "3D 16^3" in out and "sampling one volume, ddpm-20" in out
     assert "sampling one volume, ddim-20" in out
+
+
+# --------------------------------------------------------------------------------------------
+# chapter 6's full experiment
+# --------------------------------------------------------------------------------------------
+
+
+def test_augment_fair_runs_at_toy_size_and_resumes(tiny_pools, tmp_path, monkeypatch, capsys):
+    """``benchmarks/augment_fair.py --smoke``: a first sitting stopped by its time budget writes
+    nothing final, the second continues and writes the results file with the committed keys."""
+    import shutil
+
+    bench = _module("augment_fair", monkeypatch)
+    pools = tmp_path / "pools"
+    shutil.copytree(tiny_pools, pools)
+    out = tmp_path / "augment_fair.json"
+    argv = ["--smoke", "--pools-dir", str(pools), "-p", f"derived_dir={tmp_path / 'd'}"]
+    assert bench.main([*argv, "--hours", "0", "--out", str(out)]) == 0
+    assert "not summarised yet" in capsys.readouterr().out and not out.exists()
+    assert bench.main([*argv, "--out", str(out)]) == 0
+    assert "primary endpoint" in capsys.readouterr().out
+    result = json.loads(out.read_text())
+    if (RESULTS / "augment_fair.json").is_file():
+        _same_keys(result, RESULTS / "augment_fair.json")
+    assert result["complete"] and len(result["sittings"]) == 1
+    assert result["command"].startswith("python benchmarks/augment_fair.py --smoke")
+    assert result["draws_needed_for_target"] >= result["info"]["primary"]["draws"]
+    assert set(result["tables"]) >= {"table", "gains", "worth", "pools", "memorisation"}
+    assert bench.draws_needed({"half_width": 0.1, "draws": 4}) == 16

@@ -33,6 +33,7 @@ FLOORS = {
     "conditioning": 3,
     "schedulers": 3,
     "sampling": 4,
+    "finetune": 4,
     "features": 4,
     "measures": 4,
     "viz": 5,

@@ -180,6 +180,30 @@ def test_mmd_permutation_test_separates_distributions():
     assert diff.p_value < 0.01 < same.p_value
 
 
+def test_kid_equals_torchmetrics_kernel_inception_distance_on_the_same_features():
+    """KID on features is torchmetrics' KernelInceptionDistance with the features as its
+    "network" and one subset of all samples; its replicates are the same U-statistic."""
+    import warnings
+
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(20, 6)), rng.normal(0.4, 1.0, size=(20, 6))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "will save all extracted features in buffer"
+        metric = KernelInceptionDistance(feature=torch.nn.Identity(), subsets=1, subset_size=20)
+    metric.update(torch.from_numpy(x), real=True)
+    metric.update(torch.from_numpy(y), real=False)
+    expected = float(metric.compute()[0])
+    assert measures.kid(x, y) == pytest.approx(expected, rel=1e-9)
+    k = measures.poly_kernel(np.concatenate([x, y]))
+    reps = mmd_module.mmd2_replicates(k, np.arange(20)[None], np.arange(20, 40)[None])
+    assert reps[0] == pytest.approx(expected, rel=1e-9)
+    assert abs(measures.kid(x, x[::-1])) < abs(expected)  # unbiased: about 0 for one set
+    with pytest.raises(MetricError, match="equal size"):
+        measures.kid(x, y[:10])
+
+
 def test_bootstrap_mmd_ignores_duplicated_pairs():
     # resampling one point twice must not count k(x, x) = 1 as a within-set pair
     k = np.eye(4) * 0 + np.exp(-np.abs(np.subtract.outer(np.arange(4.0), np.arange(4.0))))
@@ -259,7 +283,7 @@ def test_prdc_per_sample_means_equal_prdc_package():
 
 def test_every_metric_moves_the_right_way_as_noise_grows(noise_results):
     r = [noise_results[s].metrics for s in sorted(noise_results)]
-    for name in ("mmd_linear", "mmd_rbf", "fid", "nn_distance"):
+    for name in ("mmd_linear", "mmd_rbf", "fid", "kid", "nn_distance"):
         vals = [m[name].value for m in r]
         assert vals[0] < vals[1] < vals[2], (name, vals)
     for name in ("precision", "density", "coverage", "nn_ssim"):
@@ -296,11 +320,19 @@ def test_memorisation_fraction_falls_as_copies_are_degraded(sets, extractor):
 
 def test_cis_contain_point_estimates(noise_results):
     for result in noise_results.values():
-        assert len(result.metrics) == 11
+        assert len(result.metrics) == 12
         for m in result.metrics.values():
             assert m.ci[0] <= m.value <= m.ci[1], (m.name, m.value, m.ci)
             assert m.baseline_ci[0] <= m.baseline <= m.baseline_ci[1], (m.name, m.baseline_ci)
-    for name in ("mmd_linear", "mmd_rbf", "fid", "ms_ssim_diversity", "nn_distance", "nn_ssim"):
+    for name in (
+        "mmd_linear",
+        "mmd_rbf",
+        "fid",
+        "kid",
+        "ms_ssim_diversity",
+        "nn_distance",
+        "nn_ssim",
+    ):
         m = noise_results[0.0].metrics[name]
         assert m.ci[1] > m.ci[0] and m.baseline_ci[1] > m.baseline_ci[0], name
 
@@ -528,6 +560,26 @@ def test_run_writes_metrics_json(tmp_path, fake_stage_inputs, sets):
     # real splits were mapped from [-1, 1] to [0, 1]
     np.testing.assert_allclose(result.data.real, sets["test"], atol=1e-6)
     assert "fid" in str(result) and "real vs real" in str(result)
+
+
+def test_per_group_view_has_stratified_redraws_and_a_test(tmp_path, fake_stage_inputs):
+    from neurodiff.config import resolve
+    from neurodiff.metrics import groups as groups_module
+
+    params = resolve("smoke", {"derived_dir": str(tmp_path), "device": "cpu"})
+    assert list(params["groups"]) == ["control", "patient"]
+    table = M.by_group(params)
+    assert set(table.index.get_level_values("metric")) == set(groups_module.GROUP_METRICS)
+    fid = table.loc[("patient", "fid")]
+    assert "subject-level redraws, stratified by site" in fid["baseline from"]
+    assert fid["real ci"][0] <= fid["real vs real"] <= fid["real ci"][1]
+    assert 0 < table.loc[("control", "mmd_rbf"), "p"] <= 1
+    assert "fid" in groups_module.group_table(table).index
+    stored = artifacts.load_by_group(params)
+    assert stored["rows_version"] == groups_module.ROWS_VERSION
+    # a file of an older make-up (no redraws) is recomputed, not read
+    artifacts.write_by_group(params, {"params_hash": params.hash(), "rows": []})
+    assert len(M.by_group(params)) == len(table)
 
 
 def test_cli_metrics_prints_the_table(tmp_path, fake_stage_inputs, capsys):

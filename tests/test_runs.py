@@ -182,10 +182,10 @@ def test_a_metrics_file_of_another_format_is_refused_and_listed_without_metrics(
     assert table.loc[table["stage"] == "metrics", "fid"].tolist() == [""]
 
 
-def test_clean_keeps_the_oracle_preprocessing_of_the_current_parameters(tmp_path):
-    params = _params(tmp_path, oracle_cohort=str(tmp_path / "new"))
+def test_clean_keeps_the_pools_preprocessing_of_the_current_parameters(tmp_path):
+    params = _params(tmp_path, pools_cohort=str(tmp_path / "new"))
     _fake_chain(params)
-    oracle = params.for_cohort("oracle_cohort")
+    oracle = params.for_cohort("pools_cohort")
     runs.record_run(oracle, "preprocessed")
     kept = runs.current_labels(params)
     assert f"preprocessed/{runs.stage_key(oracle, 'preprocessed')}" in kept

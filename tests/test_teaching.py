@@ -43,7 +43,7 @@ EXERCISES = {
     "subjects": "-p train_subjects=8",
     "target": "-p prediction_type=v_prediction",
     "harmonisation": "-p register=none -p normalise=minmax",
-    "augmentation": "-p augment_n='[1, 2]' -p augment_draws=40",
+    "augmentation": "-p augment_n='[1, 2]' -p primary_n=2 -p augment_draws='[3]'",
 }
 
 
@@ -80,19 +80,19 @@ def test_what_the_guide_says_about_the_schedules():
 
 
 @pytest.fixture(scope="module")
-def course(smoke_book, tiny_cohort, tiny_new_cohort):
+def course(smoke_book, tiny_cohort, tiny_pools):
     """The guide's class, on the smoke book's project: ``run(command)`` executes one command of
     the guide with ``--profile smoke`` and that project's cohort and output folder."""
     project, report, _ = smoke_book
     extra = [  # in the project
-        *("-p", f"cohort={tiny_cohort}", "-p", f"oracle_cohort={tiny_new_cohort}"),
+        *("-p", f"cohort={tiny_cohort}", "-p", f"pools_cohort={tiny_pools}"),
         *("-p", "derived_dir=derived"),
     ]
     base = config.resolve(
         "smoke",
         {
             "cohort": str(tiny_cohort),
-            "oracle_cohort": str(tiny_new_cohort),
+            "pools_cohort": str(tiny_pools),
             "derived_dir": "derived",
         },
     )
@@ -113,7 +113,7 @@ def _runs(params, stage):
 
 
 def _preprocessed_cohorts(params):
-    """The preprocessing runs of the cohort (the oracle cohort of chapter 6 has its own)."""
+    """The preprocessing runs of the cohort (chapter 6's pools cohort has its own)."""
     found = _runs(params, "preprocessed").values()
     return [r for r in found if r.params.get("cohort") == params.cohort]
 
@@ -141,7 +141,7 @@ def test_setting_up_a_class(course, tmp_path, capsys):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (project / "_build" / "html" / "book" / "teaching.html").is_file()
-    # neurodiff runs --profile course: one run per stage so far and the oracle's preprocessing,
+    # neurodiff runs --profile course: one run per stage so far and the pools' preprocessing,
     # all of these parameters
     capsys.readouterr()
     assert run(".venv/bin/neurodiff runs --profile course") == 0
@@ -213,15 +213,17 @@ def test_exercise_5_harmonisation(course):
 
 
 @pytest.mark.slow
-def test_exercise_6_augmentation_reuses_the_generator(course):
+def test_exercise_6_augmentation_reuses_chapter_3(course):
     _, _, base, run = course
     trained = set(_runs(base, "train"))
     sampled = set(_runs(base, "synthetic"))
     assert run(_guide_commands()[len(SETUP) + 5]) == 0
-    new = config.Params({**base.to_dict(), "augment_n": [1, 2], "augment_draws": 40})
+    new = config.Params(
+        {**base.to_dict(), "augment_n": [1, 2], "primary_n": 2, "augment_draws": [3]}
+    )
     assert set(_runs(base, "train")) == trained and set(_runs(base, "synthetic")) == sampled
     folder = artifacts.augment_dir(new)
     assert folder != artifacts.augment_dir(base) and runs.read_run(folder).complete
     table = pd.read_csv(folder / "table.tsv", sep="\t")
-    assert sorted(set(table["n"])) == [1, 2]
-    assert json.loads((folder / "augment.json").read_text())["draws"] == 40
+    assert sorted(set(table.loc[table["arm"] == "A", "n"])) == [1, 2]
+    assert json.loads((folder / "augment.json").read_text())["draws"] == {"1": 3, "2": 3}

@@ -13,9 +13,23 @@ Each reader takes the run's :class:`~neurodiff.config.Params` (the folder is the
 them, and where it matters checked against them) or a folder path.
 
 Modules: :mod:`.folders` (run folders), :mod:`.preprocessed`, :mod:`.training`,
-:mod:`.synthetic`, :mod:`.results` (metrics and augmentation).
+:mod:`.synthetic`, :mod:`.results` (metrics), :mod:`.experiment` (chapter 6's work files and
+outputs).
 """
 
+from .experiment import (
+    AUGMENT_TABLES,
+    AugmentFiles,
+    augment_work_dir,
+    load_augment,
+    load_work_arrays,
+    load_work_record,
+    load_work_weights,
+    write_augment,
+    write_work_arrays,
+    write_work_record,
+    write_work_weights,
+)
 from .folders import (
     augment_dir,
     metrics_dir,
@@ -40,12 +54,8 @@ from .preprocessed import (
     write_volume,
 )
 from .results import (
-    AUGMENT_TABLES,
-    AugmentFiles,
-    load_augment,
     load_by_group,
     load_metrics_json,
-    write_augment,
     write_by_group,
     write_metrics_json,
 )
@@ -68,8 +78,12 @@ __all__ = [
     "PREPROCESSED_FORMAT",
     "AugmentFiles",
     "augment_dir",
+    "augment_work_dir",
     "clear_previews",
     "load_augment",
+    "load_work_arrays",
+    "load_work_record",
+    "load_work_weights",
     "load_by_group",
     "load_histograms",
     "load_manifest",
@@ -94,6 +108,9 @@ __all__ = [
     "train_dir",
     "volume_path",
     "write_augment",
+    "write_work_arrays",
+    "write_work_record",
+    "write_work_weights",
     "write_by_group",
     "write_loss_rows",
     "write_manifest",

@@ -1,58 +1,75 @@
 """Stage 6: does augmentation with synthetic images help a downstream model with few real
-subjects?
+subjects -- asked fairly?
 
-The paper's question, asked of this run's generator. A patient-vs-control classifier
-(:mod:`.classify`: logistic regression on pooled pixels, a subject's score the mean of its
-slices) is trained with ``n`` real subjects per class (the learning curve, ``augment_n``) in
-five arms -- A real only, B real + classical augmentation, C real + synthetic images at several
-ratios, D synthetic only, E real + images of *new* subjects (the oracle) -- over many draws of the
-real subjects (:mod:`.data`), and judged on the held-out real test subjects of both groups by the
-AUROC with paired-bootstrap intervals over test subjects and draws (:mod:`.stats`). The A and E
-curves translate a gain into "worth N real subjects". :mod:`.checks` tests the conditioning
-itself (a real-data classifier on synthetic images; an atrophy proxy at matched slice levels).
+The experiment's subjects come in disjoint pools (:mod:`.pools`: a healthy pretraining cohort, a
+training pool the draws come from, a validation pool that tunes every classifier, a large test
+pool and an out-of-distribution site). The generator is pretrained once on the healthy cohort
+and **fine-tuned per draw on exactly that draw's subjects** (:mod:`.generators`), so that no
+arm profits from patients it was not given. Every arm (:mod:`.arms`: A real only, A_H real + the
+generator's healthy cohort, B realistic classical augmentation, C real + the draw's synthetic
+images, C_pool the leaky generator that saw the whole pool, D synthetic only, E_k more real
+subjects, the ceiling) is fitted by two learners (:mod:`.classify`: logistic regression and a
+small CNN) at every hyper-parameter of their grids, tuned on the validation pool and judged on
+the test pool (:mod:`.experiment`, resumable per draw). :mod:`.summary` and :mod:`.stats` give
+the primary endpoint, Holm-adjusted comparisons, the leak and "worth N subjects" from a fitted
+learning curve with hierarchical-bootstrap intervals; :mod:`.reading` puts them in words.
 
-``run(params)`` writes ``table.tsv``, ``worth.tsv``, ``classifier_check.tsv``, ``atrophy.tsv``,
-``scores.npz``, ``draws.json`` and ``augment.json`` into the stage's run folder (through
-:func:`neurodiff.artifacts.write_augment`); ``load(params)`` reads a finished run back without
-computing anything (None when it has not run). Needs a class-conditional generator (``groups``)
-and, for arm E, the oracle cohort preprocessed (:func:`.data.oracle_params`; ``neurodiff
-augment`` and chapter 6 do it). The arms are :class:`.arms.Arm` values; the tables name them by
-:attr:`.arms.Arm.name` (``"A"``, ``"C64"``).
+``run(params)`` computes it for ``params`` (the live chapter 6 runs a small version on the demo
+pools; ``benchmarks/augment_fair.py`` the full one); ``load(params)`` reads a finished run back.
 """
 
 from .arms import Arm, arms_of
-from .checks import atrophy_proxy, classifier_check, dark_fraction
-from .classify import auroc, features, fit_score, pair_matrix
-from .data import ExperimentData, check_pools, draw, load_data, oracle_params
-from .reading import answer, conditioning_reading, gains_frame, worth_sentence
-from .stage import AugmentResult, experiment, load, run, summarise
-from .stats import bootstrap_aurocs, real_curve, worth
+from .classify import CLASSIFIERS, auroc, features, fit_cnn, fit_logistic, pair_matrix
+from .experiment import DrawPlan, plan_draw
+from .pools import POOL_NAMES, Pool, Pools, check_pools, load_pools, pools_params
+from .reading import (
+    answer,
+    from_results_file,
+    gains_frame,
+    leak_sentence,
+    memorisation_sentence,
+    primary_sentence,
+    worth_sentence,
+)
+from .stage import AugmentResult, load, run, schedule, summarise
+from .stats import BootstrapWeights, auroc_replicates, fit_curve, holm, inverse_curve, worth_of
+from .summary import primary_arm, primary_statement
 
 __all__ = [
+    "CLASSIFIERS",
+    "POOL_NAMES",
     "Arm",
     "AugmentResult",
-    "ExperimentData",
+    "BootstrapWeights",
+    "DrawPlan",
+    "Pool",
+    "Pools",
     "answer",
     "arms_of",
-    "atrophy_proxy",
     "auroc",
-    "bootstrap_aurocs",
+    "auroc_replicates",
     "check_pools",
-    "classifier_check",
-    "conditioning_reading",
-    "dark_fraction",
-    "draw",
-    "experiment",
     "features",
-    "fit_score",
+    "fit_cnn",
+    "fit_curve",
+    "fit_logistic",
+    "from_results_file",
     "gains_frame",
+    "holm",
+    "inverse_curve",
+    "leak_sentence",
     "load",
-    "load_data",
-    "oracle_params",
+    "load_pools",
+    "memorisation_sentence",
     "pair_matrix",
-    "real_curve",
+    "plan_draw",
+    "pools_params",
+    "primary_arm",
+    "primary_statement",
+    "primary_sentence",
     "run",
+    "schedule",
     "summarise",
-    "worth",
+    "worth_of",
     "worth_sentence",
 ]

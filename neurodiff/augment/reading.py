@@ -1,159 +1,211 @@
 """The experiment's answer in words, built from its numbers (chapter 6 and the Discussion show
-these sentences; nothing in them is typed by hand)."""
+these sentences; nothing in them is typed by hand).
+
+Every function takes a result with ``tables`` and ``info`` -- :class:`.stage.AugmentResult`, or
+the committed results file read by :func:`from_results_file`.
+"""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from .arms import Arm
+from ..errors import DataError
+from ..registry import AUGMENT
 
-__all__ = ["answer", "best_c", "conditioning_reading", "gains_frame", "worth_sentence"]
+__all__ = [
+    "answer",
+    "from_results_file",
+    "gains_frame",
+    "leak_sentence",
+    "memorisation_sentence",
+    "primary_sentence",
+    "status_sentence",
+    "worth_sentence",
+]
 
 
 def _ci(lo: float, hi: float, digits: int = 3) -> str:
     return f"[{lo:+.{digits}f}, {hi:+.{digits}f}]"
 
 
-def best_c(table: pd.DataFrame, n: int) -> pd.Series:
-    """The C arm with the largest gain over A at ``n``."""
-    is_c = table["arm"].map(lambda name: Arm.parse(name).kind == "C")
-    rows = table[(table["n"] == n) & is_c]
-    return rows.loc[rows["gain"].idxmax()]
-
-
-def _verdict(gain: float, lo: float, hi: float) -> str:
+def verdict(gain: float, lo: float, hi: float) -> str:
+    """A gain in words from its 95 % interval."""
     if lo > 0:
-        return "helped"
+        return "helped (interval above zero)"
     if hi < 0:
-        return "hurt"
+        return "hurt (interval below zero)"
     if gain > 0:
         return "higher on average, but the interval includes zero"
     return "no gain on average, and the interval includes zero"
 
 
-def worth_sentence(result: Any, n: int, arm: Arm | str | None = None) -> str:
-    """ "At n = 2 ... worth about N real subjects per class [CI]" for one C arm (an
-    :class:`.arms.Arm` or its name; default: the best at ``n``)."""
-    name = str(arm) if arm else best_c(result.table, n)["arm"]
-    row = result.worth[(result.worth["n"] == n) & (result.worth["arm"] == name)].iloc[0]
-    value = row["worth (real subjects per class)"]
-    m = Arm.parse(name).synthetic
-    if row["how"] == "none":
-        what = "worth no additional real subject (no better than the real subjects alone)"
-    elif row["how"] == "at least":
-        what = f"worth at least {value:.1f} additional real subjects per class (beyond the curve)"
-    else:
-        what = f"worth about {value:.1f} additional real subjects per class"
+def from_results_file(path: str | Path) -> Any:
+    """The committed results of ``benchmarks/augment_fair.py`` as a result object (``tables``,
+    ``info``, ``primary``) for the functions of this module."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(
+            f"no results at {str(path)!r}: run `python benchmarks/augment_fair.py`"
+        ) from None
+    if data.get("format") != AUGMENT.format:
+        raise DataError(
+            f"{path} has format {data.get('format')!r}; this version reads {AUGMENT.format!r}: "
+            "run `python benchmarks/augment_fair.py` again"
+        )
+    tables = {k: pd.DataFrame(v) for k, v in data["tables"].items()}
+    return SimpleNamespace(
+        tables=tables, info=data["info"], primary=data["info"]["primary"], raw=data
+    )
+
+
+def status_sentence(result: Any) -> str:
+    """Where and how the committed results were made, whether the run is complete, and whether
+    the primary interval reached its target half-width (else how many draws would)."""
+    raw = getattr(result, "raw", None)
+    if raw is None:
+        return ""
+    done = {int(k): v for k, v in result.info["draws"].items()}
+    planned = {int(k): v for k, v in raw["draws_planned"].items()}
+    hours = sum(s["seconds"] for s in raw["sittings"]) / 3600
+    cpus = sorted({s["cpu"] for s in raw["sittings"]})
+    p = result.info["primary"]
+    state = (
+        "complete"
+        if raw["complete"]
+        else f"**partial**: {sum(done.values())} of {sum(planned.values())} planned draws"
+    )
+    target = raw["target_half_width"]
+    reach = (
+        f"reaches the target half-width of {target}"
+        if p["half_width"] <= target
+        else f"is wider than the target of {target}: about {raw['draws_needed_for_target']} draws "
+        f"at n = {result.info['primary_n']} would narrow it enough (an upper estimate)"
+    )
     return (
-        f"with {n} real subjects per class, {m} synthetic images per class were {what} "
-        f"(95 % interval {row['ci_low']:.1f} to {row['ci_high']:.1f})"
+        f"Run {state} ({', '.join(f'n = {n}: {d}' for n, d in sorted(done.items()))} draws), "
+        f"{len(raw['sittings'])} sitting(s), {hours:.1f} h on {' / '.join(cpus)}, with "
+        f"`{raw['command']}`; the primary endpoint's interval {reach}."
+    )
+
+
+def primary_sentence(result: Any) -> str:
+    """The primary endpoint's value, interval and verdict."""
+    p = result.info["primary"]
+    return (
+        f"ΔAUROC = {p['gain']:+.3f}, 95 % interval {_ci(p['ci_low'], p['ci_high'])} (half-width "
+        f"{p['half_width']:.3f}, {p['draws']} draws at n = {result.info['primary_n']}): "
+        f"synthetic images {verdict(p['gain'], p['ci_low'], p['ci_high'])}"
+    )
+
+
+def gains_frame(result: Any, pool: str = "test", classifier: str = "logistic") -> pd.DataFrame:
+    """Gains over A (and the leak, and C over A_H) as a readable table: one row per comparison,
+    one column per n, ``gain [95 % CI]`` with Holm-adjusted p."""
+    g = result.tables["gains"]
+    g = g[(g["pool"] == pool) & (g["classifier"] == classifier)].copy()
+    g["cell"] = [
+        f"{r.gain:+.3f} {_ci(r.ci_low, r.ci_high)}" + (" *" if r.p_holm < 0.05 else "")
+        for r in g.itertuples()
+    ]
+    return g.pivot(index="comparison", columns="n", values="cell")
+
+
+def _gain(result: Any, comparison: str, n: int, pool="test", classifier="logistic") -> pd.Series:
+    g = result.tables["gains"]
+    rows = g[
+        (g["pool"] == pool)
+        & (g["classifier"] == classifier)
+        & (g["n"] == n)
+        & (g["comparison"] == comparison)
+    ]
+    return rows.iloc[0]
+
+
+def leak_sentence(result: Any) -> str:
+    """C_pool minus the draw's own C at every n: the leak of a generator that saw the pool."""
+    top = f"C{max(result.info['synthetic_per_class'])}"
+    parts = []
+    for n in result.info["n"]:
+        r = _gain(result, f"C_pool - {top}", n)
+        parts.append(f"n = {n}: {r['gain']:+.3f} {_ci(r['ci_low'], r['ci_high'])}")
+    return (
+        f"The leak (C_pool, a generator fine-tuned on the whole training pool, minus {top}, the "
+        "draw's own generator; logistic regression, test pool): " + "; ".join(parts) + "."
+    )
+
+
+def worth_sentence(result: Any, n: int, arm: str | None = None, classifier="logistic") -> str:
+    """What ``arm`` (default the primary C arm) at ``n`` is worth in real subjects per class."""
+    arm = arm or f"C{max(result.info['synthetic_per_class'])}"
+    w = result.tables["worth"]
+    row = w[
+        (w["pool"] == "test") & (w["classifier"] == classifier) & (w["n"] == n) & (w["arm"] == arm)
+    ].iloc[0]
+    value = row["worth (real subjects per class)"]
+    if row["how"] == "at least":
+        what = f"at least {value:.1f} real subjects per class (beyond the fitted curve)"
+    elif value <= 0:
+        what = f"{value:.1f} real subjects per class: no gain over the real subjects alone"
+    else:
+        what = f"about {value:.1f} additional real subjects per class"
+    return (
+        f"at n = {n}, {arm} is worth {what} (95 % interval {row['ci_low']:.1f} to "
+        f"{row['ci_high']:.1f})"
+    )
+
+
+def memorisation_sentence(result: Any) -> str:
+    """How many of the per-draw generators' samples the audit flagged as copies."""
+    m = result.tables["memorisation"]
+    return (
+        f"The memorisation audit of every draw's samples against that draw's own training images "
+        f"flagged {int(m['flagged'].sum())} of {int(m['samples'].sum())} samples "
+        f"({m['flagged'].sum() / max(m['samples'].sum(), 1):.1%}); the largest SSIM of a sample "
+        f"to its nearest training image was {m['max_ssim_to_training'].max():.2f}, against a "
+        f"median of {m['median_ssim_unseen'].median():.2f} for unseen real images."
     )
 
 
 def answer(result: Any) -> str:
-    """Markdown paragraphs: whether and when synthetic images helped, by how much, against
-    classical augmentation and the oracle, and what synthetic data alone reach."""
-    t = result.table
-    ns = sorted(t["n"].unique())
-    lines = []
-    helped, other = [], []
-    for n in ns:
-        c = best_c(t, n)
-        (helped if c["gain_low"] > 0 else other).append(n)
-    a = t[t["arm"] == "A"].set_index("n")["auroc"]
-    parts = []
-    for n in ns:
-        c = best_c(t, n)
-        m = Arm.parse(c["arm"]).synthetic
-        parts.append(
-            f"n = {n}: A {a[n]:.3f}, best C ({m} synthetic per class) "
-            f"{c['auroc']:.3f}, gain {c['gain']:+.3f} {_ci(c['gain_low'], c['gain_high'])} -- "
-            f"{_verdict(c['gain'], c['gain_low'], c['gain_high'])}"
-        )
+    """Markdown paragraphs: the primary endpoint, then every other comparison (Holm-adjusted),
+    the leak, worth in subjects, the other learner and the out-of-distribution site."""
+    info = result.info
+    top = f"C{max(info['synthetic_per_class'])}"
+    lines = [f"**Primary endpoint**: {primary_sentence(result)}."]
+    t = result.tables["table"]
+    for clf in ("logistic", "cnn"):
+        parts = []
+        for n in info["n"]:
+            a = t[(t["pool"] == "test") & (t["classifier"] == clf) & (t["n"] == n)]
+            by = a.set_index("arm")["auroc"]
+            r = _gain(result, f"{top} - A", n, classifier=clf)
+            parts.append(
+                f"n = {n}: A {by['A']:.3f}, {top} {by[top]:.3f} ({r['gain']:+.3f} "
+                f"{_ci(r['ci_low'], r['ci_high'])}, Holm p {r['p_holm']:.2g}), B {by['B']:.3f}, "
+                f"A_H {by['A_H']:.3f}, D {by['D']:.3f}"
+            )
+        name = "Tuned logistic regression" if clf == "logistic" else "Small CNN"
+        lines.append(f"**{name}**, test pool AUROC: " + "; ".join(parts) + ".")
+    lines.append(leak_sentence(result))
     lines.append(
-        "**Real + synthetic (C) against real only (A)**, subject-level AUROC on the held-out "
-        "test subjects, mean over draws, gain with its paired-bootstrap 95 % interval: "
-        + "; ".join(parts)
+        "**Worth in real subjects** (fitted real learning curve): "
+        + "; ".join(worth_sentence(result, n) for n in info["n"])
         + "."
     )
-    tested = result.info.get("test_subjects_per_group", {})
-    if tested:
-        lines.append(
-            f"The intervals are as wide as the test set allows: {sum(tested.values())} held-out "
-            "subjects ("
-            + ", ".join(f"{v} {g}s" for g, v in tested.items())
-            + "), resampled in every bootstrap replicate together with the draws."
-        )
-    if helped:
-        lines.append(
-            f"Synthetic images helped, with an interval above zero, at n = "
-            f"{', '.join(map(str, helped))} real subjects per class"
-            + (f", not clearly at n = {', '.join(map(str, other))}." if other else ".")
-        )
-    else:
-        lines.append(
-            "At no n did the interval of the best synthetic arm's gain lie above zero: in this "
-            "run, synthetic images did not clearly help."
-        )
-    for arm, label in (("B", "Classical augmentation (B)"), ("E", "New real subjects (E)")):
-        rows = t[t["arm"] == arm].set_index("n")
-        if rows.empty:
-            continue
-        parts = [
-            f"n = {n}: {rows.loc[n, 'gain']:+.3f} "
-            f"{_ci(rows.loc[n, 'gain_low'], rows.loc[n, 'gain_high'])}"
-            for n in ns
-        ]
-        lines.append(f"{label}, gain over A: " + "; ".join(parts) + ".")
-    d = t[t["arm"] == "D"].iloc[0]
+    ood = []
+    for n in info["n"]:
+        r = _gain(result, f"{top} - A", n, pool="ood")
+        ood.append(f"n = {n}: {r['gain']:+.3f} {_ci(r['ci_low'], r['ci_high'])}")
     lines.append(
-        f"**Synthetic only (D)**: AUROC {d['auroc']:.3f} [{d['ci_low']:.3f}, {d['ci_high']:.3f}]"
-        f" -- a classifier that never saw a real image, against A's {a[ns[0]]:.3f} with "
-        f"{ns[0]} and {a[ns[-1]]:.3f} with {ns[-1]} real subjects per class."
+        "**Out-of-distribution site** (a protocol no training pool has), gain of "
+        f"{top} over A: " + "; ".join(ood) + "."
     )
-    worth = [worth_sentence(result, n) for n in ns]
-    lines.append("**Worth in real subjects** (read off the A/E curve): " + "; ".join(worth) + ".")
+    lines.append(memorisation_sentence(result))
     return "\n\n".join(lines)
-
-
-def gains_frame(table: pd.DataFrame) -> pd.DataFrame:
-    """The gains over A as a readable table: one row per n, one column per arm."""
-    t = table[table["arm"] != "A"].copy()
-    t["gain [95% CI]"] = [
-        "" if not np.isfinite(r.gain) else f"{r.gain:+.3f} {_ci(r.gain_low, r.gain_high)}"
-        for r in t.itertuples()
-    ]
-    return t.pivot(index="n", columns="arm", values="gain [95% CI]")
-
-
-def conditioning_reading(result: Any) -> str:
-    """The two conditioning checks in words: how often the real-data classifier calls synthetic
-    images by their own group (beside real test images), and the synthetic patient - control
-    shift of the atrophy proxy beside the real one."""
-    check = result.classifier_check.set_index(["images", "group"])["labelled as own group"]
-    control, patient = result.info["groups"]
-    shift = result.atrophy[result.atrophy["level"] == "all levels"].set_index("images")
-    real, syn = shift.loc["real"], shift.loc["synthetic"]
-    same_sign = np.sign(real["mean"]) == np.sign(syn["mean"]) and syn["mean"] != 0
-    if not same_sign:
-        size = "the opposite sign, or none: the synthetic groups do not differ as the real ones do"
-    else:
-        share = syn["mean"] / real["mean"]
-        excluded = (
-            "its interval excludes zero"
-            if syn["ci_low"] > 0 or syn["ci_high"] < 0
-            else ("its interval includes zero")
-        )
-        size = f"the same sign and {share:.0%} of the real shift ({excluded})"
-    return (
-        f"A classifier trained on real images calls {check[('synthetic', patient)]:.0%} of the "
-        f"synthetic {patient}s {patient}s and {check[('synthetic', control)]:.0%} of the "
-        f"synthetic {control}s {control}s, against {check[('real test', patient)]:.0%} and "
-        f"{check[('real test', control)]:.0%} of the real test images. The atrophy proxy's "
-        f"{patient} - {control} shift is {real['mean']:+.3f} [{real['ci_low']:+.3f}, "
-        f"{real['ci_high']:+.3f}] in real images and {syn['mean']:+.3f} [{syn['ci_low']:+.3f}, "
-        f"{syn['ci_high']:+.3f}] in synthetic ones: {size}."
-    )

@@ -1,73 +1,152 @@
-"""Uncertainty of the experiment: paired bootstrap over test subjects and draws, and the
-"worth N real subjects" read-off.
+"""Uncertainty of the experiment: a hierarchical bootstrap, Holm's correction and "worth N".
 
-Two sources of chance move an arm's AUROC: *which* real subjects were drawn for training (the
-draws) and *which* subjects happen to form the test set. Each bootstrap replicate resamples both
--- the draws with replacement, and the test subjects with replacement within each class -- and
-applies the same resample to every arm, so that a gain over arm A is measured on paired data
-(Efron & Tibshirani 1993, ch. 16). Replicates are weighted means of the per-draw pair matrices
-(:func:`.classify.pair_matrix`): written here because no library bootstraps a Mann-Whitney AUROC
-over two crossed factors, and this way 1000 replicates of every arm cost one ``einsum``. Their
-intervals follow the study's one rule for them,
-:func:`neurodiff.measures.intervals.percentile_interval`.
+Two sources of chance move an arm's AUROC: **which subjects a draw took** (and so which
+generator it fine-tuned: the draw is resampled with its generator) and **which subjects form the
+test set**. Each bootstrap replicate resamples both: the test subjects with replacement within
+each class, with **one set of weights shared by every arm and every n** (so that gains and
+learning curves are paired), and the draws with replacement within each n (shared by the arms of
+that n). An arm's replicate is the mean over the resampled draws of a weighted Mann-Whitney AUROC.
+Written here because no library bootstraps an AUROC over two crossed factors; the weighted
+count is one matrix product per draw.
+
+"Worth N real subjects" is read from a fitted learning curve: an inverse power law
+``f(m) = a - b m^-c`` (Figueroa et al. 2012; scipy's ``curve_fit``) through the real-only points
+(arm A at ``n``, arms E_k at ``n + k``, the ceiling at the pool size). An arm's AUROC ``v`` at
+``n`` is worth ``f^-1(v) - f^-1(A(n))`` subjects per class: negative when the arm is below A, and
+censored at the pool size (``at least``) when ``v`` is beyond what the curve reaches there.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["bootstrap_aurocs", "real_curve", "worth"]
+from ..measures.intervals import percentile_interval
+
+__all__ = [
+    "BootstrapWeights",
+    "auroc_replicates",
+    "fit_curve",
+    "holm",
+    "inverse_curve",
+    "p_value",
+    "worth_of",
+]
 
 
-def bootstrap_aurocs(
-    pairs: np.ndarray, n_boot: int, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """AUROC of every arm, averaged over draws: the estimate and ``n_boot`` replicates.
+class BootstrapWeights:
+    """The replicates' weights: test subjects per class (shared by every arm and n) and draws
+    per n (shared by the arms of that n)."""
 
-    ``pairs``: ``(arms, draws, n_pos, n_neg)`` pair matrices (one draw for an arm that does not
-    depend on the draw is repeated). Returns ``(arms,)`` and ``(arms, n_boot)``.
-    """
-    _, n_draws, n_pos, n_neg = pairs.shape
-    estimate = pairs.mean(axis=(1, 2, 3))
-    wp = np.stack(
-        [np.bincount(rng.integers(0, n_pos, n_pos), minlength=n_pos) for _ in range(n_boot)]
-    )
-    wn = np.stack(
-        [np.bincount(rng.integers(0, n_neg, n_neg), minlength=n_neg) for _ in range(n_boot)]
-    )
-    wd = np.stack(
-        [np.bincount(rng.integers(0, n_draws, n_draws), minlength=n_draws) for _ in range(n_boot)]
-    )
-    per = np.einsum("adpq,bp,bq->adb", pairs, wp.astype(float), wn.astype(float))
-    per /= (wp.sum(1) * wn.sum(1))[None, None, :]
-    reps = np.einsum("adb,bd->ab", per, wd.astype(float)) / n_draws
-    return estimate, reps
+    def __init__(self, y: np.ndarray, draws: dict[int, int], n_boot: int, seed: int) -> None:
+        rng = np.random.default_rng([seed, 6])
+        self.n_boot = n_boot
+        self.pos, self.neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+        self.wp = self._counts(rng, len(self.pos), n_boot)
+        self.wn = self._counts(rng, len(self.neg), n_boot)
+        self.wd = {n: self._counts(rng, d, n_boot) for n, d in sorted(draws.items())}
+
+    @staticmethod
+    def _counts(rng: np.random.Generator, k: int, n_boot: int) -> np.ndarray:
+        idx = rng.integers(0, k, (n_boot, k))
+        return np.stack([np.bincount(row, minlength=k) for row in idx]).astype(np.float64)
 
 
-def real_curve(points: list[tuple[float, float]]) -> tuple[np.ndarray, np.ndarray]:
-    """The AUROC reached with ``k`` real subjects per class, from ``(k, auroc)`` points of arms A
-    and E: sorted by ``k`` (points at the same ``k`` averaged) and made non-decreasing (the best
-    seen at ``k`` or fewer), so that it can be inverted."""
-    ks = sorted({k for k, _ in points})
-    values = np.array([np.mean([v for k2, v in points if k2 == k]) for k in ks])
-    return np.asarray(ks, dtype=float), np.maximum.accumulate(values)
+def _pairs(scores: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    diff = scores[pos][:, None] - scores[neg][None, :]
+    return (diff > 0) + 0.5 * (diff == 0)
 
 
-def worth(value: float, n: int, ks: np.ndarray, curve: np.ndarray) -> tuple[float, str]:
-    """How many real subjects per class the AUROC ``value`` reached with ``n`` real subjects
-    (plus synthetic images) is worth, beyond those ``n``: ``(extra subjects, how)``.
+def auroc_replicates(
+    scores: np.ndarray, w: BootstrapWeights, n: int | None
+) -> tuple[float, np.ndarray]:
+    """``scores``: ``(draws, test subjects)`` of one arm at one n (``n`` None: an arm without
+    draws, one row). Returns the AUROC averaged over draws and its ``n_boot`` replicates."""
+    scores = np.atleast_2d(scores)
+    per_draw = np.empty((len(scores), w.n_boot))
+    plain = np.empty(len(scores))
+    norm = w.wp.sum(1) * w.wn.sum(1)
+    for d, s in enumerate(scores):
+        h = _pairs(s, w.pos, w.neg)
+        plain[d] = h.mean()
+        per_draw[d] = np.einsum("bp,pb->b", w.wp, h @ w.wn.T) / norm
+    if n is None:
+        return float(plain.mean()), per_draw[0]
+    wd = w.wd[n]
+    if wd.shape[1] != len(scores):
+        raise ValueError(f"{len(scores)} draws of scores, {wd.shape[1]} draw weights at n={n}")
+    return float(plain.mean()), (per_draw.T * wd).sum(1) / len(scores)
 
-    ``how`` is ``"interpolated"`` (inside the curve), ``"at least"`` (above the curve's top:
-    the extra subjects are at least the curve's last ``k`` minus ``n``) or ``"none"`` (no better
-    than ``n`` real subjects alone: 0).
-    """
-    base = float(np.interp(n, ks, curve))
-    if value <= base:
-        return 0.0, "none"
-    if value > curve[-1]:
-        return float(ks[-1] - n), "at least"
-    i = int(np.searchsorted(curve, value, side="left"))
-    i = max(i, 1)
-    k0, k1, v0, v1 = ks[i - 1], ks[i], curve[i - 1], curve[i]
-    k = k1 if v1 == v0 else k0 + (value - v0) * (k1 - k0) / (v1 - v0)
-    return max(float(k - n), 0.0), "interpolated"
+
+def p_value(replicates: np.ndarray) -> float:
+    """Two-sided bootstrap p-value of "the gain is zero": twice the smaller tail, at least
+    ``1 / replicates``."""
+    r = np.asarray(replicates)
+    tail = min((r <= 0).mean(), (r >= 0).mean())
+    return float(min(1.0, max(2 * tail, 1.0 / len(r))))
+
+
+def holm(p: np.ndarray) -> np.ndarray:
+    """Holm's step-down adjusted p-values (family-wise error), in the input's order."""
+    p = np.asarray(p, dtype=float)
+    order = np.argsort(p, kind="stable")
+    m = len(p)
+    adjusted = np.empty(m)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def _power_law(m, a, b, c):
+    return a - b * np.power(m, -c)
+
+
+def fit_curve(m: np.ndarray, v: np.ndarray) -> tuple[float, float, float]:
+    """``(a, b, c)`` of ``f(m) = a - b m^-c`` through the points ``(m, v)`` (least squares,
+    ``a`` in [0.5, 1], ``b`` in [0, 10], ``c`` in [0.05, 3])."""
+    from scipy.optimize import curve_fit
+
+    m, v = np.asarray(m, float), np.asarray(v, float)
+    a0 = float(min(0.999, max(v.max() + 0.01, 0.51)))
+    try:
+        (a, b, c), _ = curve_fit(
+            _power_law,
+            m,
+            v,
+            p0=(a0, max(a0 - v.min(), 1e-3), 0.5),
+            bounds=([0.5, 0.0, 0.05], [1.0, 10.0, 3.0]),
+            maxfev=5000,
+        )
+    except RuntimeError:  # no convergence: a flat curve at the mean
+        return float(v.mean()), 0.0, 1.0
+    return float(a), float(b), float(c)
+
+
+def inverse_curve(v: float, curve: tuple[float, float, float]) -> float:
+    """``m`` with ``f(m) = v`` (``inf`` when ``v`` is at or above the plateau ``a``)."""
+    a, b, c = curve
+    if b <= 0:
+        return np.inf if v >= a else 0.0
+    if v >= a:
+        return np.inf
+    with np.errstate(over="ignore"):  # far below the curve: m overflows to inf, as it should
+        return float((b / (a - v)) ** (1.0 / c))
+
+
+def worth_of(
+    value: float, reference: float, curve: tuple[float, float, float], m_max: float
+) -> tuple[float, str]:
+    """Extra real subjects per class that ``value`` is worth beside ``reference`` (arm A at the
+    same n): ``f^-1(value) - f^-1(reference)``; ``how`` is ``"fitted"``, or ``"at least"`` when
+    ``value`` needs more subjects than the curve was fitted on (censored at ``m_max``)."""
+    m_ref = min(inverse_curve(reference, curve), m_max)
+    m_val = inverse_curve(value, curve)
+    if m_val > m_max:
+        return float(m_max - m_ref), "at least"
+    return float(m_val - m_ref), "fitted"
+
+
+def interval(replicates: np.ndarray) -> tuple[float, float]:
+    """The study's percentile 95 % interval of bootstrap replicates."""
+    return percentile_interval(np.asarray(replicates)[np.isfinite(replicates)])

@@ -20,7 +20,7 @@ model is decided in one place, :mod:`.samplers` (:func:`check_sampler`).
 from ..errors import ConfigError
 from .fields import (
     DEMO_COHORT,
-    DEMO_NEW_SUBJECTS,
+    DEMO_POOLS,
     DERIVED_DIR,
     IXI_DIR,
     StageConfig,
@@ -63,7 +63,7 @@ from .stages import (
 
 __all__ = [
     "DEMO_COHORT",
-    "DEMO_NEW_SUBJECTS",
+    "DEMO_POOLS",
     "DERIVED_DIR",
     "IXI_DIR",
     "LOCATION_PARAMS",

@@ -23,7 +23,7 @@ from ..errors import ConfigError
 
 __all__ = [
     "DEMO_COHORT",
-    "DEMO_NEW_SUBJECTS",
+    "DEMO_POOLS",
     "DERIVED_DIR",
     "IXI_DIR",
     "LOCATION_PARAMS",
@@ -41,11 +41,10 @@ __all__ = [
 #: Parameters that choose where outputs go, not what they contain.
 LOCATION_PARAMS = ("profile", "derived_dir")
 
-#: The default folders: the simulated demo cohort, chapter 6's new subjects of the same
-#: distribution (``neurodiff demo-data --new-subjects``), the IXI download and the root of all
-#: derived outputs.
+#: The default folders: the simulated demo cohort, chapter 6's simulated pools
+#: (``neurodiff demo-data --pools``), the IXI download and the root of all derived outputs.
 DEMO_COHORT = "data/raw/demo"
-DEMO_NEW_SUBJECTS = "data/raw/demo-new"
+DEMO_POOLS = "data/raw/demo-pools"
 #: Where ``neurodiff fetch-ixi`` downloads the IXI T1 scans by default.
 IXI_DIR = "data/raw/ixi"
 DERIVED_DIR = "data/derived"

@@ -219,7 +219,7 @@ class Params(Mapping[str, Any]):
 
     def for_cohort(self, name: str) -> Params | None:
         """The parameters that preprocess the cohort named by parameter ``name`` (e.g.
-        ``oracle_cohort``) exactly like the cohort: the same values, that folder as ``cohort``;
+        ``pools_cohort``) exactly like the cohort: the same values, that folder as ``cohort``;
         None when the parameter is empty (no such cohort)."""
         if not self._values[name]:
             return None
@@ -282,19 +282,12 @@ def _check_across_stages(params: Params) -> None:
     """Checks that involve the fields of two stages (each stage checks its own on construction).
 
     The sampler must fit the model (:func:`.samplers.check_sampler`: its process, ``steps``
-    reachable with the model's ``timesteps``, PNDM only for an epsilon-prediction model), and a
-    class-conditional model must draw as many synthetic images as chapter 6 asks for.
+    reachable with the model's ``timesteps``, PNDM only for an epsilon-prediction model), and
+    chapter 6's generators (the model at ``generator_channels``) must be buildable.
     """
     model: ModelConfig = params.stage(ModelConfig)
     sample: SampleConfig = params.stage(SampleConfig)
     check_sampler(
         model.process, model.prediction_type, model.timesteps, sample.sampler, sample.steps
     )
-    augment: AugmentConfig = params.stage(AugmentConfig)
-    if model.groups and max(augment.augment_synthetic) > sample.n_samples:
-        raise ConfigError(
-            f"parameter 'augment_synthetic' asks for up to {max(augment.augment_synthetic)} "
-            f"synthetic images per class, but n_samples is {sample.n_samples}; lower "
-            "augment_synthetic or raise n_samples",
-            parameter="augment_synthetic",
-        )
+    params.stage(AugmentConfig).generator_config(model)  # chapter 6's generators must build

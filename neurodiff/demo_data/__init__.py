@@ -49,12 +49,15 @@ simulated, from what and how, with every generator parameter), ``participants.ts
 """
 
 from .cohort import make_demo_cohort
+from .pools import POOLS, make_pools_cohort
 from .protocols import BVFTD_REGIONS, SITE_PROTOCOLS, SiteProtocol, site_protocols
 
 __all__ = [
     "BVFTD_REGIONS",
+    "POOLS",
     "SITE_PROTOCOLS",
     "SiteProtocol",
     "make_demo_cohort",
+    "make_pools_cohort",
     "site_protocols",
 ]

@@ -35,7 +35,7 @@ from .anatomy import (
 )
 from .protocols import BVFTD_REGIONS, GENERATOR_NAME, SiteProtocol, site_protocols
 
-__all__ = ["make_demo_cohort"]
+__all__ = ["make_demo_cohort", "write_cohort"]
 
 log = logging.getLogger("neurodiff.demo_data")
 
@@ -203,6 +203,16 @@ _PARTICIPANTS_JSON = {
         "Description": "diagnostic group",
         "Levels": {"control": "healthy control", "patient": "simulated bvFTD-like atrophy pattern"},
     },
+    "pool": {
+        "Description": "chapter 6's pool of the subject (each subject in exactly one)",
+        "Levels": {
+            "pretrain": "healthy cohort the generator is pretrained on",
+            "train": "training pool the draws are taken from",
+            "validation": "tunes the classifiers' hyper-parameters",
+            "test": "judges every arm",
+            "ood": "test subjects of a site no other pool contains",
+        },
+    },
 }
 
 
@@ -244,7 +254,7 @@ def make_demo_cohort(
     new_subjects : bool
         Draw the subjects from other random streams and name them ``sub-new*``: *new* subjects
         of the same distribution, none of them in the cohort of the same seed. Chapter 6 uses
-        such a cohort as its oracle ("what more real subjects would give").
+        such a cohort for subjects that must not repeat the cohort's.
     resolution : {1, 2}
         Template resolution in mm; 2 also doubles every site's voxel size (8x fewer voxels), a
         fast mode for tests.
@@ -263,10 +273,6 @@ def make_demo_cohort(
     protocols = _check_arguments(out, subjects, sites, seed, patients, resolution)
     out = Path(out)
     people = _draw_subjects(int(subjects), int(patients), int(sites), int(seed), bool(new_subjects))
-    tpl = _templates(resolution)
-    bases = [_site_base(tpl, s) for s in protocols]
-    if patients:
-        _gm_regions(resolution)  # once, before the workers fork
     workers = _n_workers(workers, len(people))
     log.info(
         "simulating %d subjects (%d patients) at %d sites, seed %d, %d worker(s)",
@@ -276,6 +282,34 @@ def make_demo_cohort(
         seed,
         workers,
     )
+    desc = _description(int(subjects), protocols, int(seed), int(patients), resolution)
+    desc["SimulationParameters"]["new_subjects"] = bool(new_subjects)
+    command = (
+        f"{GENERATOR_NAME} --subjects {subjects} --sites {sites} --seed {seed}"
+        + f" --patients {patients}"
+        + (" --new-subjects" if new_subjects else "")
+    )
+    write_cohort(out, people, protocols, desc, command, resolution, workers, progress)
+    return out
+
+
+def write_cohort(
+    out: Path,
+    people: list[_Subject],
+    protocols: Sequence[SiteProtocol],
+    desc: dict[str, Any],
+    command: str,
+    resolution: int,
+    workers: int,
+    progress: bool,
+    extra: dict[str, list] | None = None,
+) -> None:
+    """Render ``people`` and write the BIDS folder ``out`` atomically (volumes, tables with the
+    ``extra`` columns, ``dataset_description.json`` and a README naming ``command``)."""
+    tpl = _templates(resolution)
+    bases = [_site_base(tpl, s) for s in protocols]
+    if any(p.group == "patient" for p in people):
+        _gm_regions(resolution)  # once, before the workers fork
     with atomic_dir(out) as root:
         _STATE.update(
             subjects=people,
@@ -289,22 +323,17 @@ def make_demo_cohort(
             _render_all(len(people), workers, progress)
         finally:
             _STATE.clear()
-        _write_tables(root, people, protocols, int(patients))
-        desc = _description(int(subjects), protocols, int(seed), int(patients), resolution)
-        desc["SimulationParameters"]["new_subjects"] = bool(new_subjects)
+        patients = sum(p.group == "patient" for p in people)
+        _write_tables(root, people, protocols, patients, extra)
         (root / "dataset_description.json").write_text(json.dumps(desc, indent=2) + "\n")
         (root / "README").write_text(
             "SIMULATED DATA - not images of real people.\n\n"
             + desc["GeneratedBy"][0]["Description"]
             + "\n\n"
-            f"Written by `{GENERATOR_NAME} --subjects {subjects} --sites {sites} --seed {seed}"
-            + f" --patients {patients}"
-            + (" --new-subjects" if new_subjects else "")
-            + "`"
+            f"Written by `{command}`"
             + (f" at {resolution} mm (fast mode)" if resolution != 1 else "")
             + ".\n"
         )
-    return out
 
 
 def _check_arguments(out, subjects, sites, seed, patients, resolution) -> tuple[SiteProtocol, ...]:
@@ -377,8 +406,11 @@ def _render_all(n: int, workers: int, progress: bool) -> None:
     bar.close()
 
 
-def _write_tables(root: Path, people: list[_Subject], protocols, patients: int) -> None:
-    """``participants.tsv`` and ``participants.json``."""
+def _write_tables(
+    root: Path, people: list[_Subject], protocols, patients: int, extra: dict | None = None
+) -> None:
+    """``participants.tsv`` and ``participants.json`` (with the ``extra`` columns, described
+    in :data:`_PARTICIPANTS_JSON`)."""
     import pandas as pd
 
     rows = {
@@ -389,6 +421,7 @@ def _write_tables(root: Path, people: list[_Subject], protocols, patients: int) 
     }
     if patients:
         rows["group"] = [p.group for p in people]
+    rows.update(extra or {})
     pd.DataFrame(rows).to_csv(root / "participants.tsv", sep="\t", index=False, lineterminator="\n")
     pjson = {k: v for k, v in _PARTICIPANTS_JSON.items() if k in rows}
     (root / "participants.json").write_text(json.dumps(pjson, indent=2) + "\n")

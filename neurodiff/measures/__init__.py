@@ -5,11 +5,12 @@ scikit-learn's ``metrics`` under ``model_selection``): pure functions over array
 nothing above the package's lower floors. The metrics stage (chapter 5, :mod:`neurodiff.metrics`),
 the sampler table (chapter 4) and the augmentation experiment (chapter 6) all use them.
 
-One module per family: :mod:`.mmd`, :mod:`.frechet` (FID), :mod:`.similarity` (SSIM, MS-SSIM),
-:mod:`.manifold` (PRDC), :mod:`.memorisation`; under them :mod:`.checks` (input checks, distance
-and Gram matrices) and :mod:`.bootstrap`; :mod:`.intervals` (every interval rule);
-:mod:`.redraws` (the real-vs-real range) and :mod:`.calibration` (the ladder of degraded real
-images).
+One module per family: :mod:`.mmd`, :mod:`.frechet` (FID), :mod:`.kid` (KID),
+:mod:`.similarity` (SSIM, MS-SSIM), :mod:`.manifold` (PRDC), :mod:`.memorisation`; under them
+:mod:`.checks` (input checks, distance and Gram matrices) and :mod:`.bootstrap`;
+:mod:`.intervals` (every interval rule); :mod:`.redraws` (the real-vs-real range, stratified as
+the split), :mod:`.layout_test` (the synthetic-vs-real MMD test calibrated on redraws) and
+:mod:`.calibration` (the ladder of degraded real images).
 
 A metric value for synthetic data means something only beside the same value for two *real*
 samples of the same size, with an uncertainty, and with the feature space named. Every metric
@@ -34,12 +35,18 @@ Metrics
     comparable; being unbiased, it is **negative** when the sets are closer than chance.
 ``mmd_rbf``
     MMD^2 (unbiased) on features with a Gaussian kernel, bandwidth by the median heuristic
-    (sigma = median pairwise distance of the pooled sample), and a permutation-test p-value
-    (H0: both sets come from one distribution). Sees every moment, not only the mean.
+    (sigma = median pairwise distance of the pooled sample). Sees every moment, not only the
+    mean. Its synthetic-vs-real p-value comes from :func:`calibrated_mmd_test` (real subjects'
+    slices against single synthetic images are not exchangeable, so no permutation test fits
+    that layout); two groups of real subjects are compared by permuting subjects.
 ``fid``
     Frechet distance between Gaussians fitted to the features (MONAI
     :class:`~monai.metrics.FIDMetric`). Biased upward at small n and scaled by the extractor --
     only the comparison with the baseline at equal n carries meaning.
+``kid``
+    Kernel (Inception-style) distance: the unbiased MMD^2 with a cubic polynomial kernel on the
+    same features (torchmetrics' ``poly_mmd``). Unbiased at any n, so its reading does not rest
+    on a small-sample bias that differs from one generator to another, as FID's does.
 ``ms_ssim_diversity``
     Mean MS-SSIM (MONAI :class:`~monai.metrics.MultiScaleSSIMMetric`) over random pairs *within*
     the synthetic set; the baseline is the same within the real training subset. Lower = more
@@ -59,7 +66,10 @@ Uncertainty
 -----------
 (the interval rules themselves: :mod:`.intervals`)
 Bootstrap with ``n_bootstrap`` resamples, on cached features and kernel matrices (never by
-re-extracting). Each set is resampled with replacement, independently. MMD and FID replicates
+re-extracting). Each set is resampled with replacement, independently: real images by subject
+(subjects drawn with replacement, their slices kept; :func:`resample_indices`), synthetic images
+one by one (each is its own draw; the intervals are conditional on the one trained generator).
+MMD, KID and FID replicates
 are computed from the pooled Gram matrices (duplicated samples are excluded from the within-set
 U-statistic pairs, which would otherwise bias MMD upward). Metrics that are means over samples or
 pairs (precision, density / recall, coverage / MS-SSIM / audit) resample their per-sample scores
@@ -73,11 +83,13 @@ to the metric's range. It describes the sampling variability at the given n; it 
 the estimator's own small-sample bias, which the baseline at equal n shares.
 """
 
-from .bootstrap import chunks, resampled_means, subset
+from .bootstrap import chunks, resample_indices, resampled_means, subset
 from .calibration import LADDER, LADDER_METRICS, calibration_ladder, degrade, place_on_ladder
 from .checks import check_features, check_images, check_pair, gram, sq_dists, subject_labels
 from .frechet import fid, fid_replicates
 from .intervals import LEVEL, RANGE_LEVEL, percentile_ci, percentile_interval, real_range
+from .kid import kid, poly_kernel
+from .layout_test import LayoutTest, calibrated_mmd_test
 from .manifold import prdc_from_distances, prdc_metrics, prdc_per_sample
 from .memorisation import (
     AUDIT_QUANTILE,
@@ -86,7 +98,15 @@ from .memorisation import (
     memorisation_audit,
 )
 from .mmd import MMDTest, median_bandwidth, mmd2_replicates, mmd_linear, mmd_rbf, per_site_mmd
-from .redraws import redraw_baselines, redraw_indices, redraw_metrics
+from .redraws import (
+    first_counts,
+    n_partitions,
+    redraw_baselines,
+    redraw_indices,
+    redraw_metrics,
+    redraw_singles,
+    strata_of,
+)
 from .similarity import diversity, ms_ssim, ms_ssim_settings, ssim
 
 __all__ = [
@@ -94,10 +114,12 @@ __all__ = [
     "LADDER",
     "LADDER_METRICS",
     "LEVEL",
+    "LayoutTest",
     "MMDTest",
     "MemorisationAudit",
     "RANGE_LEVEL",
     "audit_fraction_replicates",
+    "calibrated_mmd_test",
     "calibration_ladder",
     "check_features",
     "check_images",
@@ -107,7 +129,9 @@ __all__ = [
     "diversity",
     "fid",
     "fid_replicates",
+    "first_counts",
     "gram",
+    "kid",
     "sq_dists",
     "median_bandwidth",
     "memorisation_audit",
@@ -116,10 +140,12 @@ __all__ = [
     "mmd_rbf",
     "ms_ssim",
     "ms_ssim_settings",
+    "n_partitions",
     "per_site_mmd",
     "percentile_ci",
     "percentile_interval",
     "place_on_ladder",
+    "poly_kernel",
     "prdc_from_distances",
     "prdc_metrics",
     "prdc_per_sample",
@@ -127,8 +153,11 @@ __all__ = [
     "redraw_baselines",
     "redraw_indices",
     "redraw_metrics",
+    "redraw_singles",
+    "resample_indices",
     "resampled_means",
     "ssim",
+    "strata_of",
     "subject_labels",
     "subset",
 ]

@@ -8,9 +8,10 @@ uncertainty). Here: :mod:`.inputs` (the images a run measures, :class:`MetricsIn
 :mod:`.results` (containers, tables, readings, the Discussion's summary), :mod:`.groups` (each
 group on its own), :mod:`.ladder` (a run's calibration ladder).
 
-Every metric is reported as ``value`` (real test split vs synthetic, bootstrap 95 % CI),
-``baseline`` (real vs real, the range of subject-level redraws) and ``extractor`` (the feature
-space).
+Every metric is reported as ``value`` (real test split vs synthetic, bootstrap 95 % CI over
+real subjects and synthetic images), ``baseline`` (real vs real, the range of subject-level
+redraws stratified by site as the split) and ``extractor`` (the feature space); the RBF MMD
+carries the synthetic-vs-real test calibrated on those redraws.
 """
 
 from .groups import by_group

@@ -13,10 +13,12 @@ import numpy as np
 import torch
 
 from ..config import MetricsConfig
-from ..measures.bootstrap import resampled_means
+from ..measures.bootstrap import resample_indices, resampled_means
 from ..measures.checks import gram, sq_dists
 from ..measures.frechet import fid, fid_replicates
 from ..measures.intervals import percentile_ci
+from ..measures.kid import kid, poly_kernel
+from ..measures.layout_test import LayoutTest
 from ..measures.manifold import prdc_metrics, prdc_per_sample
 from ..measures.memorisation import MemorisationAudit, audit_fraction_replicates
 from ..measures.mmd import mmd2_replicates, mmd_linear, mmd_rbf
@@ -44,7 +46,8 @@ T = TypeVar("T")
 @dataclass(frozen=True)
 class EvalSettings:
     """The settings of one evaluation: bootstrap resamples, MMD permutations, MS-SSIM pairs, k of
-    the k-NN manifolds, seed, device and subject-level redraws (0: none)."""
+    the k-NN manifolds, seed, device, subject-level redraws (0: none) and whether to add the
+    per-site view."""
 
     n_bootstrap: int = 200
     n_permutations: int = 200
@@ -53,12 +56,13 @@ class EvalSettings:
     seed: int = 0
     device: torch.device | str = "cpu"
     n_redraws: int = 0
+    per_site: bool = True
 
     @classmethod
     def from_config(
-        cls, cfg: MetricsConfig, device: torch.device | str, redraws: bool = True
+        cls, cfg: MetricsConfig, device: torch.device | str, per_site: bool = True
     ) -> EvalSettings:
-        """The settings of ``cfg`` on ``device``; ``redraws=False``: no redraws."""
+        """The settings of ``cfg`` on ``device``; ``per_site=False``: no per-site view."""
         return cls(
             n_bootstrap=cfg.n_bootstrap,
             n_permutations=cfg.n_permutations,
@@ -66,7 +70,8 @@ class EvalSettings:
             nn_k=cfg.nn_k,
             seed=cfg.seed,
             device=device,
-            n_redraws=cfg.n_redraws if redraws else 0,
+            n_redraws=cfg.n_redraws,
+            per_site=per_site,
         )
 
 
@@ -87,8 +92,9 @@ class Sets(Generic[T]):
 class SetComparison:
     """What the set metrics compare: equal-size subsets of the three sets (``images``, their
     ``features`` and the ``subjects`` of the real ones; the synthetic set has none), the feature
-    space's name, the report's one RBF ``bandwidth`` and, by metric, the real-vs-real range of
-    the subject-level redraws (empty: the one split's baseline with a bootstrap interval).
+    space's name, the report's one RBF ``bandwidth``, by metric the real-vs-real range of the
+    subject-level redraws (empty: the one split's baseline with a bootstrap interval), and the
+    synthetic-vs-real MMD test calibrated on redraws (None: not run, ``test_note`` says why).
 
     Value = real vs synthetic; baseline = real vs train."""
 
@@ -98,6 +104,8 @@ class SetComparison:
     extractor: str
     bandwidth: float
     redrawn: Mapping[str, RedrawnBaseline] = field(default_factory=dict)
+    synthetic_test: LayoutTest | None = None
+    test_note: str = "not run: needs subject-level redraws (n_redraws > 0)"
 
     @property
     def n(self) -> int:
@@ -109,7 +117,10 @@ class SetComparison:
 class Resamples:
     """Bootstrap index arrays ``(B, n)`` into the pooled order ``[real; synthetic; train]`` of a
     :class:`SetComparison`: ``real`` and ``synthetic`` resample the value, ``real_base`` and
-    ``train`` the baseline."""
+    ``train`` the baseline. Real images are resampled by subject where subjects are known, the
+    synthetic ones by image (each is its own draw): :func:`~neurodiff.measures.resample_indices`.
+    The intervals are conditional on the one trained generator: another training run (seed) is
+    another source of variation that no resampling of its images can show."""
 
     real: np.ndarray
     synthetic: np.ndarray
@@ -117,12 +128,21 @@ class Resamples:
     train: np.ndarray
 
     @classmethod
-    def draw(cls, n: int, b: int, rng: np.random.Generator) -> Resamples:
-        """``b`` resamples of ``n``, drawn in this order: real, synthetic, real, train."""
-        real = rng.integers(0, n, (b, n))
-        synthetic = rng.integers(0, n, (b, n)) + n
-        real_base = rng.integers(0, n, (b, n))
-        train = rng.integers(0, n, (b, n)) + 2 * n
+    def draw(
+        cls,
+        n: int,
+        b: int,
+        rng: np.random.Generator,
+        real_units: Any = None,
+        train_units: Any = None,
+    ) -> Resamples:
+        """``b`` resamples of ``n``, drawn in this order: real, synthetic, real, train;
+        ``real_units``/``train_units``: the subject of each real/training image (None: each
+        image its own)."""
+        real = resample_indices(n, b, rng, real_units)
+        synthetic = resample_indices(n, b, rng) + n
+        real_base = resample_indices(n, b, rng, real_units)
+        train = resample_indices(n, b, rng, train_units) + 2 * n
         return cls(real, synthetic, real_base, train)
 
 
@@ -171,10 +191,12 @@ def set_metrics(
     The order of the draws from ``rng`` is part of the result (same seed, same numbers): the four
     bootstrap index arrays first, then the diversity and PRDC resamples.
     """
-    boot = Resamples.draw(sets.n, settings.n_bootstrap, rng)
+    units = sets.subjects
+    boot = Resamples.draw(sets.n, settings.n_bootstrap, rng, units.real, units.train)
     metrics: dict[str, MetricValue] = {}
     metrics.update(_mmd_entries(sets, settings, boot))
     metrics["fid"] = _fid_entry(sets, boot)
+    metrics["kid"] = _kid_entry(sets, boot)
     metrics["ms_ssim_diversity"] = _diversity_entry(sets, settings, rng)
     metrics.update(_prdc_entries(sets, settings, rng))
     return metrics
@@ -183,8 +205,12 @@ def set_metrics(
 def _mmd_entries(
     sets: SetComparison, settings: EvalSettings, boot: Resamples
 ) -> dict[str, MetricValue]:
-    """Linear MMD on images (MONAI) and RBF MMD^2 on features with the report's one bandwidth and
-    a subject-level permutation test; replicates from pooled kernels."""
+    """Linear MMD on images (MONAI) and RBF MMD^2 on features with the report's one bandwidth;
+    replicates from pooled kernels. The RBF entry carries the synthetic-vs-real test calibrated
+    on real-vs-real redraws (``p_value``; :mod:`neurodiff.measures.layout_test`) and, for the
+    two real groups of the split, a permutation test that moves whole subjects
+    (``baseline_p_value``: subjects are exchangeable between two groups of real subjects, a
+    subject and a synthetic image are not)."""
     img, f, units = sets.images, sets.features, sets.subjects
     n, bandwidth, n_permutations = sets.n, sets.bandwidth, settings.n_permutations
     g_img = gram(np.concatenate([img.real, img.synthetic, img.train]))
@@ -199,16 +225,23 @@ def _mmd_entries(
         n,
         redrawn=sets.redrawn.get("mmd_linear"),
     )
-    # RBF kernel: one bandwidth for value, baseline and replicates; subjects move together
+    # RBF kernel: one bandwidth for value, baseline, replicates and tests
     d2 = sq_dists(np.concatenate([f.real, f.synthetic, f.train]))
-    common = {"bandwidth": bandwidth, "n_permutations": n_permutations, "real_units": units.real}
-    seed = settings.seed
-    test_s = mmd_rbf(f.real, f.synthetic, seed=seed, synthetic_units=units.synthetic, **common)
-    test_b = mmd_rbf(f.real, f.train, seed=seed + 1, synthetic_units=units.train, **common)
+    value = mmd_rbf(f.real, f.synthetic, bandwidth=bandwidth)
+    test_b = mmd_rbf(
+        f.real,
+        f.train,
+        bandwidth=bandwidth,
+        n_permutations=n_permutations,
+        seed=settings.seed + 1,
+        real_units=units.real,
+        synthetic_units=units.train,
+    )
     kernel = np.exp(-d2 / (2 * bandwidth**2))
+    test = sets.synthetic_test
     rbf = metric_value(
         "mmd_rbf",
-        test_s.value,
+        value.value,
         mmd2_replicates(kernel, boot.real, boot.synthetic),
         test_b.value,
         mmd2_replicates(kernel, boot.real_base, boot.train),
@@ -216,11 +249,14 @@ def _mmd_entries(
         n,
         n,
         redrawn=sets.redrawn.get("mmd_rbf"),
-        p_value=test_s.p_value,
+        p_value=None if test is None else test.p_value,
+        test=sets.test_note if test is None else test.description,
+        test_statistic=None if test is None else test.statistic,
+        test_n_single=None if test is None else test.n_single,
         baseline_p_value=test_b.p_value,
+        baseline_test=f"{n_permutations} permutations of subjects between the two real groups",
         bandwidth=bandwidth,
         n_permutations=n_permutations,
-        permuted="subjects",
     )
     return {"mmd_linear": linear, "mmd_rbf": rbf}
 
@@ -240,6 +276,25 @@ def _fid_entry(sets: SetComparison, boot: Resamples) -> MetricValue:
         sets.n,
         sets.n,
         redrawn=sets.redrawn.get("fid"),
+    )
+
+
+def _kid_entry(sets: SetComparison, boot: Resamples) -> MetricValue:
+    """KID (torchmetrics' polynomial-kernel MMD^2), replicates from the pooled kernel matrix;
+    the same interval and real-vs-real treatment as FID."""
+    f = sets.features
+    kernel = poly_kernel(np.concatenate([f.real, f.synthetic, f.train]))
+    return metric_value(
+        "kid",
+        kid(f.real, f.synthetic),
+        mmd2_replicates(kernel, boot.real, boot.synthetic),
+        kid(f.real, f.train),
+        mmd2_replicates(kernel, boot.real_base, boot.train),
+        sets.extractor,
+        sets.n,
+        sets.n,
+        redrawn=sets.redrawn.get("kid"),
+        kernel="(x.y / F + 1)^3",
     )
 
 
@@ -273,19 +328,24 @@ def _diversity_entry(
 def _prdc_entries(
     sets: SetComparison, settings: EvalSettings, rng: np.random.Generator
 ) -> dict[str, MetricValue]:
-    """Precision / recall / density / coverage (prdc); replicates resample per-sample terms."""
+    """Precision / recall / density / coverage (prdc); replicates resample per-sample terms
+    (recall and coverage: one per real image, resampled by subject; precision and density: one
+    per image of the other set, by subject for training images)."""
     f, nn_k, b = sets.features, settings.nn_k, settings.n_bootstrap
     p_s, p_t = prdc_metrics(f.real, f.synthetic, nn_k), prdc_metrics(f.real, f.train, nn_k)
     per_s = prdc_per_sample(f.real, f.synthetic, nn_k)
     per_t = prdc_per_sample(f.real, f.train, nn_k)
     out = {}
     for key in ("precision", "recall", "density", "coverage"):
+        per_real = key in ("recall", "coverage")
+        units_s = sets.subjects.real if per_real else None
+        units_t = sets.subjects.real if per_real else sets.subjects.train
         out[key] = metric_value(
             key,
             p_s[key],
-            resampled_means(per_s[key], b, rng),
+            resampled_means(per_s[key], b, rng, units_s),
             p_t[key],
-            resampled_means(per_t[key], b, rng),
+            resampled_means(per_t[key], b, rng, units_t),
             sets.extractor,
             sets.n,
             sets.n,
@@ -296,12 +356,17 @@ def _prdc_entries(
 
 
 def audit_metrics(
-    audit: MemorisationAudit, ext_name: str, b: int, rng: np.random.Generator
+    audit: MemorisationAudit,
+    ext_name: str,
+    b: int,
+    rng: np.random.Generator,
+    test_units: Any = None,
 ) -> dict[str, MetricValue]:
-    """The memorisation audit's three metrics, on every synthetic and test sample."""
+    """The memorisation audit's three metrics, on every synthetic and test sample (synthetic
+    images resampled one by one, test images by subject: ``test_units``)."""
     n_s, n_t = len(audit.syn_distance), len(audit.test_distance)
-    i_syn = rng.integers(0, n_s, (b, n_s))
-    i_test = rng.integers(0, n_t, (b, n_t))
+    i_syn = resample_indices(n_s, b, rng)
+    i_test = resample_indices(n_t, b, rng, test_units)
     loo = audit.loo_test_flags().astype(float)
     metrics: dict[str, MetricValue] = {}
     metrics["memorised_fraction"] = metric_value(

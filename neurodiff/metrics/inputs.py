@@ -20,12 +20,14 @@ _SPLITS = ("test", "train")
 
 @dataclass(frozen=True)
 class SplitLabels:
-    """What is known of the images of one real split: the site and the subject of each image
-    (array-like, one per image, or None) and the split's index table (None without one)."""
+    """What is known of the images of one real split: the site, the subject and the group of
+    each image (array-like, one per image, or None) and the split's index table (None without
+    one)."""
 
     sites: Any = None
     subjects: Any = None
     index: pd.DataFrame | None = None
+    groups: Any = None
 
 
 @dataclass(frozen=True)
@@ -41,12 +43,13 @@ class MetricsInputs:
     train_index: pd.DataFrame | None = None
     group: str | None = None
 
-    def labels(self, split: str, sites: bool = True) -> SplitLabels:
-        """The sites (unless ``sites`` is False), subjects and index table of a real split."""
+    def labels(self, split: str) -> SplitLabels:
+        """The sites, subjects, groups and index table of a real split."""
         return SplitLabels(
-            sites=_index_column(self, split, "site") if sites else None,
+            sites=_index_column(self, split, "site"),
             subjects=_index_column(self, split, "subject"),
             index=_split(self, split)[1],
+            groups=_index_column(self, split, "group"),
         )
 
     def n_subjects(self, split: str) -> int:

@@ -35,6 +35,7 @@ METRICS: dict[str, tuple[str, str, float | None, float | None]] = {
     "mmd_linear": ("MMD (linear kernel, images; MONAI)", "lower", None, None),
     "mmd_rbf": ("MMD^2 (RBF kernel, features)", "lower", None, None),
     "fid": ("FID (features)", "lower", 0.0, None),
+    "kid": ("KID (polynomial-kernel MMD^2, features; torchmetrics)", "lower", None, None),
     "ms_ssim_diversity": ("MS-SSIM within set (diversity)", "close to baseline", 0.0, 1.0),
     "precision": ("precision", "higher", 0.0, 1.0),
     "recall": ("recall", "higher", 0.0, 1.0),
@@ -190,9 +191,11 @@ class MetricsResult:
         if self.n_redraws:
             return (
                 f"real vs real: median and central 95% range of {self.n_redraws} subject-level "
-                "redraws of the train/test split (two disjoint groups of real subjects, the test "
-                "split's size and the rest, each subsampled to the set size); memorisation "
-                "metrics: real test vs train with a bootstrap interval"
+                "redraws of the train/test split, stratified by site as the split is (two "
+                "disjoint groups of real subjects, the test split's size and the rest, each "
+                "subsampled to the set size); memorisation metrics: real test vs train with a "
+                "bootstrap interval; synthetic intervals resample real images by subject and "
+                "synthetic images one by one"
             )
         return "real vs real: the real test subset vs an equal-size subset of the training split"
 
@@ -350,18 +353,37 @@ def jsonable(obj: Any) -> Any:
     return obj
 
 
+def _test_lines(rbf: Mapping[str, Any]) -> list[str]:
+    """The Discussion's line on the synthetic-vs-real MMD test (and the two real groups')."""
+    base_p = rbf.get("baseline_p_value")
+    two_real = (
+        f" Two real groups (test vs train subjects, subject permutations): p = {base_p:.3g}."
+        if base_p is not None
+        else ""
+    )
+    if rbf.get("p_value") is None:
+        why = rbf.get("test", "not run")
+        return [f"- **Synthetic-vs-real MMD test**: {why}.{two_real}"] if rbf else []
+    p = rbf["p_value"]
+    return [
+        f"- **Synthetic-vs-real MMD test** ({rbf.get('test', 'RBF kernel')}): p = {p:.3g}, so it "
+        f"{'rejects' if p <= 0.05 else 'does not reject'} at 5 % that the synthetic images are "
+        f"drawn like real slices.{two_real}"
+    ]
+
+
 def results_markdown(metrics_json: Mapping[str, Any]) -> str:
     """A Markdown summary of ``metrics.json`` for the book's Discussion.
 
     One row per metric with the synthetic-vs-real value, the real-vs-real median and range, the
     verdict (inside or outside that range) and the paper's figure; then the count of metrics
-    inside, the subject-level MMD test and the memorisation audit.
+    inside, the synthetic-vs-real MMD test and the memorisation audit.
     """
     metrics = metrics_json["metrics"]
     n_redraws = metrics_json.get("n_redraws") or 0
     how = (
         f"real vs real: median [central 95 % range] of {n_redraws} subject-level redraws of the "
-        "train/test split"
+        "train/test split, stratified by site"
         if n_redraws
         else "real vs real: the test split against the training split"
     )
@@ -386,17 +408,7 @@ def results_markdown(metrics_json: Mapping[str, Any]) -> str:
         f"- **{len(inside)} of {len(metrics)} metrics** are inside the real-vs-real range"
         + (f" ({', '.join(inside)})." if inside else ".")
     ]
-    rbf = metrics.get("mmd_rbf", {})
-    if rbf.get("p_value") is not None:
-        p = rbf["p_value"]
-        base_p = rbf.get("baseline_p_value")
-        two_real = f" (two real groups: p = {base_p:.3g})" if base_p is not None else ""
-        verdicts.append(
-            f"- **Subject-level MMD test** (RBF kernel, {rbf.get('n_permutations')} "
-            f"permutations of subjects): p = {p:.3g}, so it "
-            f"{'rejects' if p < 0.05 else 'does not reject'} at 5 % that the synthetic and real "
-            f"test images come from one distribution{two_real}."
-        )
+    verdicts += _test_lines(metrics.get("mmd_rbf", {}))
     memo = metrics_json.get("memorisation", {})
     if memo:
         verdicts.append(

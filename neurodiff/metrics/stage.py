@@ -19,9 +19,10 @@ from ..errors import MetricError
 from ..features import FeatureExtractor, get_extractor
 from ..measures.bootstrap import subset
 from ..measures.checks import check_images, check_pair, sq_dists, subject_labels
+from ..measures.layout_test import LayoutTest, calibrated_mmd_test
 from ..measures.memorisation import memorisation_audit
 from ..measures.mmd import median_bandwidth, per_site_mmd
-from ..measures.redraws import RedrawnBaseline, redraw_baselines
+from ..measures.redraws import RedrawnBaseline, redraw_baselines, strata_of
 from ..measures.similarity import ms_ssim_settings
 from ..runs import record_run
 from .entries import EvalSettings, SetComparison, Sets, audit_metrics, set_metrics
@@ -66,15 +67,18 @@ def evaluate(
         ``random`` | ``random3d`` | ``inception`` | ``medicalnet:<path>`` (see
         :mod:`neurodiff.features`).
     real_sites, train_sites : array-like, optional
-        Site of each real / training sample, for the per-site view.
+        Site of each real / training sample, for the per-site view and the strata of the
+        redraws (stratified by site as the split is; without sites, unstratified).
     real_subjects, train_subjects : array-like, optional
-        Subject of each real / training sample: the MMD permutation test moves whole subjects,
-        and the real-vs-real range redraws subjects. Without them every image counts as its own
-        subject (right for independent images, too optimistic for several slices per subject).
+        Subject of each real / training sample: the real-vs-real range redraws subjects, the
+        bootstrap resamples real images by subject and the real-vs-real MMD test moves whole
+        subjects. Without them every image counts as its own subject (right for independent
+        images, too optimistic for several slices per subject).
     n_redraws : int
         Subject-level redraws of the train/test split for the real-vs-real range of every set
-        metric (:mod:`neurodiff.measures.redraws`); 0 keeps the one split's value with a
-        bootstrap interval.
+        metric (:mod:`neurodiff.measures.redraws`) and the null distribution of the
+        synthetic-vs-real MMD test (:mod:`neurodiff.measures.layout_test`); 0 keeps the one
+        split's value with a bootstrap interval, and no synthetic-vs-real test.
 
     Notes
     -----
@@ -125,20 +129,10 @@ def _evaluate(
         None,
         subject_labels(train_labels.subjects, len(train), "train_subjects", "t"),
     )
-    real_feats = np.concatenate([feats["real"], feats["train"]])  # pooled: test, then train
-    d2_real = sq_dists(real_feats)
-    bandwidth = median_bandwidth(d2_real)  # the report's one RBF bandwidth
+    strata = _strata(real_labels, train_labels)
     rng = np.random.default_rng(settings.seed)
-    n = min(len(real), len(synthetic), len(train))
-    sub = {k: subset(len(x), n, rng) for k, x in images.as_dict().items()}
-    comparison = SetComparison(
-        images=Sets(real[sub["real"]], synthetic[sub["synthetic"]], train[sub["train"]]),
-        features=Sets(*(feats[k][sub[k]] for k in ("real", "synthetic", "train"))),
-        subjects=Sets(subjects.real[sub["real"]], None, subjects.train[sub["train"]]),
-        extractor=ext_name,
-        bandwidth=bandwidth,
-        redrawn=_redrawn(images, real_feats, d2_real, subjects, n, bandwidth, settings),
-    )
+    comparison, sub = _comparison(images, feats, ext_name, subjects, strata, settings, rng)
+    n, bandwidth = comparison.n, comparison.bandwidth
     metrics = set_metrics(comparison, settings, rng)
     audit = memorisation_audit(
         train,
@@ -149,7 +143,7 @@ def _evaluate(
         feats["synthetic"],
         device=settings.device,
     )
-    metrics.update(audit_metrics(audit, ext_name, settings.n_bootstrap, rng))
+    metrics.update(audit_metrics(audit, ext_name, settings.n_bootstrap, rng, subjects.real))
     sites = [None if x is None else np.asarray(x) for x in (real_labels.sites, train_labels.sites)]
     data = MetricsData(
         real=real,
@@ -173,13 +167,51 @@ def _evaluate(
         ms_ssim_kernel=kernel,
         ms_ssim_weights=weights,
         audit=audit,
-        per_site=_per_site(data, settings.seed),
+        per_site=_per_site(data, settings.seed) if settings.per_site else None,
         n_redraws=settings.n_redraws,
         bandwidth=bandwidth,
         params_hash=params_hash,
         config=None if config is None else dict(config),
         data=data,
     )
+
+
+def _comparison(
+    images: Sets[np.ndarray],
+    feats: dict[str, np.ndarray],
+    ext_name: str,
+    subjects: Sets[np.ndarray | None],
+    strata: np.ndarray | None,
+    settings: EvalSettings,
+    rng: np.random.Generator,
+) -> tuple[SetComparison, dict[str, np.ndarray]]:
+    """The equal-size subsets (drawn from ``rng``; returned as indices too) with the report's
+    one RBF bandwidth, the redrawn real-vs-real ranges and the calibrated synthetic test."""
+    real_feats = np.concatenate([feats["real"], feats["train"]])  # pooled: test, then train
+    d2_real = sq_dists(real_feats)
+    bandwidth = median_bandwidth(d2_real)  # the report's one RBF bandwidth
+    n = min(len(images.real), len(images.synthetic), len(images.train))
+    sub = {k: subset(len(x), n, rng) for k, x in images.as_dict().items()}
+    test, note = _synthetic_test(
+        real_feats,
+        feats["synthetic"][sub["synthetic"]],
+        subjects,
+        sub["real"],
+        strata,
+        bandwidth,
+        settings,
+    )
+    comparison = SetComparison(
+        images=Sets(*(x[sub[k]] for k, x in images.as_dict().items())),
+        features=Sets(*(feats[k][sub[k]] for k in ("real", "synthetic", "train"))),
+        subjects=Sets(subjects.real[sub["real"]], None, subjects.train[sub["train"]]),
+        extractor=ext_name,
+        bandwidth=bandwidth,
+        redrawn=_redrawn(images, real_feats, d2_real, subjects, n, bandwidth, settings, strata),
+        synthetic_test=test,
+        test_note=note,
+    )
+    return comparison, sub
 
 
 def _redrawn(
@@ -190,9 +222,10 @@ def _redrawn(
     n: int,
     bandwidth: float,
     settings: EvalSettings,
+    strata: np.ndarray | None,
 ) -> dict[str, RedrawnBaseline]:
     """The real-vs-real range of every set metric from ``settings.n_redraws`` subject-level
-    redraws of the pooled real data (empty without redraws)."""
+    redraws of the pooled real data, stratified by ``strata`` (empty without redraws)."""
     if settings.n_redraws <= 0:
         return {}
     return redraw_baselines(
@@ -208,7 +241,51 @@ def _redrawn(
         msssim_pairs=settings.msssim_pairs,
         seed=settings.seed,
         device=settings.device,
+        strata=strata,
     )
+
+
+def _strata(real: SplitLabels, train: SplitLabels) -> np.ndarray | None:
+    """The stratum of each pooled real image (test, then train): site, and group where both
+    splits have groups, as the split stratifies; None without sites (unstratified redraws)."""
+    if real.sites is None or train.sites is None:
+        return None
+    groups = None
+    if real.groups is not None and train.groups is not None:
+        groups = np.concatenate([np.asarray(real.groups), np.asarray(train.groups)])
+    return strata_of(np.concatenate([np.asarray(real.sites), np.asarray(train.sites)]), groups)
+
+
+def _synthetic_test(
+    real_feats: np.ndarray,
+    synthetic_feats: np.ndarray,
+    subjects: Sets[np.ndarray | None],
+    observed: np.ndarray,
+    strata: np.ndarray | None,
+    bandwidth: float,
+    settings: EvalSettings,
+) -> tuple[LayoutTest | None, str]:
+    """The synthetic-vs-real MMD test calibrated on ``settings.n_redraws`` real-vs-real redraws
+    (:func:`~neurodiff.measures.layout_test.calibrated_mmd_test`) of the real test subset
+    ``observed`` against the synthetic subset; None, and why, when it cannot be run."""
+    if settings.n_redraws <= 0:
+        return None, "not run: needs subject-level redraws (n_redraws > 0)"
+    pooled = np.concatenate([subjects.real, subjects.train])
+    try:
+        test = calibrated_mmd_test(
+            real_feats,
+            pooled,
+            observed,
+            np.arange(len(pooled)) < len(subjects.real),
+            synthetic_feats,
+            bandwidth=bandwidth,
+            n_redraws=settings.n_redraws,
+            seed=settings.seed + 3,
+            strata=strata,
+        )
+    except MetricError as err:  # too few real subjects for the layout
+        return None, f"not run: {err}"
+    return test, ""
 
 
 def _features(
@@ -280,14 +357,14 @@ def evaluate_inputs(
 ) -> MetricsResult:
     """:func:`evaluate` of :func:`load_inputs`' sets with ``cfg``'s settings, subjects (and sites)
     from their index tables; the result carries the index tables, ``params_hash`` and ``cfg``
-    (with its hash). ``per_group``: the per-group view's settings -- no per-site view and no
-    redraws (a group of a few subjects is too small to redraw)."""
+    (with its hash). ``per_group``: the per-group view's settings -- no per-site view (the
+    redraws, stratified by site, and the synthetic-vs-real test stay)."""
     return _evaluate(
         Sets(inputs.test, inputs.synthetic, inputs.train),
         extractor,
-        EvalSettings.from_config(cfg, device, redraws=not per_group),
-        inputs.labels("test", sites=not per_group),
-        inputs.labels("train", sites=not per_group),
+        EvalSettings.from_config(cfg, device, per_site=not per_group),
+        inputs.labels("test"),
+        inputs.labels("train"),
         params_hash=params_hash,
         config={**cfg.to_dict(), "config_hash": cfg.hash()},
     )

@@ -166,22 +166,32 @@ def select_subjects(
     """Keep the images of ``n_subjects`` training subjects (all when 0 or more than there are).
 
     Subjects are drawn with the seed, round-robin over sites so that a small subset still spans
-    every site. Images are ``(N, 1, *spatial)``; ``index`` has one row per image with ``subject``
-    and ``site`` columns.
+    every site -- and, when the index has a ``group`` column, alternating between the groups
+    first (each group's own site round-robin), so that a small subset holds every group in equal
+    shares (never zero patients). Images are ``(N, 1, *spatial)``; ``index`` has one row per
+    image with ``subject`` and ``site`` (and optionally ``group``) columns.
     """
-    subjects = index.drop_duplicates("subject")[["subject", "site"]]
+    columns = ["subject", "site"] + (["group"] if "group" in index.columns else [])
+    subjects = index.drop_duplicates("subject")[columns]
     if n_subjects <= 0 or n_subjects >= len(subjects):
         return images, index
     rng = np.random.default_rng(seed)
-    by_site = [
-        list(rng.permutation(group["subject"].to_numpy()))
-        for _, group in subjects.groupby("site", sort=True)
-    ]
+    strata = [subjects] if "group" not in columns else [g for _, g in subjects.groupby("group")]
+    orders = []
+    for stratum in strata:
+        by_site = [
+            list(rng.permutation(group["subject"].to_numpy()))
+            for _, group in stratum.groupby("site", sort=True)
+        ]
+        order: list[str] = []
+        while any(by_site):
+            order += [queue.pop(0) for queue in by_site if queue]
+        orders.append(order)
     chosen: list[str] = []
     while len(chosen) < n_subjects:
-        for queue in by_site:
-            if queue and len(chosen) < n_subjects:
-                chosen.append(queue.pop(0))
+        for order in orders:
+            if order and len(chosen) < n_subjects:
+                chosen.append(order.pop(0))
     keep = index["subject"].isin(chosen).to_numpy()
     log.info("training on %d of %d subjects (%d images)", n_subjects, len(subjects), keep.sum())
     return images[keep], index[keep].reset_index(drop=True)

@@ -11,6 +11,7 @@ import torch
 
 from ..config import ModelConfig, TrainConfig
 from ..device import resolve_device
+from ..finetune import ema_avg_fn  # the one EMA rule, shared with chapter 6's fits
 
 __all__ = [
     "Dist",
@@ -73,33 +74,6 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
     span = max(1, cfg.train_steps - cfg.warmup_steps)
     progress = min(1.0, (step - cfg.warmup_steps) / span)
     return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def ema_avg_fn(decay: float, warmup: bool = False):
-    """The EMA update for ``torch.optim.swa_utils.AveragedModel(multi_avg_fn=...)``.
-
-    Without warm-up: torch's own ``get_ema_multi_avg_fn(decay)``. With warm-up, the n-th update
-    uses ``min(decay, (1 + n) / (10 + n))`` (the schedule of TensorFlow's
-    ``ExponentialMovingAverage(num_updates=...)``): early updates follow the fast-changing weights
-    closely, so a short run's EMA does not keep its untrained start. Hand-written: torch's EMA
-    helper has a fixed decay only.
-    """
-    from torch.optim.swa_utils import get_ema_multi_avg_fn
-
-    if not warmup:
-        return get_ema_multi_avg_fn(decay)
-
-    @torch.no_grad()
-    def update(ema_params, current_params, num_averaged) -> None:
-        n = int(num_averaged)
-        d = min(decay, (1.0 + n) / (10.0 + n))
-        if torch.is_floating_point(ema_params[0]) or torch.is_complex(ema_params[0]):
-            torch._foreach_lerp_(ema_params, current_params, 1.0 - d)
-        else:
-            for p_ema, p_model in zip(ema_params, current_params, strict=True):
-                p_ema.copy_(p_ema * d + p_model * (1.0 - d))
-
-    return update
 
 
 def noise_seed(seed: int, step: int, micro: int, rank: int) -> int:
