@@ -13,7 +13,8 @@ again. After each sitting it writes the results file (default
 ``benchmarks/results/augment_fair.json``, committed; chapter 6 reads it) with the CPU model, the
 command, the pool subject lists, every draw's record, all arms and endpoints, whether the run is
 complete and, when the primary endpoint's interval is wider than +-0.05, how many draws would
-narrow it enough.
+narrow it enough (its spread split into the draws' share, which more draws shrink, and the test
+subjects', which they do not; none when the test subjects alone are too wide).
 
     python benchmarks/augment_fair.py                     # all sittings: run until complete
     python benchmarks/augment_fair.py --hours 1.5         # one sitting of at most 1.5 h
@@ -35,8 +36,8 @@ from pathlib import Path
 
 from recipes import cpu_model  # same folder
 
-from neurodiff import augment, config
-from neurodiff.errors import DataError
+from neurodiff import augment, config, runs
+from neurodiff.errors import ConfigError, DataError
 from neurodiff.io import atomic_write_json
 from neurodiff.notebook import prepare_cohorts, write_demo_cohort
 
@@ -74,18 +75,30 @@ def _params(args: argparse.Namespace, pools_dir: Path) -> config.Params:
     )
 
 
-def draws_needed(primary: dict, target: float = TARGET_HALF_WIDTH) -> int:
-    """Draws at the primary n that would bring the interval's half-width to ``target``, as if
-    all of its width came from the draws (it shrinks as 1/sqrt(draws)); an upper estimate, since
-    the test subjects' share does not shrink with more draws."""
-    ratio = primary["half_width"] / target
-    return max(primary["draws"], int(primary["draws"] * ratio * ratio + 0.999))
+def _check_sizes(folder: Path, sizes: str) -> None:
+    """``--pools`` must match the simulated pools already in ``folder``."""
+    try:
+        desc = json.loads((folder / "dataset_description.json").read_text())
+        have = desc["SimulationParameters"]["pools"]
+    except (OSError, ValueError, KeyError):
+        raise ConfigError(
+            f"--pools {sizes}: {folder} exists and is not a simulated pools cohort; give another "
+            "--pools-dir, or leave --pools out to use that folder as it is",
+            parameter="pools",
+        ) from None
+    if ",".join(str(v) for v in have.values()) != sizes:
+        raise ConfigError(
+            f"--pools {sizes}: {folder} holds pools of sizes {list(have.values())}; delete it or "
+            "give another --pools-dir",
+            parameter="pools",
+        )
 
 
 def write_results(params: config.Params, out: Path, command: str, sitting: dict) -> dict:
     """Summarise the draws finished so far and write ``out`` (sittings accumulate)."""
+    key = runs.stage_key(params, "augment")  # the draws' count is not part of it
     old = json.loads(out.read_text()) if out.is_file() else {}
-    sittings = [s for s in old.get("sittings", []) if old.get("params_hash") == params.hash()]
+    sittings = old.get("sittings", []) if old.get("run_key") == key else []
     summary = augment.summarise(params)
     info = summary.pop("info")
     primary = summary.pop("primary")
@@ -93,7 +106,7 @@ def write_results(params: config.Params, out: Path, command: str, sitting: dict)
     planned = {str(n): acfg.draws_of(n) for n in acfg.augment_n}
     result = {
         "format": info["format"],
-        "params_hash": params.hash(),
+        "run_key": key,
         "cpu": cpu_model(),
         "command": command,
         "date": time.strftime("%Y-%m-%d"),
@@ -102,7 +115,7 @@ def write_results(params: config.Params, out: Path, command: str, sitting: dict)
         "sittings": [*sittings, sitting],
         "parameters": params.to_dict(),
         "target_half_width": TARGET_HALF_WIDTH,
-        "draws_needed_for_target": draws_needed(primary),
+        "draws_needed_for_target": primary["draws_for_half_width_0.05"],
         "info": info,
         "tables": {k: json.loads(v.to_json(orient="records")) for k, v in summary.items()},
     }
@@ -121,10 +134,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     t0 = time.perf_counter()
+    sizes = args.pools or (SMOKE_POOLS if args.smoke else POOLS)
     if not args.pools_dir.is_dir():
-        sizes = args.pools or (SMOKE_POOLS if args.smoke else POOLS)
         options = ["--pools", sizes] + (["--resolution", "2"] if args.smoke else [])
         write_demo_cohort(args.pools_dir, options)
+    elif args.pools:
+        _check_sizes(args.pools_dir, args.pools)
     params = _params(args, args.pools_dir)
     prepare_cohorts(params, "augment")  # the pools, preprocessed like the demo cohort
     budget = None if args.hours is None else args.hours * 3600 - (time.perf_counter() - t0)
@@ -143,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         f"primary endpoint: {p['gain']:+.3f} [{p['ci_low']:+.3f}, {p['ci_high']:+.3f}], "
         f"half-width {p['half_width']:.3f} with {p['draws']} draws "
         f"({'complete' if result is not None else 'partial'}; "
-        f"draws for +-{TARGET_HALF_WIDTH}: {written['draws_needed_for_target']}) -> {args.out}"
+        f"draws at n = {written['info']['primary_n']} for +-{TARGET_HALF_WIDTH}: "
+        f"{written['draws_needed_for_target'] or 'more test subjects needed'}) -> {args.out}"
     )
     return 0
 

@@ -203,6 +203,46 @@ def fair(tiny_pools: Path, tmp_path_factory):
     return params, augment.load_pools(params), result
 
 
+def test_every_generator_is_fitted_on_its_draw_s_images_only(tiny_pools, tmp_path, monkeypatch):
+    """The images each fit actually receives, mapped back to their subjects: the pretraining
+    sees the healthy pool only, each draw's fine-tuning exactly its draw, C_pool's the pool."""
+    from neurodiff.augment import generators
+    from neurodiff.notebook import prepare_cohorts
+
+    params = config.resolve(
+        "smoke", {"pools_cohort": str(tiny_pools), "derived_dir": str(tmp_path), "seed": 5}
+    )
+    prepare_cohorts(params, "augment")
+    seen: list[np.ndarray] = []
+    real_fit = generators.fit_diffusion
+
+    def spy(cfg, images, labels, settings, seed, init=None):
+        seen.append(np.array(images))
+        return real_fit(cfg, images, labels, settings, seed, init)
+
+    monkeypatch.setattr(generators, "fit_diffusion", spy)
+    result = augment.run(params)
+    pools = augment.load_pools(params)
+    owner = {}
+    for name in augment.POOL_NAMES:
+        for img, subject in zip(pools[name].images, pools[name].subject, strict=True):
+            owner.setdefault(img.tobytes(), set()).add(subject)
+
+    def subjects_of(images: np.ndarray) -> set[str]:
+        return set().union(*(owner[img.tobytes()] for img in images))
+
+    pretrain, pool_fit, *draw_fits = seen
+    assert subjects_of(pretrain) == set(pools["pretrain"].subjects())
+    assert subjects_of(pool_fit) == set(pools["train"].subjects())
+    records = result.info["draw_records"]
+    order = [f"n{n}-d{d}" for n, d in augment.schedule(params.stage(config.AugmentConfig))]
+    by_name = {r["name"]: r for r in records}
+    assert len(draw_fits) == len(order)
+    for name, images in zip(order, draw_fits, strict=True):
+        assert subjects_of(images) == set(by_name[name]["subjects"])
+        assert sorted(subjects_of(images)) == by_name[name]["generator_trained_on"]
+
+
 def test_no_generator_saw_a_subject_outside_its_draw(fair) -> None:
     params, pools, result = fair
     info = result.info
@@ -281,7 +321,7 @@ def test_the_same_seed_gives_the_same_draws(fair) -> None:
     a = augment.plan_draw(pools, 2, 0, seed=0, k_max=2)
     b = augment.plan_draw(pools, 2, 0, seed=0, k_max=2)
     c = augment.plan_draw(pools, 2, 1, seed=0, k_max=2)
-    assert a == b and a.subjects != c.subjects or a.extra != c.extra
+    assert a == b and (a.subjects != c.subjects or a.extra != c.extra)
     assert len(set(a.subjects)) == 4 and not set(a.subjects) & {s for x in a.extra for s in x}
 
 
@@ -385,7 +425,20 @@ def test_the_hierarchical_bootstrap_pairs_arms_and_sees_a_shift() -> None:
     _, n_reps = stats.auroc_replicates(noise, w, 4)
     lo, hi = stats.interval(n_reps - reps)
     assert lo < 0 < hi
-    assert stats.p_value(b_reps - reps) <= 1 / 400 * 2
+    assert stats.p_value(float(np.mean(b_reps - reps)), b_reps - reps) < 1e-4
+    assert stats.p_value(0.0, n_reps - reps) == pytest.approx(1.0)
+
+
+def test_the_draws_needed_split_the_spread_into_draws_and_test_subjects() -> None:
+    assert stats.draws_for(0.05, 0.05, 0.01, draws=10) == 46  # 10 * 0.05^2 / ((0.05/1.96)^2 - 0.01^2)
+    assert stats.draws_for(0.05, 0.01, 0.03, draws=10) is None  # the test set alone is too wide
+    assert stats.draws_for(0.05, 0.001, 0.001, draws=10) == 10
+    rng = np.random.default_rng(1)
+    y = np.r_[np.zeros(80), np.ones(80)].astype(int)
+    per_draw = rng.normal(0, 1.0, (12, 1)) * y  # draws differ a lot, test subjects are many
+    a = rng.normal(size=(12, 160)) + 0.5 * y
+    sd_draws, sd_test = stats.sd_split(a + per_draw, a, y, 300, seed=0)
+    assert sd_draws > sd_test > 0
 
 
 def test_holm_matches_its_definition() -> None:

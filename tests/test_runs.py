@@ -24,12 +24,14 @@ def test_a_key_changes_with_its_own_and_upstream_parameters_only(tmp_path):
     # a preprocessing parameter changes every key
     norm = runs.chain_keys(_params(tmp_path, normalise="minmax"))
     assert all(norm[s] != base[s] for s in base)
-    # a sampler parameter: sampling and metrics only
+    # a sampler parameter: sampling, metrics and chapter 6 (its generators sample the same way)
     steps = runs.chain_keys(_params(tmp_path, steps=10))
     assert [steps[s] == base[s] for s in base] == [True, True, False, False, False]
     # an experiment parameter: the augmentation experiment only
-    draws = runs.chain_keys(_params(tmp_path, augment_draws=5))
-    assert [draws[s] == base[s] for s in base] == [True, True, True, True, False]
+    boot = runs.chain_keys(_params(tmp_path, augment_bootstrap=500))
+    assert [boot[s] == base[s] for s in base] == [True, True, True, True, False]
+    # the number of draws is not in the key: more draws continue the same run
+    assert runs.chain_keys(_params(tmp_path, augment_draws=[5])) == base
 
 
 def test_where_and_how_do_not_enter_a_key(tmp_path):
@@ -126,10 +128,10 @@ def test_clean_prunes_safely_by_default_and_more_on_request(tmp_path, capsys):
     dry = runs.remove_runs(a.profile_dir(), keep=a, dry_run=True)
     assert stray in dry and artifacts.train_dir(b) in dry and stray.exists()
     assert artifacts.train_dir(a) not in dry and artifacts.preprocessed_dir(b) not in dry
-    # --run: b's training run and what was made from it, not its upstream
+    # --run: b's training run and what was made from it, not its upstream (chapter 6 trains its
+    # own generators: it reads the preprocessing, not the training run)
     gone = runs.remove_runs(a.profile_dir(), keys=[runs.stage_key(b, "train")])
     assert sorted(p.parent.name for p in gone) == [
-        "augment",
         "metrics",
         "synthetic",
         "train",
@@ -146,13 +148,11 @@ def test_clean_prunes_safely_by_default_and_more_on_request(tmp_path, capsys):
 
     shutil.rmtree(artifacts.train_dir(a))
     orphans = runs.remove_runs(a.profile_dir(), dry_run=True)
-    assert set(orphans) == {
+    assert set(orphans) == {  # chapter 6 is made from the preprocessing: not an orphan
         artifacts.synthetic_dir(a),
         artifacts.metrics_dir(a),
-        artifacts.augment_dir(a),
         artifacts.synthetic_dir(c),
         artifacts.metrics_dir(c),
-        artifacts.augment_dir(c),
     }
     # --incomplete: an interrupted training and what was made from it
     d = _params(tmp_path, lr=1e-4)
@@ -207,5 +207,4 @@ def test_clean_run_takes_a_stage_name_or_folder(tmp_path):
     assert by_name == by_folder and {p.parent.name for p in by_name} == {
         "synthetic",
         "metrics",
-        "augment",
     }

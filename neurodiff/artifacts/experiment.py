@@ -35,6 +35,7 @@ __all__ = [
     "AUGMENT_TABLES",
     "AugmentFiles",
     "augment_work_dir",
+    "check_work_source",
     "load_augment",
     "load_work_arrays",
     "load_work_record",
@@ -60,6 +61,25 @@ AUGMENT_TABLES = (
 def augment_work_dir(params_or_dir: Params | str | Path) -> Path:
     """``<augment run folder>/work``: the resumable state of a run."""
     return augment_dir(params_or_dir) / "work"
+
+
+def check_work_source(params: Params, fingerprint: str) -> None:
+    """Keep ``work/`` only if it was made from the same inputs (``fingerprint``, e.g. of the
+    pools' table and images): a pools cohort rewritten at the same path must not reuse weights or
+    draws made from the old one. Stale work files are removed; the fingerprint is recorded."""
+    import logging
+
+    work = augment_work_dir(params)
+    marker = work / "source.json"
+    if marker.is_file() and json.loads(marker.read_text()).get("fingerprint") != fingerprint:
+        logging.getLogger(__name__).warning(
+            "the work in %s was made from other inputs: computing it again", work
+        )
+        for f in work.iterdir():
+            if f.is_file():
+                f.unlink()
+    work.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(marker, {"fingerprint": fingerprint})
 
 
 def write_work_arrays(params: Params, name: str, arrays: dict[str, np.ndarray]) -> Path:

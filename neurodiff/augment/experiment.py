@@ -9,7 +9,7 @@ it was trained on and the memorisation audit of its samples against those images
 Every arm is fitted with every hyper-parameter of its grid (logistic regression: each ``C``;
 CNN: scored after each third of its steps; arm B: each strength) and scored on the validation,
 test and out-of-distribution pools. Choosing the hyper-parameters on the validation pool is left
-to the summary (:mod:`.tuning`), which never looks at the test pool to choose. A finished draw is
+to the summary (:mod:`.summary`), which never looks at the test pool to choose. A finished draw is
 one ``work/<name>.npz`` + ``work/<name>.json``; a run that is killed continues with the next
 unfinished draw.
 """
@@ -199,14 +199,15 @@ def run_draw(
         "train": train,
     }
     scores: dict[str, np.ndarray] = {}
-    for i, arm in enumerate(a for a in arms_of(acfg) if a.per_draw):
+    for arm in (a for a in arms_of(acfg) if a.per_draw):
         for prefix, x, y in _arm_data(arm, ctx):
-            for key, s in _fit_all(acfg, x, y, evals, seed + i).items():
+            for key, s in _fit_all(acfg, x, y, evals, seed).items():  # one CNN seed: paired
                 clf, setting, pool = key.split("|")
                 scores[f"{arm.name}|{clf}|{prefix}{setting}|{pool}"] = s.astype(np.float32)
     t3 = time.perf_counter()
     audit = _audit(real_x, synthetic, pools["validation"].images)
-    keep = np.concatenate([np.arange(4), m_max + np.arange(4)])
+    shown = min(4, m_max)  # a few samples of each class kept for the figures
+    keep = np.concatenate([np.arange(shown), m_max + np.arange(shown)])
     artifacts.write_work_arrays(params, plan.name, {**scores, "__samples__": synthetic[keep]})
     record = {
         "name": plan.name,

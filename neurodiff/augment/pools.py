@@ -63,6 +63,19 @@ class Pools:
         return self.parts[name]
 
     @property
+    def fingerprint(self) -> str:
+        """A hash of the pools' table and images: work made from other pools is not reused."""
+        import hashlib
+
+        h = hashlib.sha256(self.table.to_csv(index=False).encode())
+        for name in POOL_NAMES:
+            p = self.parts[name]
+            h.update(name.encode())
+            h.update(np.ascontiguousarray(p.images).tobytes())
+            h.update("|".join(p.subject.tolist()).encode())
+        return h.hexdigest()[:16]
+
+    @property
     def slices_per_subject(self) -> float:
         train = self.parts["train"]
         return len(train.y) / max(len(set(train.subject.tolist())), 1)
@@ -138,6 +151,9 @@ def load_pools(params: Params) -> Pools:
     x, idx = np.concatenate(images), pd.concat(index, ignore_index=True)
     pool_of = dict(zip(table["subject"], table["pool"].astype(str), strict=True))
     image_pool = idx["subject"].map(pool_of).to_numpy()
+    orphans = sorted(set(idx["subject"][pd.isna(image_pool)]))
+    if orphans:
+        raise DataError(f"{where}: subjects {orphans[:3]} have images but no row in its table")
     table = table[table["subject"].isin(set(idx["subject"]))].reset_index(drop=True)  # QC-kept
     parts = {}
     for name in POOL_NAMES:
@@ -181,6 +197,14 @@ def check_pools(pools: Pools, acfg: AugmentConfig) -> None:
         )
     if not pools["pretrain"].subjects(0):
         raise DataError("the pretraining pool is empty")
+    t = pools.table
+    ood_sites = set(t.loc[t["pool"] == "ood", "site"])
+    shared_sites = ood_sites & set(t.loc[t["pool"] != "ood", "site"])
+    if shared_sites:
+        raise DataError(
+            f"the out-of-distribution pool's sites {sorted(shared_sites)} are in other pools too; "
+            "its site must be one no other pool contains"
+        )
     need = max(acfg.augment_n) + max(acfg.augment_real_k)
     for name in POOL_NAMES[1:]:
         for label, group in enumerate(pools.groups):

@@ -82,12 +82,20 @@ def status_sentence(result: Any) -> str:
         else f"**partial**: {sum(done.values())} of {sum(planned.values())} planned draws"
     )
     target = raw["target_half_width"]
-    reach = (
-        f"reaches the target half-width of {target}"
-        if p["half_width"] <= target
-        else f"is wider than the target of {target}: about {raw['draws_needed_for_target']} draws "
-        f"at n = {result.info['primary_n']} would narrow it enough (an upper estimate)"
-    )
+    needed = p.get("draws_for_half_width_0.05")
+    if p["half_width"] <= target:
+        reach = f"reaches the target half-width of {target}"
+    elif needed is None:
+        reach = (
+            f"is wider than the target of {target}, and the test subjects' share of its spread "
+            "alone exceeds it: more test subjects, not more draws, would narrow it"
+        )
+    else:
+        reach = (
+            f"is wider than the target of {target}: about {needed} draws at n = "
+            f"{result.info['primary_n']} would narrow it enough (its spread split into the "
+            "draws' share, which more draws shrink, and the test subjects', which they do not)"
+        )
     return (
         f"Run {state} ({', '.join(f'n = {n}: {d}' for n, d in sorted(done.items()))} draws), "
         f"{len(raw['sittings'])} sitting(s), {hours:.1f} h on {' / '.join(cpus)}, with "
@@ -107,11 +115,13 @@ def primary_sentence(result: Any) -> str:
 
 def gains_frame(result: Any, pool: str = "test", classifier: str = "logistic") -> pd.DataFrame:
     """Gains over A (and the leak, and C over A_H) as a readable table: one row per comparison,
-    one column per n, ``gain [95 % CI]`` with Holm-adjusted p."""
+    one column per n, ``gain [95 % CI]``, starred when its p-value (Holm-adjusted, the primary's
+    as it is; the E rows are not tested) is below 0.05."""
     g = result.tables["gains"]
     g = g[(g["pool"] == pool) & (g["classifier"] == classifier)].copy()
     g["cell"] = [
-        f"{r.gain:+.3f} {_ci(r.ci_low, r.ci_high)}" + (" *" if r.p_holm < 0.05 else "")
+        f"{r.gain:+.3f} {_ci(r.ci_low, r.ci_high)}"
+        + (" *" if (r.p if r.primary else r.p_holm) < 0.05 else "")
         for r in g.itertuples()
     ]
     return g.pivot(index="comparison", columns="n", values="cell")
@@ -186,9 +196,10 @@ def answer(result: Any) -> str:
             a = t[(t["pool"] == "test") & (t["classifier"] == clf) & (t["n"] == n)]
             by = a.set_index("arm")["auroc"]
             r = _gain(result, f"{top} - A", n, classifier=clf)
+            p_text = "primary" if r["primary"] else f"Holm p {r['p_holm']:.2g}"
             parts.append(
                 f"n = {n}: A {by['A']:.3f}, {top} {by[top]:.3f} ({r['gain']:+.3f} "
-                f"{_ci(r['ci_low'], r['ci_high'])}, Holm p {r['p_holm']:.2g}), B {by['B']:.3f}, "
+                f"{_ci(r['ci_low'], r['ci_high'])}, {p_text}), B {by['B']:.3f}, "
                 f"A_H {by['A_H']:.3f}, D {by['D']:.3f}"
             )
         name = "Tuned logistic regression" if clf == "logistic" else "Small CNN"

@@ -99,6 +99,12 @@ def summarise(params: Params, pools: Pools | None = None) -> dict[str, Any]:
     :func:`run` writes at the end, and what a benchmark reports between sittings."""
     acfg: AugmentConfig = params.stage(AugmentConfig)
     pools = pools if pools is not None else load_pools(params)
+    marker = artifacts.load_work_record(params, "source")
+    if marker is not None and marker.get("fingerprint") != pools.fingerprint:
+        raise DataError(
+            f"the draws in {artifacts.augment_work_dir(params)} were made from other pools than "
+            f"{params['pools_cohort']!r} holds now: run the experiment again"
+        )
     records = _finished(params, acfg)
     counts = {n: len(r) for n, r in records.items()}
     if min(counts.values()) < 2 or artifacts.load_work_record(params, "ceiling") is None:
@@ -131,14 +137,18 @@ def run(
     params: Params, force: bool = False, budget_seconds: float | None = None
 ) -> AugmentResult | None:
     """Stage 6: the whole experiment for ``params``, kept in its run folder and reused when the
-    same parameters ran before (unless ``force``). With ``budget_seconds``, stops starting new
-    draws after that long and returns None when draws remain (run again to continue)."""
+    same parameters ran before (unless ``force``); the number of draws is not part of the key,
+    so a run asked for more draws computes only the new ones and then its tables again. With
+    ``budget_seconds``, stops starting new draws after that long and returns None when draws
+    remain (run again to continue)."""
     acfg: AugmentConfig = params.stage(AugmentConfig)
     found = None if force else load(params)
-    if found is not None:
+    planned = {str(n): acfg.draws_of(n) for n in acfg.augment_n}
+    if found is not None and found.info["draws"] == planned:
         return found
     t0 = time.perf_counter()
     pools = load_pools(params)  # every pool checked before any fit
+    artifacts.check_work_source(params, pools.fingerprint)
     log.info(
         "augmentation experiment: pools %s; n = %s per class, draws %s",
         {p: len(pools[p].subjects()) for p in POOL_NAMES},
@@ -207,4 +217,5 @@ def _info(params, acfg: AugmentConfig, pools: Pools, records, out, evals) -> dic
             )
         ),
         "bootstrap": acfg.augment_bootstrap,
+        "pools_fingerprint": pools.fingerprint,
     }

@@ -7,11 +7,15 @@
    pool, with the hierarchical bootstrap of :mod:`.stats` (draws with their generators, test
    subjects shared across arms and n).
 3. **Gains** over tuned A with their intervals; the **primary endpoint** (C with the largest
-   synthetic count minus A at ``primary_n``, logistic regression, test pool) on its own; every
-   other gain, the leak (``C_pool`` minus the draw's own C) and the gain over ``A_H`` with
-   Holm-adjusted p-values.
+   synthetic count minus A at ``primary_n``, logistic regression, test pool) on its own, with
+   the share of its spread that comes from the draws and from the test subjects (and so how many
+   draws a half-width of 0.05 needs); every other gain, on the test and the out-of-distribution
+   pool, the leak (``C_pool`` minus the draw's own C) and the gain over ``A_H`` with
+   Holm-adjusted p-values (normal approximation from the bootstrap's standard error). The E_k
+   rows are points of the real learning curve, not hypotheses: outside the family.
 4. **Worth N** from the fitted real learning curve, with a bootstrap interval (the curve refitted
-   on each of :data:`WORTH_REPLICATES` replicates).
+   on each of :data:`WORTH_REPLICATES` replicates) and the share of replicates censored at the
+   pool size.
 """
 
 from __future__ import annotations
@@ -27,10 +31,12 @@ from .classify import CLASSIFIERS, auroc
 from .stats import (
     BootstrapWeights,
     auroc_replicates,
+    draws_for,
     fit_curve,
     holm,
     interval,
     p_value,
+    sd_split,
     worth_of,
 )
 
@@ -127,11 +133,14 @@ def _gain_rows(reps, acfg: AugmentConfig, pool: str) -> list[dict]:
     for clf in CLASSIFIERS:
         for n in acfg.augment_n:
             base = {name: reps[(clf, name, n)] for name in ("A", "A_H", top)}
-            pairs = [(a.name, "A") for a in arms_of(acfg) if a.per_draw and a.name != "A"]
+            pairs = [
+                (a.name, "A") for a in arms_of(acfg) if a.per_draw and a.kind not in ("A", "C_pool")
+            ]
             pairs += [(top, "A_H"), ("C_pool", top)]
             for arm, ref in pairs:
                 est, r = reps[(clf, arm, n)]
                 g_r = r - base[ref][1]
+                gain = est - base[ref][0]
                 lo, hi = interval(g_r)
                 rows.append(
                     {
@@ -141,10 +150,10 @@ def _gain_rows(reps, acfg: AugmentConfig, pool: str) -> list[dict]:
                         "comparison": f"{arm} - {ref}",
                         "arm": arm,
                         "reference": ref,
-                        "gain": est - base[ref][0],
+                        "gain": gain,
                         "ci_low": lo,
                         "ci_high": hi,
-                        "p": p_value(g_r),
+                        "p": p_value(gain, g_r),
                         "primary": bool(
                             pool == "test"
                             and clf == "logistic"
@@ -189,11 +198,10 @@ def _worth(reps, acfg: AugmentConfig, pool: str, pool_size: int):
             ref, ref_r = reps[(clf, "A", n)]
             for name in shown:
                 val, val_r = reps[(clf, name, n)]
-                value, how = worth_of(val, ref, curve, pool_size - n)
-                sample = [
-                    worth_of(val_r[b], ref_r[b], fits[b], pool_size - n)[0] for b in range(n_rep)
-                ]
-                lo, hi = interval(np.array(sample))
+                value, how = worth_of(val, ref, curve, pool_size)
+                sample = [worth_of(val_r[b], ref_r[b], fits[b], pool_size) for b in range(n_rep)]
+                lo, hi = interval(np.array([v for v, _ in sample]))
+                censored = float(np.mean([h == "at least" for _, h in sample]))
                 rows.append(
                     {
                         "pool": pool,
@@ -206,6 +214,7 @@ def _worth(reps, acfg: AugmentConfig, pool: str, pool_size: int):
                         "how": how,
                         "ci_low": lo,
                         "ci_high": hi,
+                        "censored replicates": censored,
                         "curve a": curve[0],
                         "curve b": curve[1],
                         "curve c": curve[2],
@@ -225,6 +234,14 @@ def summarise_draws(
     and the ceiling's; ``pool_size``: training-pool subjects per class."""
     m_max = max(acfg.augment_synthetic)
     chosen, tuning = _tune(draws, ceiling, evals, acfg)
+    top = primary_arm(acfg).name
+    draws_scores = {  # the primary's two arms at their tuned settings, test pool
+        (acfg.primary_n, arm): [
+            d[f"{arm}|logistic|{chosen[('logistic', arm, acfg.primary_n)]}|test"]
+            for d in draws[acfg.primary_n]
+        ]
+        for arm in ("A", top)
+    }
     table, gains, worth, curves = [], [], [], []
     for pool in _REPORT_POOLS:
         reps = _replicates(draws, ceiling, evals, chosen, acfg, pool)
@@ -234,19 +251,32 @@ def summarise_draws(
         worth += w
         curves += c
     gains_df = pd.DataFrame(gains)
-    family = (gains_df["pool"] == "test") & ~gains_df["primary"]
+    # the family: every comparison of both pools and learners but the primary one and the E_k
+    # rows (points of the real learning curve, not hypotheses)
+    family = ~gains_df["primary"] & ~gains_df["arm"].str.match(r"E\d")
     gains_df["p_holm"] = np.nan
     gains_df.loc[family, "p_holm"] = holm(gains_df.loc[family, "p"].to_numpy())
-    gains_df.loc[gains_df["primary"], "p_holm"] = gains_df.loc[gains_df["primary"], "p"]
     primary = gains_df[gains_df["primary"]].iloc[0]
+    top = primary_arm(acfg).name
+    sd_draws, sd_test = sd_split(
+        np.stack(draws_scores[(acfg.primary_n, top)]),
+        np.stack(draws_scores[(acfg.primary_n, "A")]),
+        evals["test"].y,
+        acfg.augment_bootstrap,
+        acfg.seed,
+    )
+    half = float((primary["ci_high"] - primary["ci_low"]) / 2)
     endpoint = {
         "statement": primary_statement(acfg),
         "gain": float(primary["gain"]),
         "ci_low": float(primary["ci_low"]),
         "ci_high": float(primary["ci_high"]),
-        "half_width": float((primary["ci_high"] - primary["ci_low"]) / 2),
+        "half_width": half,
         "p": float(primary["p"]),
         "draws": len(draws[acfg.primary_n]),
+        "sd_from_draws": sd_draws,
+        "sd_from_test_subjects": sd_test,
+        "draws_for_half_width_0.05": draws_for(0.05, sd_draws, sd_test, len(draws[acfg.primary_n])),
     }
     return {
         "table": pd.DataFrame(table),

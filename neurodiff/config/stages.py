@@ -372,8 +372,11 @@ class AugmentConfig(RunFields):
     augment_draws: tuple[int, ...] = param(
         (2, 2),
         "draws per n (one value per augment_n, or one for all): each draw its own real "
-        "subjects and its own generator; spend them where the primary endpoint needs them",
+        "subjects and its own generator; spend them where the primary endpoint needs them. Not "
+        "part of the run's key: a draw does not depend on how many there are, so more draws "
+        "continue a run (its tables are recomputed when the count differs)",
         min=1,
+        shapes=False,
     )
     primary_n: int = param(
         4,
