@@ -36,7 +36,7 @@ from pathlib import Path
 
 from recipes import cpu_model  # same folder
 
-from neurodiff import augment, config, runs
+from neurodiff import augment, config, registry, runs
 from neurodiff.errors import ConfigError, DataError
 from neurodiff.io import atomic_write_json
 from neurodiff.notebook import prepare_cohorts, write_demo_cohort
@@ -47,7 +47,7 @@ RESULTS = Path(__file__).parent / "results" / "augment_fair.json"
 POOLS = "100,100,25,250,40"
 FULL = {
     "augment_n": [2, 4, 8, 16],
-    "augment_draws": [6, 16, 6, 6],
+    "augment_draws": [8, 30, 8, 8],
     "primary_n": 4,
     "augment_synthetic": [16, 32, 64],
     "augment_real_k": [1, 2, 4, 8, 16],
@@ -96,7 +96,7 @@ def _check_sizes(folder: Path, sizes: str) -> None:
 
 def write_results(params: config.Params, out: Path, command: str, sitting: dict) -> dict:
     """Summarise the draws finished so far and write ``out`` (sittings accumulate)."""
-    key = runs.stage_key(params, "augment")  # the draws' count is not part of it
+    key = runs.stage_key(params, registry.AUGMENT)  # the draws' count is not part of it
     old = json.loads(out.read_text()) if out.is_file() else {}
     sittings = old.get("sittings", []) if old.get("run_key") == key else []
     summary = augment.summarise(params)
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.pools:
         _check_sizes(args.pools_dir, args.pools)
     params = _params(args, args.pools_dir)
-    prepare_cohorts(params, "augment")  # the pools, preprocessed like the demo cohort
+    prepare_cohorts(params, registry.AUGMENT)  # the pools, preprocessed like the demo cohort
     budget = None if args.hours is None else args.hours * 3600 - (time.perf_counter() - t0)
     result = augment.run(params, budget_seconds=budget)
     command = "python benchmarks/augment_fair.py " + " ".join(

@@ -169,11 +169,12 @@ METRICS = Stage(
 AUGMENT = Stage(
     "augment",
     "augment",
-    (AugmentConfig, ModelConfig, TrainConfig, SampleConfig),
+    # its own pools (preprocessed like the cohort: PreprocessConfig) and its own generators (the
+    # recipe of ModelConfig, trained as TrainConfig, sampled as SampleConfig); no upstream stage
+    (AugmentConfig, PreprocessConfig, ModelConfig, TrainConfig, SampleConfig),
     "neurodiff-augment/2",
     "neurodiff.augment",
     "06",
-    upstream=("preprocess",),
     outputs=("augment.json", "*.tsv", "work/*.json", "work/*.npz", "work/*.pt"),
     cohorts=("pools_cohort",),
     help="does augmentation help? leak-free generators per draw, tuned arms, a large test pool",

@@ -430,7 +430,9 @@ def test_the_hierarchical_bootstrap_pairs_arms_and_sees_a_shift() -> None:
 
 
 def test_the_draws_needed_split_the_spread_into_draws_and_test_subjects() -> None:
-    assert stats.draws_for(0.05, 0.05, 0.01, draws=10) == 46  # 10 * 0.05^2 / ((0.05/1.96)^2 - 0.01^2)
+    assert (
+        stats.draws_for(0.05, 0.05, 0.01, draws=10) == 46
+    )  # 10 * 0.05^2 / ((0.05/1.96)^2 - 0.01^2)
     assert stats.draws_for(0.05, 0.01, 0.03, draws=10) is None  # the test set alone is too wide
     assert stats.draws_for(0.05, 0.001, 0.001, draws=10) == 10
     rng = np.random.default_rng(1)

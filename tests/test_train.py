@@ -536,6 +536,29 @@ def test_select_subjects_spans_sites_and_keeps_whole_subjects():
     assert again == kept_index["subject"].tolist()  # the seed fixes the draw
 
 
+def test_select_subjects_gives_every_group_an_equal_share():
+    """With a group column, a small subset never lacks a group (3 patients of 18 subjects)."""
+    import pandas as pd
+
+    from neurodiff.train import select_subjects
+
+    subjects = [f"s{i:02d}" for i in range(18)]
+    groups = ["control"] * 15 + ["patient"] * 3
+    index = pd.DataFrame(
+        {
+            "subject": subjects,
+            "site": [("A", "B", "C")[i % 3] for i in range(18)],
+            "group": groups,
+        }
+    )
+    images = np.zeros((18, 1, 1, 1), dtype=np.float32)
+    for n, seed in ((2, 0), (2, 1), (4, 7)):
+        kept = select_subjects(images, index, n, seed=seed)[1]
+        assert kept["group"].value_counts().to_dict() == {"control": n // 2, "patient": n // 2}
+    six = select_subjects(images, index, 6, seed=2)[1]
+    assert set(six.loc[six["group"] == "control", "site"]) == {"A", "B", "C"}
+
+
 def test_ddp_in_3d_then_resume_on_another_world_size(tmp_path, caplog):
     """The paper's path: two gloo processes train the smoke3d model, rank 0 alone writes the
     checkpoint, and one process resumes it (another world size) to the end."""
