@@ -46,11 +46,12 @@ lock: | $(STAMP)
 
 data: $(DEMO)
 
-# The simulated cohort (48 controls, 24 patients) and chapter 6's pools (16 healthy for the
-# generator's pretraining; per class 8 training, 4 validation, 12 test, 4 at a fourth site).
+# The simulated cohort (48 controls, 24 patients) and chapter 6's pools for its live run (12
+# healthy for the generator's pretraining; per class 6 training, 3 validation, 8 test, 3 at a
+# fourth site).
 $(DEMO): | $(STAMP)
 	@$(BIN)/neurodiff demo-data --out data/raw/demo
-	@$(BIN)/neurodiff demo-data --pools 16,8,4,12,4 --out data/raw/demo-pools
+	@$(BIN)/neurodiff demo-data --pools 12,6,3,8,3 --out data/raw/demo-pools
 
 notebooks run: $(STAMP) $(DEMO)
 	$(BIN)/neurodiff run --profile $(PROFILE) $(ARGS)

@@ -47,7 +47,7 @@ RESULTS = Path(__file__).parent / "results" / "augment_fair.json"
 POOLS = "100,100,25,250,40"
 FULL = {
     "augment_n": [2, 4, 8, 16],
-    "augment_draws": [8, 30, 8, 8],
+    "augment_draws": [6, 24, 6, 6],
     "primary_n": 4,
     "augment_synthetic": [16, 32, 64],
     "augment_real_k": [1, 2, 4, 8, 16],

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 #: defaults to (the Makefile's ``data`` target uses the same; ``tests/test_project.py`` checks).
 DEMO_OPTIONS: dict[str, list[str]] = {
     "cohort": [],
-    "pools_cohort": ["--pools", "16,8,4,12,4"],
+    "pools_cohort": ["--pools", "12,6,3,8,3"],
 }
 
 

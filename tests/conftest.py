@@ -91,12 +91,12 @@ def tiny_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_pools(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Chapter 6's pools at toy size (4 healthy for pretraining; per class 4 training, 2
+    """Chapter 6's pools at toy size (4 healthy for pretraining; per class 6 training, 2
     validation, 3 test, 2 at site D), fast mode. Read-only."""
     from neurodiff.demo_data import make_pools_cohort
 
     out = tmp_path_factory.mktemp("tiny_pools") / "pools"
-    return make_pools_cohort(out, (4, 4, 2, 3, 2), seed=0, resolution=2, progress=False)
+    return make_pools_cohort(out, (4, 6, 2, 3, 2), seed=0, resolution=2, progress=False)
 
 
 def write_nifti(

@@ -166,7 +166,7 @@ def test_pools_that_share_a_subject_or_hold_patients_for_pretraining_are_refused
     with pytest.raises(DataError, match="must be healthy"):
         augment.check_pools(sick, acfg)
     small = dataclasses.replace(acfg, augment_real_k=(1, 9))
-    with pytest.raises(DataError, match="training pool has 4 subjects"):
+    with pytest.raises(DataError, match="training pool has 6 subjects"):
         augment.check_pools(pools, small)
 
 

@@ -391,7 +391,7 @@ class AugmentConfig(RunFields):
         min=1,
     )
     augment_real_k: tuple[int, ...] = param(
-        (1, 2, 4), "arms E_k: k more real subjects per class (the dense real learning curve)", min=1
+        (1, 2), "arms E_k: k more real subjects per class (the dense real learning curve)", min=1
     )
     generator_channels: tuple[int, ...] = param(
         (16, 32, 64),
