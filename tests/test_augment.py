@@ -496,8 +496,12 @@ def test_the_committed_results_were_made_by_the_benchmark() -> None:
     for r in full.info["draw_records"]:  # every generator trained on its own draw only
         assert r["generator_trained_on"] == sorted(r["subjects"])
         assert {seen[s] for s in r["subjects"]} == {"train"}
-    assert (
-        full.info["pool_sizes"]["test"] == {"control": 250, "patient": 250} or not raw["complete"]
-    )
+    assert full.info["pool_sizes"]["test"] == {"control": 250, "patient": 250}
+    assert min(full.info["pool_sizes"]["train"].values()) >= 100
+    w = full.tables["worth"]
+    below = w[(w["n"] == 16) & (w["auroc"] < w["a auroc"])]
+    assert (below["worth (real subjects per class)"] <= 0).all()
+    primary = full.info["primary"]
+    assert primary["half_width"] <= raw["target_half_width"] or not raw["complete"]
     text = augment.answer(full)
     assert f"{full.info['primary']['gain']:+.3f}" in text
