@@ -138,16 +138,23 @@ def _gain(result: Any, comparison: str, n: int, pool="test", classifier="logisti
     return rows.iloc[0]
 
 
+def _gains_by_n(result: Any, comparison: str, pool: str = "test") -> str:
+    """``n = 2: +0.1 [lo, hi]; n = 4: ...`` of one comparison (logistic regression)."""
+    parts = []
+    for n in result.info["n"]:
+        r = _gain(result, comparison, n, pool=pool)
+        parts.append(f"n = {n}: {r['gain']:+.3f} {_ci(r['ci_low'], r['ci_high'])}")
+    return "; ".join(parts)
+
+
 def leak_sentence(result: Any) -> str:
     """C_pool minus the draw's own C at every n: the leak of a generator that saw the pool."""
     top = f"C{max(result.info['synthetic_per_class'])}"
-    parts = []
-    for n in result.info["n"]:
-        r = _gain(result, f"C_pool - {top}", n)
-        parts.append(f"n = {n}: {r['gain']:+.3f} {_ci(r['ci_low'], r['ci_high'])}")
     return (
         f"The leak (C_pool, a generator fine-tuned on the whole training pool, minus {top}, the "
-        "draw's own generator; logistic regression, test pool): " + "; ".join(parts) + "."
+        "draw's own generator; logistic regression, test pool): "
+        + _gains_by_n(result, f"C_pool - {top}")
+        + "."
     )
 
 
@@ -204,14 +211,12 @@ def answer(result: Any) -> str:
             )
         name = "Tuned logistic regression" if clf == "logistic" else "Small CNN"
         lines.append(f"**{name}**, test pool AUROC: " + "; ".join(parts) + ".")
-    parts = []
-    for n in info["n"]:
-        r = _gain(result, f"{top} - A_H", n)
-        parts.append(f"n = {n}: {r['gain']:+.3f} {_ci(r['ci_low'], r['ci_high'])}")
     lines.append(
         f"**Against the generator's own healthy data**: {top} minus A_H (the draw's real subjects "
         "plus, as real images, the healthy cohort the generator was pretrained on; logistic "
-        "regression, test pool): " + "; ".join(parts) + ". A gain of the synthetic images over A "
+        "regression, test pool): "
+        + _gains_by_n(result, f"{top} - A_H")
+        + ". A gain of the synthetic images over A "
         "that A_H exceeds came from the healthy data, which a study could give its classifier "
         "directly."
     )
@@ -221,13 +226,9 @@ def answer(result: Any) -> str:
         + "; ".join(worth_sentence(result, n) for n in info["n"])
         + "."
     )
-    ood = []
-    for n in info["n"]:
-        r = _gain(result, f"{top} - A", n, pool="ood")
-        ood.append(f"n = {n}: {r['gain']:+.3f} {_ci(r['ci_low'], r['ci_high'])}")
     lines.append(
         "**Out-of-distribution site** (a protocol no training pool has), gain of "
-        f"{top} over A: " + "; ".join(ood) + "."
+        f"{top} over A: " + _gains_by_n(result, f"{top} - A", pool="ood") + "."
     )
     lines.append(memorisation_sentence(result))
     return "\n\n".join(lines)

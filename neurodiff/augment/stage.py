@@ -94,7 +94,9 @@ def _finished(params: Params, acfg: AugmentConfig) -> dict[int, list[dict]]:
     return out
 
 
-def summarise(params: Params, pools: Pools | None = None) -> dict[str, Any]:
+def summarise(
+    params: Params, pools: Pools | None = None, evals: dict | None = None
+) -> dict[str, Any]:
     """The tables and ``augment.json`` of the draws finished so far (at least two per n): what
     :func:`run` writes at the end, and what a benchmark reports between sittings."""
     acfg: AugmentConfig = params.stage(AugmentConfig)
@@ -113,7 +115,7 @@ def summarise(params: Params, pools: Pools | None = None) -> dict[str, Any]:
             "ceiling): run the experiment further"
         )
     draws = {n: [load_scores(params, r["name"]) for r in recs] for n, recs in records.items()}
-    evals = eval_sets(pools)
+    evals = evals if evals is not None else eval_sets(pools)
     pool_size = min(len(pools["train"].subjects(k)) for k in (0, 1))
     out = summarise_draws(draws, load_scores(params, "ceiling"), evals, acfg, pool_size)
     out["pools"] = pools.summary()
@@ -167,7 +169,7 @@ def run(
             log.info("time budget spent: stopping before draw %s (run again to go on)", plan.name)
             return None
         run_draw(params, pools, plan, init, pool_samples, evals)
-    out = summarise(params, pools)
+    out = summarise(params, pools, evals)  # the pools' features, prepared once
     seconds = time.perf_counter() - t0
     info = {**out.pop("info"), "seconds": round(seconds, 1)}
     out.pop("primary")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..measures.intervals import percentile_interval
+from .classify import pair_matrix
 
 __all__ = [
     "BootstrapWeights",
@@ -44,7 +45,7 @@ class BootstrapWeights:
         self, y: np.ndarray, draws: dict[int, int], n_boot: int, seed: int, only: str = ""
     ) -> None:
         rng = np.random.default_rng([seed, 6])
-        self.n_boot = n_boot
+        self.n_boot, self.y = n_boot, np.asarray(y)
         self.pos, self.neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
         self.wp = self._counts(rng, len(self.pos), n_boot)
         self.wn = self._counts(rng, len(self.neg), n_boot)
@@ -86,11 +87,6 @@ def draws_for(
     return max(draws, int(np.ceil(draws * sd_draws**2 / room)))
 
 
-def _pairs(scores: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
-    diff = scores[pos][:, None] - scores[neg][None, :]
-    return (diff > 0) + 0.5 * (diff == 0)
-
-
 def auroc_replicates(
     scores: np.ndarray, w: BootstrapWeights, n: int | None
 ) -> tuple[float, np.ndarray]:
@@ -101,7 +97,7 @@ def auroc_replicates(
     plain = np.empty(len(scores))
     norm = w.wp.sum(1) * w.wn.sum(1)
     for d, s in enumerate(scores):
-        h = _pairs(s, w.pos, w.neg)
+        h = pair_matrix(s, w.y)  # positives and negatives in the order of w.pos and w.neg
         plain[d] = h.mean()
         per_draw[d] = np.einsum("bp,pb->b", w.wp, h @ w.wn.T) / norm
     if n is None:
