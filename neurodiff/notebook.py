@@ -20,7 +20,7 @@ from pathlib import Path
 
 from . import registry, runs
 from .config import ConfigError, Params, parameter_specs
-from .dispatch import run_stage
+from .dispatch import cannot_run, run_stage
 from .errors import CohortError
 
 __all__ = ["DEMO_OPTIONS", "prepare", "prepare_cohorts", "write_demo_cohort"]
@@ -92,8 +92,15 @@ def prepare(params: Params, chapter: str) -> None:
 def prepare_cohorts(params: Params, stage: str | registry.Stage) -> None:
     """Preprocess the further cohorts ``stage`` reads (the registry's ``cohorts``: parameters
     naming a folder, e.g. chapter 6's ``pools_cohort``) exactly like the cohort, when they are
-    missing; write a simulated one first when the parameter is its default and absent."""
-    for name in registry.get(stage).cohorts:
+    missing; write a simulated one first when the parameter is its default and absent. Nothing
+    is prepared for a stage that cannot run on them (:func:`neurodiff.dispatch.cannot_run`: a
+    healthy-only pools cohort); the stage gives the reason."""
+    spec = registry.get(stage)
+    reason = cannot_run(spec, params)
+    if reason is not None:
+        log.warning("the %s stage cannot run: %s", spec.name, reason)
+        return
+    for name in spec.cohorts:
         other = params.for_cohort(name)
         if other is None:
             continue

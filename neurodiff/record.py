@@ -159,7 +159,10 @@ def _augment_markdown(params: config.Params) -> str:
             + f"\n\n*From `{params['augment_results']}`. {augment.reading.status_sentence(full)}*"
         )
     live = augment.load(params)  # read back, never recomputed
-    if live is None:
+    reason = augment.cannot_run(params)
+    if reason is not None:
+        text += f"\n\n*The live version cannot run with these parameters: {reason}.*"
+    elif live is None:
         text += (
             "\n\n*The live version has not run with these parameters: run `neurodiff run "
             f"--profile {params.profile}` through `{registry.AUGMENT.notebook}`.*"

@@ -3,9 +3,13 @@
 ``neurodiff run --profile demo [-p key=value ...] [--only 01_explore]``:
 
 1. resolves the profile and overrides into a validated :class:`~neurodiff.config.Params`
-   (unknown names, wrong types and a missing profile are refused before any notebook starts);
+   (unknown names, wrong types, a missing profile and a ``groups`` list the cohort's table does not
+   have are refused before any notebook starts), and says what the cohort decides: an
+   unconditional generator on a healthy-only cohort, a chapter that cannot compute its own run
+   (chapter 6 on a pools cohort without two groups: it shows the reason instead);
 2. executes ``notebooks/NN_*.ipynb`` in order with papermill, injecting the whole parameter
-   namespace, the working directory being the project root;
+   namespace (but the values each notebook reads from the cohort itself,
+   :attr:`~neurodiff.config.Params.from_cohort`), the working directory being the project root;
 3. writes each executed copy to ``book/executed/`` (atomically), with the injected parameters in a
    collapsed cell and progress-bar/log output (stderr) moved to ``book/executed/logs/``;
 4. records the run (git commit, parameters and their hash, package versions, device, wall time and
@@ -36,7 +40,14 @@ from .errors import ConfigError, DataError, NeurodiffError, NotebookError
 from .io import atomic_path, atomic_write_text, shown_path
 from .record import write_record
 
-__all__ = ["NotebookError", "RunReport", "build_book", "notebook_paths", "run_notebooks"]
+__all__ = [
+    "NotebookError",
+    "RunReport",
+    "build_book",
+    "notebook_paths",
+    "preflight_notes",
+    "run_notebooks",
+]
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +240,7 @@ def run_notebooks(
     paths = notebook_paths(only)
     for p in paths:
         _check_parameters_cell(p)
+    notes = preflight_notes(params, paths)
     out_dir = Path(output_dir) if output_dir else root / "book" / "executed"
     out_dir = out_dir if out_dir.is_absolute() else root / out_dir
     failed_dir = root / "_build" / "failed"
@@ -243,6 +255,9 @@ def run_notebooks(
         file=sys.stderr,
         flush=True,
     )
+    for note in notes:
+        print(f"[neurodiff run] {note}", file=sys.stderr, flush=True)
+    injected = {k: v for k, v in params.to_dict().items() if k not in params.from_cohort}
     for path in paths:
         name = path.stem
         print(f"[neurodiff run] {name:16s}", end="", file=sys.stderr, flush=True)
@@ -254,7 +269,7 @@ def run_notebooks(
             pm.execute_notebook(
                 str(staged),
                 str(work),
-                parameters={**params.to_dict(), config.RESOLVED_FLAG: True},
+                parameters={**injected, config.RESOLVED_FLAG: True},
                 cwd=str(root),
                 kernel_name=kernel_name,
                 progress_bar=False,
@@ -289,6 +304,27 @@ def run_notebooks(
     report.record = write_record(report.params, report.notebooks, out_dir, root)
     print(f"[neurodiff run] {'total':16s} {report.seconds:7.1f} s", file=sys.stderr, flush=True)
     return report
+
+
+def preflight_notes(params: config.Params, paths: Sequence[Path]) -> list[str]:
+    """What the inputs decide before any notebook starts, one line each: an unconditional
+    generator on a cohort with fewer than two groups, and each chapter among ``paths`` that
+    cannot compute its own run (:func:`neurodiff.dispatch.cannot_run`), with the reason."""
+    from . import registry
+    from .dispatch import cannot_run
+
+    notes = []
+    if "groups" in params.from_cohort and not params.groups:
+        notes.append(
+            f"the cohort {params.cohort!r} has fewer than two groups in its table (a "
+            "healthy-only cohort): the generator is unconditional (groups=[])"
+        )
+    for path in paths:
+        stage = next((s for s in registry.STAGES if s.chapter == path.stem[:2]), None)
+        reason = cannot_run(stage, params) if stage is not None else None
+        if reason is not None:
+            notes.append(f"{path.stem}: {reason}. The chapter shows this instead of its own run")
+    return notes
 
 
 def _toc_files(root: Path) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import nibabel as nib
@@ -143,6 +144,90 @@ def test_site_protocols_beyond_three_are_stable() -> None:
     assert five[:3] == SITE_PROTOCOLS
     assert site_protocols(5) == five
     assert len({s.orientation for s in five}) >= 3
+    # every site's head is plausible: skull 5-8 mm, scalp 4-8 mm, neck muscle ~half of WM
+    for site in site_protocols(26):
+        assert 5.0 <= site.skull_mm <= 8.0 and 4.0 <= site.scalp_mm <= 8.0
+        assert 0.4 <= site.contrast["muscle"] <= 0.6
+    # the reference sites differ in both thickness
+    assert len({s.skull_mm for s in SITE_PROTOCOLS}) == 3
+    assert len({s.scalp_mm for s in SITE_PROTOCOLS}) == 3
+
+
+def test_skull_and_scalp_thickness_are_each_sites_own() -> None:
+    """Measured in the template-space head (1 mm grid), over the top of the head: the scalp
+    starts where the skull ends (half-way from skull to scalp signal) and ends where its signal
+    has halved. Each site's layers are as thick as its protocol declares."""
+    tpl = anatomy._templates(1)
+    z = anatomy._template_axes(tpl.affine, tpl.t1.shape)[2]
+    top = (tpl.outside == 1) & (z[None, None, :] > 20)
+    dist = tpl.dist[top]
+    measured = {}
+    for site in SITE_PROTOCOLS:
+        c = site.contrast
+        signal = anatomy._site_base(tpl, site)[top]
+        scalp_starts = dist[signal > (c["skull"] + c["scalp"]) / 2].min()
+        scalp_ends = dist[signal > c["scalp"] / 2].max()
+        skull = scalp_starts - anatomy._RIM_MM
+        scalp = scalp_ends - scalp_starts
+        assert skull == pytest.approx(site.skull_mm, abs=0.25), site.name
+        assert scalp == pytest.approx(site.scalp_mm, abs=0.25), site.name
+        measured[site.name] = (skull, scalp)
+    # the sites' 1 mm differences are seen, in the declared order
+    for k in (0, 1):
+        declared = sorted(SITE_PROTOCOLS, key=lambda s: (s.skull_mm, s.scalp_mm)[k])
+        seen = sorted(measured, key=lambda name: measured[name][k])
+        assert seen == [s.name for s in declared]
+
+
+def test_the_head_goes_on_into_a_neck() -> None:
+    """Below the brain, far beyond where the head's layers end (which left air there), there is
+    a neck of the site's muscle signal; above the skull base there is none."""
+    tpl = anatomy._templates(2)
+    z = anatomy._template_axes(tpl.affine, tpl.t1.shape)[2][None, None, :]
+    voxel_cm3 = 2.0**3 / 1000
+    for site in SITE_PROTOCOLS:
+        base = anatomy._site_base(tpl, site)
+        beyond_layers = tpl.dist > anatomy._RIM_MM + site.skull_mm + site.scalp_mm + 3.0
+        muscle = np.abs(base - site.contrast["muscle"]) < 0.01
+        # at least a 10 mm slab of a ~12 cm-wide neck, minus the head's layers around the
+        # cerebellum and the spinal canal
+        assert np.count_nonzero(muscle & beyond_layers & (z <= -50)) * voxel_cm3 > 20, site.name
+        assert np.all(base[beyond_layers & (z > 0)] < 1e-3), site.name
+
+
+def test_stored_scans_have_a_neck_to_the_edge_of_the_field_of_view(tiny_cohort: Path) -> None:
+    """The lowest 10 mm of every stored scan (below the template's lower edge, z = -72 mm)
+    cross the neck: a good part of those voxels hold tissue, not just noise."""
+    table = pd.read_csv(tiny_cohort / "participants.tsv", sep="\t")
+    protocols = {p.name: p for p in SITE_PROTOCOLS}
+    for pid, site in zip(table["participant_id"], table["site"]):
+        img = nib.as_closest_canonical(nib.load(tiny_cohort / pid / "anat" / f"{pid}_T1w.nii.gz"))
+        data = np.asarray(img.dataobj, dtype=np.float32)
+        lowest = max(1, round(10.0 / img.header.get_zooms()[2]))
+        tissue = data[:, :, :lowest] > 0.25 * protocols[site].scale
+        # the neck's cross-section is ~110 cm2 of the 480 cm2 field of view
+        assert tissue.mean() > 0.1, pid
+
+
+def test_the_head_leaves_the_brain_unchanged() -> None:
+    """Inside the template brain mask the site's base is the template T1 in the site's
+    contrast, whatever its head: another head changes the head only."""
+    tpl = anatomy._templates(2)
+    brain = tpl.outside == 0
+    assert np.count_nonzero(brain) > 100_000
+    for site in SITE_PROTOCOLS:
+        other_head = replace(
+            site,
+            skull_mm=8.0 if site.skull_mm < 7 else 5.0,
+            scalp_mm=4.0 if site.scalp_mm > 5 else 8.0,
+            contrast={**site.contrast, "skull": 0.3, "marrow": 0.7, "scalp": 0.5, "muscle": 0.9},
+        )
+        base, other = anatomy._site_base(tpl, site), anatomy._site_base(tpl, other_head)
+        np.testing.assert_array_equal(base[brain], other[brain])
+        assert np.mean(base[~brain] != other[~brain]) > 0.05
+        # template white matter is white matter (= 1) at every site
+        wm = brain & (np.abs(tpl.t1 - anatomy._TEMPLATE_LEVELS["wm"]) < 1e-3)
+        np.testing.assert_allclose(base[wm], 1.0, atol=0.01)
 
 
 @pytest.mark.parametrize(

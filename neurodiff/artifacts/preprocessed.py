@@ -167,7 +167,8 @@ def load_split_table(params_or_dir: Params | str | Path) -> pd.DataFrame:
 
 
 def load_qc(params_or_dir: Params | str | Path) -> pd.DataFrame:
-    """``qc.tsv``: subject, site, ncc, flagged, excluded, note."""
+    """``qc.tsv``: subject, site, ncc, ncc_z, overlap, head, flagged, excluded, note (every
+    reason a scan was flagged; see :func:`neurodiff.preprocess.split.qc_table`)."""
     folder = preprocessed_dir(params_or_dir)
     load_manifest(params_or_dir)
     qc = pd.read_csv(folder / "qc.tsv", sep="\t", dtype={"subject": str, "site": str})
@@ -208,16 +209,24 @@ def load_histograms(params_or_dir: Params | str | Path) -> dict[str, np.ndarray]
 # --------------------------------------------------------------------------------------------
 
 
-def volume_path(folder: str | Path, subject: str) -> Path:
-    """``volumes/<subject>.nii.gz`` of a preprocessed folder (float32 in [0, 1], RAS)."""
-    return Path(folder) / "volumes" / f"{subject}.nii.gz"
+def volume_path(folder: str | Path, subject: str, kind: str = "volumes") -> Path:
+    """``volumes/<subject>.nii.gz`` of a preprocessed folder (float32 in [0, 1], RAS), or with
+    ``kind="masks"`` the subject's brain mask on the same grid (uint8, ``masks/``)."""
+    return Path(folder) / kind / f"{subject}.nii.gz"
 
 
-def write_volume(folder: str | Path, subject: str, volume: np.ndarray, affine: np.ndarray) -> Path:
-    """A preprocessed volume (float32 in [0, 1], RAS mm affine) at :func:`volume_path`."""
+def write_volume(
+    folder: str | Path,
+    subject: str,
+    volume: np.ndarray,
+    affine: np.ndarray,
+    kind: str = "volumes",
+) -> Path:
+    """A preprocessed volume (float32 in [0, 1], RAS mm affine) at :func:`volume_path`, or a
+    brain mask (uint8) with ``kind="masks"``."""
     import nibabel as nib
 
-    out = volume_path(folder, subject)
+    out = volume_path(folder, subject, kind)
     out.parent.mkdir(parents=True, exist_ok=True)
     img = nib.Nifti1Image(volume, affine)
     img.header.set_xyzt_units("mm")

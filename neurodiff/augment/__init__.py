@@ -15,13 +15,23 @@ the primary endpoint, Holm-adjusted comparisons, the leak and "worth N subjects"
 learning curve with hierarchical-bootstrap intervals; :mod:`.reading` puts them in words.
 
 ``run(params)`` computes it for ``params`` (the live chapter 6 runs a small version on the demo
-pools; ``benchmarks/augment_fair.py`` the full one); ``load(params)`` reads a finished run back.
+pools; ``benchmarks/augment_fair.py`` the full one); ``load(params)`` reads a finished run back;
+``cannot_run(params)`` says why a pools cohort cannot be used (a healthy-only one has one group).
 """
 
 from .arms import Arm, arms_of
 from .classify import CLASSIFIERS, auroc, features, fit_cnn, fit_logistic, pair_matrix
 from .experiment import DrawPlan, plan_draw
-from .pools import POOL_NAMES, Pool, Pools, check_pools, load_pools, pools_params
+from .pools import (
+    POOL_NAMES,
+    Pool,
+    Pools,
+    cannot_run,
+    check_pools,
+    experiment_params,
+    load_pools,
+    pools_params,
+)
 from .reading import (
     answer,
     from_results_file,
@@ -48,7 +58,9 @@ __all__ = [
     "arms_of",
     "auroc",
     "auroc_replicates",
+    "cannot_run",
     "check_pools",
+    "experiment_params",
     "features",
     "fit_cnn",
     "fit_curve",

@@ -6,7 +6,10 @@ cohort with ``group`` and ``pool`` columns) is preprocessed exactly like the coh
 one pool (:data:`POOL_NAMES`): ``pretrain`` (healthy controls the generator is pretrained on),
 ``train`` (the draws are taken from it), ``validation`` (tunes the classifiers), ``test`` (judges
 every arm) and ``ood`` (a site no other pool contains). :func:`check_pools` refuses overlapping
-pools, a pool of the wrong groups or one too small for the parameters.
+pools, a pool of the wrong groups or one too small for the parameters. The experiment compares
+two groups: :func:`cannot_run` says why a pools cohort without them (a healthy-only one) cannot
+be used, before anything is computed, and the generators are conditioned on the pools cohort's
+groups (:func:`experiment_params`).
 """
 
 from __future__ import annotations
@@ -17,10 +20,20 @@ import numpy as np
 import pandas as pd
 
 from ..artifacts import load_preprocessed_cohort, load_split
+from ..cohort import read_groups
 from ..config import AugmentConfig, ModelConfig, Params
 from ..errors import ConfigError, DataError
 
-__all__ = ["POOL_NAMES", "Pool", "Pools", "check_pools", "load_pools", "pools_params"]
+__all__ = [
+    "POOL_NAMES",
+    "Pool",
+    "Pools",
+    "cannot_run",
+    "check_pools",
+    "experiment_params",
+    "load_pools",
+    "pools_params",
+]
 
 #: The pools, in order (the values of the cohort's ``pool`` column).
 POOL_NAMES: tuple[str, ...] = ("pretrain", "train", "validation", "test", "ood")
@@ -116,13 +129,61 @@ def pools_params(params: Params) -> Params:
     return other
 
 
+def cannot_run(params: Params) -> str | None:
+    """Why the experiment cannot run on the pools cohort of ``params``, in a sentence; None when
+    it can, or when the pools folder is not there yet (the simulated one is written on demand,
+    another is refused by :func:`neurodiff.notebook.prepare`). It compares two groups, so a
+    healthy-only pools cohort (no ``group`` column, or one group) cannot. Reads the pools'
+    table only and raises nothing: chapter 6 shows the reason instead of its live run, and
+    ``neurodiff run`` says it before any notebook starts."""
+    if not params["pools_cohort"]:
+        return "there is no pools cohort (parameter 'pools_cohort' is empty)"
+    try:
+        other = pools_params(params)
+        other.check_groups()  # groups set by a profile or an override must fit the pools
+    except ConfigError as exc:
+        return f"the pools cohort {params['pools_cohort']!r} does not fit: {exc}"
+    given = "groups" not in other.from_cohort
+    if given and len(other.groups) != 2:
+        return (
+            "chapter 6 needs a generator conditioned on two groups (control, patient); "
+            f"parameter 'groups' is {list(other.groups)}. Run it with -p "
+            "groups='[control, patient]' on a cohort with a 'group' column"
+        )
+    root = other.path(other["cohort"])
+    if not root.is_dir() or len(other.groups) == 2:
+        return None
+    found = read_groups(root, other.path(other["cohort_table"]) if other["cohort_table"] else None)
+    has = f"only the group {found.groups[0]!r}" if found.groups else "no 'group' column"
+    return (
+        f"the pools cohort {params['pools_cohort']!r} has {has} ({found.where}): the experiment "
+        "compares two groups, healthy controls and patients, and a healthy-only cohort has "
+        "one. Give it a pools cohort with 'group' and 'pool' columns (-p pools_cohort=FOLDER; "
+        "`neurodiff demo-data --pools` simulates one)"
+    )
+
+
+def experiment_params(params: Params) -> Params:
+    """``params`` with the groups of the pools cohort, which the experiment's generators are
+    conditioned on (they are trained on the pools, not on the cohort); ``params`` itself when
+    they are the cohort's (the demo cohorts), so that the key of the run says what ran.
+
+    Raises :class:`~neurodiff.errors.ConfigError` with :func:`cannot_run`'s reason."""
+    reason = cannot_run(params)
+    if reason is not None:
+        raise ConfigError(reason, parameter="pools_cohort")
+    groups = pools_params(params).groups
+    if tuple(groups) == tuple(params["groups"]):
+        return params
+    source = "the groups of parameter 'pools_cohort'"
+    return Params({**params.to_dict(), "groups": list(groups)}, source=source)
+
+
 def _groups(params: Params) -> tuple[str, str]:
     mcfg: ModelConfig = params.stage(ModelConfig)
-    if len(mcfg.groups) != 2:
+    if len(mcfg.groups) != 2:  # cannot happen after experiment_params
         raise ConfigError(
-            "chapter 6 needs a generator conditioned on two groups (control, patient); "
-            f"parameter 'groups' is {list(mcfg.groups)}. Run it with -p "
-            "groups='[control, patient]' on a cohort with a 'group' column",
+            f"chapter 6 needs two groups; parameter 'groups' is {list(mcfg.groups)}",
             parameter="groups",
         )
     return mcfg.groups[0], mcfg.groups[1]
@@ -130,7 +191,9 @@ def _groups(params: Params) -> tuple[str, str]:
 
 def load_pools(params: Params) -> Pools:
     """Every pool's images (both preprocessing splits of the pools cohort, regrouped by its
-    ``pool`` column), checked by :func:`check_pools`."""
+    ``pool`` column), checked by :func:`check_pools`; the groups are the pools cohort's
+    (:func:`experiment_params`)."""
+    params = experiment_params(params)
     groups = _groups(params)
     other = pools_params(params)
     table = load_preprocessed_cohort(other).rename(columns={"participant_id": "subject"})

@@ -27,7 +27,7 @@ from ..runs import record_run
 from .arms import arms_of
 from .experiment import eval_sets, load_scores, plan_draw, run_ceiling, run_draw
 from .generators import generator_config, pool_generator, pretrained
-from .pools import POOL_NAMES, Pools, load_pools
+from .pools import POOL_NAMES, Pools, cannot_run, experiment_params, load_pools
 from .summary import primary_statement, summarise_draws
 
 __all__ = ["AugmentResult", "load", "run", "schedule", "summarise"]
@@ -71,7 +71,11 @@ class AugmentResult:
 
 def load(params: Params | str | Path) -> AugmentResult | None:
     """The finished experiment of ``params`` (or of a run folder), read back without computing
-    anything; None when it has not run (or did not finish)."""
+    anything; None when it has not run (or did not finish, or cannot run: :func:`cannot_run`)."""
+    if isinstance(params, Params):
+        if cannot_run(params) is not None:
+            return None
+        params = experiment_params(params)
     files = artifacts.load_augment(params)
     if files is None:
         return None
@@ -99,6 +103,7 @@ def summarise(
 ) -> dict[str, Any]:
     """The tables and ``augment.json`` of the draws finished so far (at least two per n): what
     :func:`run` writes at the end, and what a benchmark reports between sittings."""
+    params = experiment_params(params)
     acfg: AugmentConfig = params.stage(AugmentConfig)
     pools = pools if pools is not None else load_pools(params)
     marker = artifacts.load_work_record(params, "source")
@@ -142,7 +147,9 @@ def run(
     same parameters ran before (unless ``force``); the number of draws is not part of the key,
     so a run asked for more draws computes only the new ones and then its tables again. With
     ``budget_seconds``, stops starting new draws after that long and returns None when draws
-    remain (run again to continue)."""
+    remain (run again to continue). A pools cohort the experiment cannot use (a healthy-only
+    one: :func:`cannot_run`) is refused with the reason before anything is computed."""
+    params = experiment_params(params)  # the pools' groups: the key says what the generators are
     acfg: AugmentConfig = params.stage(AugmentConfig)
     found = None if force else load(params)
     planned = {str(n): acfg.draws_of(n) for n in acfg.augment_n}

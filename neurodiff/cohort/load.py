@@ -45,8 +45,10 @@ __all__ = ["detect_layout", "load_cohort"]
 
 log = logging.getLogger(__name__)
 
+#: The demographics tables of an IXI-style folder, in the order they are looked for.
+_IXI_TABLES = ("IXI.xls", "IXI.xlsx", "IXI.csv")
 
-#: IXI file names: subject number, site, scan number, modality.
+
 def detect_layout(path: str | Path) -> str:
     """``"bids"``, ``"ixi"`` or ``"flat"`` for a cohort folder (see the module docstring)."""
     root = Path(path)
@@ -209,7 +211,7 @@ def _ixi_table(root: Path, scans: list[_Scan], table: Path | None):
     if table is not None:
         path = table
     else:
-        found = [root / n for n in ("IXI.xls", "IXI.xlsx", "IXI.csv") if (root / n).is_file()]
+        found = [root / n for n in _IXI_TABLES if (root / n).is_file()]
         if not found:
             return None, None
         path = found[0]

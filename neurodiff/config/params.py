@@ -98,6 +98,11 @@ def project_root() -> Path:
     return cwd
 
 
+def _project_path(value: str | Path) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else project_root() / p
+
+
 def available_profiles() -> list[str]:
     """Names of the profiles shipped with the package."""
     pkg = resources.files("neurodiff") / "profiles"
@@ -159,6 +164,11 @@ class Params(Mapping[str, Any]):
 
     Missing names take their defaults; every stage config is built (and so validated) on
     construction. ``params.image_size`` and ``params["image_size"]`` both work.
+
+    ``groups``, when not given, is read from the cohort (:attr:`from_cohort`): the default list
+    on a cohort whose table has those groups, ``()`` (unconditional) on one with fewer than two
+    groups, such as a healthy-only cohort (:func:`neurodiff.cohort.conditioning_groups`). So the
+    keys of the runs made from these parameters say what the model was conditioned on.
     """
 
     def __init__(self, values: Mapping[str, Any], source: str = "") -> None:
@@ -176,6 +186,9 @@ class Params(Mapping[str, Any]):
         merged = {n: s.default for n, s in specs.items()}
         for k, v in values.items():
             merged[k] = coerce(k, v, specs[k].type, source)
+        self._from_cohort = tuple(n for n in _FROM_COHORT if n not in values)
+        if "groups" in self._from_cohort:
+            merged["groups"] = _groups_of(merged, explicit=False)
         self._stages = {cls: cls.from_params(merged) for cls in STAGES}
         self._values = merged
         _check_across_stages(self)
@@ -198,6 +211,20 @@ class Params(Mapping[str, Any]):
     def __repr__(self) -> str:
         return f"Params(profile={self._values['profile']!r}, {len(self)} values)"
 
+    @property
+    def from_cohort(self) -> tuple[str, ...]:
+        """The parameters that were not given and whose values were read from the cohort
+        (``("groups",)`` or ``()``); :meth:`for_cohort` reads them again from the other cohort,
+        and ``neurodiff run`` leaves them to each notebook to read."""
+        return self._from_cohort
+
+    def check_groups(self) -> None:
+        """Check a given ``groups`` against the cohort's table: a :class:`ConfigError` naming
+        ``groups`` when the table has other groups or none (a healthy-only cohort); nothing to
+        do when they were read from the cohort or it cannot be read yet."""
+        if "groups" not in self._from_cohort:
+            _groups_of(self._values, explicit=True)
+
     def stage(self, cls: type[C]) -> C:
         """The validated config of one stage, e.g. ``params.stage(TrainConfig)`` (typed as the
         class asked for)."""
@@ -214,8 +241,7 @@ class Params(Mapping[str, Any]):
 
     def path(self, value: str | Path) -> Path:
         """Resolve a path parameter against :func:`project_root` (absolute paths unchanged)."""
-        p = Path(value).expanduser()
-        return p if p.is_absolute() else project_root() / p
+        return _project_path(value)
 
     def for_cohort(self, name: str) -> Params | None:
         """The parameters that preprocess the cohort named by parameter ``name`` (e.g.
@@ -223,9 +249,8 @@ class Params(Mapping[str, Any]):
         None when the parameter is empty (no such cohort)."""
         if not self._values[name]:
             return None
-        return Params(
-            {**self.to_dict(), "cohort": self._values[name]}, source=f"parameter {name!r}"
-        )
+        given = {k: v for k, v in self.to_dict().items() if k not in self._from_cohort}
+        return Params({**given, "cohort": self._values[name]}, source=f"parameter {name!r}")
 
     def profile_dir(self) -> Path:
         """``<derived_dir>/<profile>``: the runs of this profile (:mod:`neurodiff.runs`)."""
@@ -245,7 +270,24 @@ def resolve(
         extra = dict(overrides)
     else:
         extra = dict(parse_override(o) for o in overrides)
-    return Params({**values, **extra}, source=f"profile {name!r} with overrides")
+    params = Params({**values, **extra}, source=f"profile {name!r} with overrides")
+    params.check_groups()  # a list set by the profile or an override must fit the cohort
+    return params
+
+
+#: Parameters read from the cohort when they are not given (see :class:`Params`).
+_FROM_COHORT = ("groups",)
+
+
+def _groups_of(values: Mapping[str, Any], explicit: bool) -> tuple[str, ...]:
+    """``groups`` of ``values`` checked against (or, not ``explicit``, read from) the table of
+    its cohort, by :func:`neurodiff.cohort.conditioning_groups`."""
+    # imported here: neurodiff.cohort reads the default folders of .fields (a package cycle)
+    from ..cohort.groups import conditioning_groups, read_groups
+
+    table = _project_path(values["cohort_table"]) if values["cohort_table"] else None
+    found = read_groups(_project_path(values["cohort"]), table)
+    return conditioning_groups(found, values["groups"], explicit)
 
 
 #: Set by ``neurodiff run`` in the parameters it injects: they are the complete, resolved
@@ -258,7 +300,8 @@ def from_namespace(namespace: Mapping[str, Any]) -> Params:
     ``params = from_namespace(globals())``.
 
     - Injected by ``neurodiff run`` (the namespace carries :data:`RESOLVED_FLAG`): every known
-      name is taken as it is.
+      name is taken as it is (the values read from the cohort, :attr:`Params.from_cohort`, are
+      not injected: they are read here again).
     - Anywhere else (JupyterLab, VS Code, ``papermill -p lr 0.0001``, Colab): the ``profile``
       named in the namespace is loaded and every parameter whose value differs from its default
       (the ``demo`` value the parameters cell shows) overrides it. So ``papermill ... -p profile

@@ -54,6 +54,9 @@ class PreprocessConfig(ImageFields, CohortFields, RunFields):
         min=0,
         min_inclusive=False,
     )
+    skull_strip: str = param(
+        "auto", "skull stripping (deepbet); auto: scans with a skull", choices=("auto", "on", "off")
+    )
     register: str = param("rigid", "registration to MNI152", choices=("none", "rigid", "affine"))
     mask_brain: bool = param(False, "apply the template brain mask after registration")
     normalise: str = param("percentile", "intensity scaling", choices=("percentile", "minmax"))
@@ -74,9 +77,15 @@ class PreprocessConfig(ImageFields, CohortFields, RunFields):
         min_inclusive=False,
     )
     qc_threshold: float = param(
-        0.5, "registration QC: minimum NCC with the template", min=-1, max=1
+        0.5, "registration QC: minimum NCC with the template inside its brain", min=-1, max=1
     )
-    qc_exclude: bool = param(True, "leave out (and list) subjects under qc_threshold")
+    qc_min_overlap: float = param(
+        0.8, "QC: minimum Dice of brain mask with template's", min=0, max=1
+    )
+    qc_outlier_z: float = param(
+        6.0, "registration QC: flag an NCC this many robust SD below the cohort's median", min=0
+    )
+    qc_exclude: bool = param(True, "leave out (and list) the subjects QC flags")
 
     def validate(self) -> None:
         if (
@@ -172,9 +181,9 @@ class ModelConfig(ImageFields):
     snr_gamma: float = param(5.0, "gamma of loss_weighting=min_snr", min=0, min_inclusive=False)
     groups: tuple[str, ...] = param(
         ("control", "patient"),
-        "class-conditional generator: the values of the cohort's 'group' column it is "
-        "conditioned on, in this order (MONAI num_class_embeds; [] = unconditional, as the "
-        "authors' model)",
+        "class-conditional generator: the cohort's 'group' values it is conditioned on, in order "
+        "(MONAI num_class_embeds; [] = unconditional, as the authors' model; unset: read from "
+        "the cohort, [] when its table has fewer than two groups, e.g. a healthy-only cohort)",
     )
     label_dropout: float = param(
         0.1,

@@ -8,9 +8,14 @@ How a volume is made
 --------------------
 Template space (once per cohort)
     The template T1 is remapped, piecewise-linearly through its CSF, grey- and white-matter
-    levels, to each site's tissue contrast. A crude head is grown around the brain mask from a
+    levels, to each site's tissue contrast. A simple head is grown around the brain mask from a
     distance map: a CSF rim, the skull (dark, with a brighter marrow layer) and the scalp (bright,
-    like fat on T1). The volumes stop at the template's lower edge, below the cerebellum.
+    like fat on T1), each site with its own skull and scalp thickness (5-8 and 4-8 mm) and
+    contrast. Below the skull base a neck carries on: an elliptical column of muscle-like signal
+    (~12 cm across, its own contrast per site, about half of white matter) with a skin rim as
+    thick as the scalp, blended into the head above and around the spinal canal. Below the
+    template's lower edge (z = -72 mm) the lowest slice is repeated, so the neck reaches the edge
+    of every field of view, as in a whole-head T1 acquisition. There is no face, ear or jaw.
 
 Each subject (its own anatomy)
     * grey-matter thinning with age: part of the grey-matter signal is replaced by CSF signal

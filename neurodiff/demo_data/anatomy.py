@@ -1,5 +1,5 @@
-"""Rendering one simulated subject: template-space tissue maps, a layered head, the subject's
-anatomy (ageing, deformation, pose) and the site's acquisition, interpolated once."""
+"""Rendering one simulated subject: template-space tissue maps, a layered head on a neck, the
+subject's anatomy (ageing, deformation, pose) and the site's acquisition, interpolated once."""
 
 from __future__ import annotations
 
@@ -21,8 +21,15 @@ _VENTRICLE_CENTRE = np.array([0.0, -17.0, 15.0])
 _VENTRICLE_WIDTH = np.array([14.0, 24.0, 12.0])
 # Centre of rotation of the head (MNI mm) and of every site's field of view.
 _HEAD_CENTRE = np.array([0.0, -17.0, 12.0])
-# Head model: distances (mm) outside a smoothed brain hull.
-_RIM_MM, _SKULL_MM, _SCALP_MM = 2.0, 6.5, 6.0
+# Head model: layers at distances (mm) outside a smoothed brain hull: a CSF rim of _RIM_MM, then
+# the site's skull and scalp (SiteProtocol.skull_mm, scalp_mm).
+_RIM_MM = 2.0
+# The neck: a vertical elliptical column (centre x, y and semi-axes in MNI mm, ~12 cm across),
+# present below _NECK_Z_MM[0] and fading out up to _NECK_Z_MM[1], both inside the head's outline
+# (the column leaves the head's underside below the cerebellum, z ~ -50 mm).
+_NECK_CENTRE_MM = (0.0, -32.0)
+_NECK_SEMI_AXES_MM = (58.0, 62.0)
+_NECK_Z_MM = (-45.0, -25.0)
 # Random deformation: cubic spline through displacements on a lattice (mm).
 _LATTICE_SPACING_MM = 24.0
 _LATTICE_ORIGIN = np.array([-134.0, -170.0, -110.0])
@@ -46,6 +53,15 @@ class _Templates:
     gm: np.ndarray
     outside: np.ndarray  # 1 - soft brain mask
     dist: np.ndarray  # mm outside a smoothed brain hull (0 inside it)
+    neck_depth: np.ndarray  # (x, y): mm inside the neck column's edge (negative outside it)
+    neck_level: np.ndarray  # (z,): 1 where the neck is, 0 above the skull base
+
+
+def _template_axes(affine: np.ndarray, shape: Sequence[int]) -> list[np.ndarray]:
+    """MNI mm of the template grid's voxel centres along x, y and z (the affine is diagonal)."""
+    return [
+        affine[i, i] * np.arange(n, dtype=np.float32) + affine[i, 3] for i, n in enumerate(shape)
+    ]
 
 
 def _smoothstep(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -79,17 +95,31 @@ def _templates(resolution: int) -> _Templates:
             dist, [n / c for n, c in zip(mask.shape, dist.shape)], order=1, grid_mode=False
         )[: mask.shape[0], : mask.shape[1], : mask.shape[2]]
     outside = np.float32(1.0) - np.clip(mask, 0.0, 1.0)
-    return _Templates(affine=affine, t1=t1, gm=gm, outside=outside, dist=dist)
+    depth, level = _neck_geometry(_template_axes(affine, mask.shape))
+    return _Templates(
+        affine=affine, t1=t1, gm=gm, outside=outside, dist=dist, neck_depth=depth, neck_level=level
+    )
+
+
+def _neck_geometry(axes: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The neck column on the template grid: depth (mm) inside its edge over the (x, y) plane,
+    and its level (1 below the skull base, 0 above) along z."""
+    x = axes[0][:, None] - np.float32(_NECK_CENTRE_MM[0])
+    y = axes[1][None, :] - np.float32(_NECK_CENTRE_MM[1])
+    a, b = _NECK_SEMI_AXES_MM
+    r = np.sqrt((x / a) ** 2 + (y / b) ** 2)
+    # distance to the edge to first order, (1 - r) / |grad r|: exact at the edge, where it counts
+    grad = np.sqrt((x / a**2) ** 2 + (y / b**2) ** 2) / np.maximum(r, 1e-6)
+    depth = ((1.0 - r) / np.maximum(grad, 1e-6)).astype(np.float32)
+    level = _smoothstep(-axes[2], -_NECK_Z_MM[1], -_NECK_Z_MM[0])
+    return depth, level
 
 
 @lru_cache(maxsize=2)
 def _gm_regions(resolution: int) -> dict[str, np.ndarray]:
     """``"left"``/``"right"``: grey matter x the bvFTD-like region weight (template grid)."""
     tpl = _templates(resolution)
-    axes = [
-        tpl.affine[i, i] * np.arange(n, dtype=np.float32) + tpl.affine[i, 3]
-        for i, n in enumerate(tpl.gm.shape)
-    ]
+    axes = _template_axes(tpl.affine, tpl.gm.shape)
     regions = {}
     for side, sign in (("left", -1.0), ("right", 1.0)):
         weight = np.zeros(tpl.gm.shape, np.float32)
@@ -107,12 +137,13 @@ def _gm_regions(resolution: int) -> dict[str, np.ndarray]:
     return regions
 
 
-def _head_profile(c: dict[str, float]) -> tuple[list[float], list[float]]:
-    """Signal against distance outside the brain hull (mm): CSF rim, skull with a marrow
-    layer in its middle, scalp, then air. Piecewise linear, with ~1 mm transitions."""
+def _head_profile(site: SiteProtocol) -> tuple[list[float], list[float]]:
+    """Signal against distance outside the brain hull (mm): CSF rim, the site's skull with a
+    marrow layer in its middle, its scalp, then air. Piecewise linear, with ~1 mm transitions."""
+    c = site.contrast
     s0 = _RIM_MM
-    s1 = s0 + _SKULL_MM
-    s2 = s1 + _SCALP_MM
+    s1 = s0 + site.skull_mm
+    s2 = s1 + site.scalp_mm
     mid = (s0 + s1) / 2
     xp = [
         0.0,
@@ -141,16 +172,43 @@ def _head_profile(c: dict[str, float]) -> tuple[list[float], list[float]]:
     return xp, fp
 
 
-def _site_base(tpl: _Templates, site: SiteProtocol) -> np.ndarray:
-    """The template head in this site's contrast (white matter = 1), template grid."""
+def _brain(tpl: _Templates, site: SiteProtocol) -> np.ndarray:
+    """The template T1 remapped to the site's CSF, grey- and white-matter levels (WM = 1)."""
     c = site.contrast
     lv = _TEMPLATE_LEVELS
     slope = (1.0 - c["gm"]) / (lv["wm"] - lv["gm"])
     xp = [0.0, lv["csf"], lv["gm"], lv["wm"], 1.0]
     fp = [0.0, c["csf"], c["gm"], 1.0, 1.0 + (1.0 - lv["wm"]) * slope]
-    head = np.interp(tpl.t1, xp, fp).astype(np.float32)
-    head += tpl.outside * np.interp(tpl.dist, *_head_profile(c)).astype(np.float32)
+    return np.interp(tpl.t1, xp, fp).astype(np.float32)
+
+
+def _head(tpl: _Templates, site: SiteProtocol) -> np.ndarray:
+    """The head's signal around the brain (template grid; weighted by ``tpl.outside`` later).
+
+    The layers of :func:`_head_profile`; below the skull base, beyond the skull, the neck
+    replaces them: muscle inside an elliptical column with a skin rim as thick as the scalp.
+    """
+    c = site.contrast
+    head = np.interp(tpl.dist, *_head_profile(site)).astype(np.float32)
+    # only the slab where the neck is, the lowest slices of the grid, is touched
+    top = int(np.count_nonzero(tpl.neck_level))
+    skin = site.scalp_mm
+    column = np.interp(tpl.neck_depth, [skin - 1.0, skin + 1.0], [c["scalp"], c["muscle"]])
+    inside = _smoothstep(tpl.neck_depth, -1.0, 1.0)  # the column's edge: 2 mm, like the scalp's
+    beyond_skull = _smoothstep(
+        tpl.dist[:, :, :top], _RIM_MM + site.skull_mm, _RIM_MM + site.skull_mm + 1.0
+    )
+    weight = inside[:, :, None] * tpl.neck_level[None, None, :top] * beyond_skull
+    slab = head[:, :, :top]
+    slab += weight * (column.astype(np.float32)[:, :, None] - slab)
     return head
+
+
+def _site_base(tpl: _Templates, site: SiteProtocol) -> np.ndarray:
+    """The template head in this site's contrast (white matter = 1), template grid."""
+    base = _brain(tpl, site)
+    base += tpl.outside * _head(tpl, site)
+    return base
 
 
 # --------------------------------------------------------------------------------------------
@@ -329,8 +387,10 @@ def _render(
     # (MONAI's Rand3DElastic draws its field at full resolution and cannot compose it with a
     # resampling to another grid and orientation in one interpolation.)
     full = [_upsample(coords[k].reshape(ncs), mats) for k in range(3)]
+    # Below the template's lower edge the neck goes on to the edge of the field of view: the
+    # lowest slice is repeated ("nearest"; on every other side the grid's edge is air).
     signal = ndi.map_coordinates(
-        volume, full, order=1, mode="constant", cval=0.0, prefilter=False, output=np.float32
+        volume, full, order=1, mode="nearest", prefilter=False, output=np.float32
     )
     del full
     signal *= _upsample(bias.reshape(ncs).astype(np.float32), mats)

@@ -23,6 +23,10 @@ from ..io import atomic_dir
 from .anatomy import (
     _DEFORM_SD_MM,
     _LATTICE_SPACING_MM,
+    _NECK_CENTRE_MM,
+    _NECK_SEMI_AXES_MM,
+    _NECK_Z_MM,
+    _RIM_MM,
     _VENTRICLE_CENTRE,
     _VENTRICLE_WIDTH,
     _gm_regions,
@@ -126,8 +130,10 @@ def _description(
     how = (
         "SIMULATED DATA - not images of real people. Each volume is built from the MNI ICBM152 "
         "2009a nonlinear symmetric templates (T1, grey/white-matter maps, brain mask) shipped "
-        f"with nilearn {nilearn.__version__}, remapped to a site's tissue contrast, with a crude "
-        "layered head (CSF rim, skull with marrow, scalp) grown from the brain mask. Each "
+        f"with nilearn {nilearn.__version__}, remapped to a site's tissue contrast, with a simple "
+        "layered head (CSF rim, skull with marrow, scalp; thickness and contrast per site) grown "
+        "from the brain mask, on a neck (an elliptical column of muscle with a skin rim, down to "
+        "the edge of the field of view; no face). Each "
         "subject gets age-linked grey-matter thinning and ventricular enlargement, a smooth "
         "random deformation, and a random head size, rotation and translation; each site its "
         "own voxel size, field of view, storage orientation, on-disk dtype and intensity scale, "
@@ -175,6 +181,13 @@ def _description(
             "seed": seed,
             "resolution_mm": resolution,
             "site_protocols": [asdict(s) for s in sites],
+            "head_csf_rim_mm": _RIM_MM,
+            "neck": {
+                "centre_xy_mm": list(_NECK_CENTRE_MM),
+                "semi_axes_xy_mm": list(_NECK_SEMI_AXES_MM),
+                "full_below_z_mm": _NECK_Z_MM[0],
+                "none_above_z_mm": _NECK_Z_MM[1],
+            },
             "ventricle_centre_mm": _VENTRICLE_CENTRE.tolist(),
             "ventricle_width_mm": _VENTRICLE_WIDTH.tolist(),
             "deformation_lattice_mm": _LATTICE_SPACING_MM,

@@ -59,7 +59,9 @@ from .pipeline import REG_SPACING, STEPS, ScanResult, ncc, preprocess_scan
 from .report import (
     before_after_examples,
     example_subjects,
+    qc_overlays,
     split_summary,
+    strip_examples,
     summary_table,
     timing_table,
 )
@@ -83,9 +85,11 @@ __all__ = [
     "ncc",
     "preprocess_scan",
     "preprocessed_dir",
+    "qc_overlays",
     "run",
     "split_subjects",
     "split_summary",
+    "strip_examples",
     "summary_table",
     "target_affine",
     "timing_table",

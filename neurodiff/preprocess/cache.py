@@ -15,6 +15,7 @@ from ..config import LOCATION_PARAMS, PreprocessConfig
 from ..errors import DataError
 from ..io import file_sha256
 from .pipeline import registration_settings
+from .strip import strip_settings
 
 __all__ = ["cache_key", "cached_manifest", "file_stat", "source_files"]
 
@@ -27,6 +28,7 @@ def cache_key(cfg: PreprocessConfig) -> str:
     d = {k: v for k, v in cfg.to_dict().items() if k not in LOCATION_PARAMS}
     d["_format"] = PREPROCESSED_FORMAT
     d["_registration"] = registration_settings()
+    d["_strip"] = strip_settings()
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 

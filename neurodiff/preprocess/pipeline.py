@@ -19,6 +19,8 @@ from ..artifacts import write_volume
 from ..config import PreprocessConfig
 from ..errors import CohortError
 from ..templates import mni152, target_affine
+from .intensities import HIST_SAMPLES, dice, ncc, normalise, sample_pair
+from .strip import strip
 
 __all__ = [
     "HIST_SAMPLES",
@@ -48,15 +50,12 @@ REG_FACTORS = (2, 1)
 REG_MARGIN = 12.0
 
 
-#: Intensity samples kept per subject for the before/after histograms.
-HIST_SAMPLES = 2000
-
-
 #: The per-scan steps, in order, as timed in the manifest and by the benchmark.
 STEPS = (
     "load",
     "reorient",
     "resample",
+    "strip",
     "register",
     "crop",
     "mask",
@@ -74,10 +73,14 @@ _RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
 class ScanResult:
     """One preprocessed scan (see :func:`preprocess_scan`).
 
-    ``volume`` is float32 ``(S, S, S)`` in [0, 1] with ``S = image_size``, RAS, with ``affine``.
-    ``ncc`` is the QC score (NaN when it could not be computed), ``note`` says why if so.
-    ``before`` / ``after`` are intensity samples of the same foreground voxels before and after
-    normalisation; ``timings`` maps each of :data:`STEPS` to seconds.
+    ``volume`` is float32 ``(S, S, S)`` in [0, 1] with ``S = image_size``, RAS, with ``affine``;
+    ``mask`` its brain mask (uint8, same grid; None when ``skull_strip`` is off).
+    ``ncc`` is the QC score, the NCC with the template inside the template's brain (NaN when it
+    could not be computed, ``note`` says why); ``overlap`` the Dice of the scan's brain mask with
+    the template's (NaN without a mask); ``head`` whether the scan had a skull, ``outside`` the
+    share of its foreground outside its brain (:mod:`.strip`). ``before`` / ``after`` are
+    intensity samples of the same foreground voxels before and after normalisation;
+    ``timings`` maps each of :data:`STEPS` to seconds.
     """
 
     subject: str
@@ -88,19 +91,10 @@ class ScanResult:
     timings: dict[str, float]
     before: np.ndarray
     after: np.ndarray
-
-
-def ncc(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
-    """Normalised cross-correlation (Pearson r) of ``a`` and ``b`` inside ``mask``; NaN if flat."""
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    if mask is not None:
-        m = np.asarray(mask) > 0
-        a, b = a[m], b[m]
-    a = a.ravel() - a.mean()
-    b = b.ravel() - b.mean()
-    den = math.sqrt(float(a @ a) * float(b @ b))
-    return float(a @ b / den) if den > 0 else float("nan")
+    overlap: float = float("nan")
+    head: bool = False
+    outside: float = float("nan")
+    mask: np.ndarray | None = None
 
 
 def _meta(array: np.ndarray, affine: np.ndarray):
@@ -144,6 +138,15 @@ def _template_final(register: str, target_spacing: float, fov: int, size: int) -
 
     t1, _mask = _template_for(register, target_spacing, fov)
     return np.asarray(Resize((size,) * 3, mode="area")(t1[None])[0], dtype=np.float32)
+
+
+@functools.lru_cache(maxsize=4)
+def _template_mask_final(register: str, target_spacing: float, fov: int, size: int) -> np.ndarray:
+    """The template brain mask as a subject's lands before normalisation (bool, ``(size,) * 3``)."""
+    from monai.transforms import Resize
+
+    _t1, mask = _template_for(register, target_spacing, fov)
+    return np.asarray(Resize((size,) * 3, mode="area")(mask[None])[0]) > 0.5
 
 
 @functools.lru_cache(maxsize=2)
@@ -248,19 +251,6 @@ def _register(img, cfg: PreprocessConfig) -> np.ndarray:
     return affine
 
 
-def _sample_pair(before: np.ndarray, after: np.ndarray, seed: int) -> tuple[np.ndarray, ...]:
-    """The same random head voxels before and after normalisation.
-
-    Head = above 10 % of the normalised range, which leaves out the background noise.
-    """
-    idx = np.flatnonzero(after.ravel() > 0.1)
-    if idx.size == 0:
-        return np.zeros(0, np.float32), np.zeros(0, np.float32)
-    rng = np.random.default_rng(seed)
-    pick = rng.choice(idx, size=min(HIST_SAMPLES, idx.size), replace=False)
-    return before.ravel()[pick].astype(np.float32), after.ravel()[pick].astype(np.float32)
-
-
 def registration_settings() -> list:
     """The registration constants, as recorded in the manifest and in the cache key."""
     return [REG_SPACING, REG_LEVEL_ITERS, REG_SIGMAS, REG_FACTORS, REG_MARGIN]
@@ -300,6 +290,31 @@ def _load_ras(path: str | Path, cfg: PreprocessConfig, subject: str, clock: _Clo
     return d
 
 
+def load_resampled(path: str | Path, cfg: PreprocessConfig) -> tuple[np.ndarray, float]:
+    """A scan as stripping sees it: RAS at ``target_spacing`` (steps 1-3), with that spacing."""
+    d = _load_ras(path, cfg, Path(path).name, _Clock())
+    return np.asarray(d["image"][0], dtype=np.float32), cfg.target_spacing
+
+
+def template_final(cfg: PreprocessConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The template T1 and its brain mask as a subject lands at ``image_size`` (for figures)."""
+    args = (cfg.register, cfg.target_spacing, cfg.fov_voxels, cfg.image_size)
+    return _template_final(*args), _template_mask_final(*args)
+
+
+def _strip_step(d: dict, cfg: PreprocessConfig, clock: _Clock):
+    """Step 3b: skull stripping (:mod:`.strip`); adds the brain mask as ``d["brain"]``."""
+    import torch
+
+    img = d["image"]
+    out = strip(np.asarray(img[0]), cfg.target_spacing, cfg.skull_strip)
+    if out.mask is not None:
+        d["image"] = img.clone().copy_(torch.as_tensor(out.image)[None])
+        d["brain"] = img.clone().copy_(torch.as_tensor(out.mask.astype(np.float32))[None])
+    clock.tick("strip")
+    return d, out
+
+
 def _to_field_of_view(d: dict, cfg: PreprocessConfig, clock: _Clock) -> tuple[dict, str]:
     """Step 4: register to the template and resample onto its cube, or crop/pad the head.
 
@@ -310,75 +325,69 @@ def _to_field_of_view(d: dict, cfg: PreprocessConfig, clock: _Clock) -> tuple[di
 
     fov = cfg.fov_voxels
     note = ""
+    keys = tuple(k for k in ("image", "brain") if k in d)
     if cfg.register != "none":
         img = d["image"]
         try:
-            transform = _register(img, cfg)
+            transform = _register(img, cfg)  # on the stripped brain when there is a mask
         except Exception as exc:  # noqa: BLE001 - any optimiser failure becomes a QC failure
             note = f"registration failed: {type(exc).__name__}: {exc}"
             transform = np.eye(4)
         clock.tick("register")
         # The found transform maps template world -> scan world; moving the scan's affine by its
         # inverse puts the scan in template space, and MONAI resamples it onto the MNI cube.
-        moved = img.clone()
-        moved.affine = torch.as_tensor(
-            np.linalg.inv(transform) @ np.asarray(img.affine), dtype=torch.float64
-        )
-        d["image"] = SpatialResample(mode="bilinear", padding_mode="zeros")(
-            moved,
-            dst_affine=torch.as_tensor(target_affine(cfg.target_spacing, fov)),
-            spatial_size=(fov,) * 3,
-        )
+        for key in keys:
+            moved = d[key].clone()
+            moved.affine = torch.as_tensor(
+                np.linalg.inv(transform) @ np.asarray(img.affine), dtype=torch.float64
+            )
+            d[key] = SpatialResample(mode="bilinear", padding_mode="zeros")(
+                moved,
+                dst_affine=torch.as_tensor(target_affine(cfg.target_spacing, fov)),
+                spatial_size=(fov,) * 3,
+            )
     else:
-        d = _crop_step(d, fov)
+        d = _crop_step(d, fov, keys=keys)
     clock.tick("crop")
     return d, note
 
 
 def _mask_resize_qc(d: dict, cfg: PreprocessConfig, note: str, clock: _Clock):
-    """Steps 5-6 and QC: brain mask, area resize to ``image_size``, NCC with the template.
+    """Steps 5-6 and QC: template mask, area resize to ``image_size``, the QC measures.
 
-    Returns the data, the QC score and the note.
+    Returns the data, the scan's brain mask at ``image_size`` (or None), the QC scores
+    ``(ncc, overlap)`` and the note.
     """
     from monai.transforms import MaskIntensityd, Resized
 
     fov = cfg.fov_voxels
-    resize = Resized(keys="image", spatial_size=(cfg.image_size,) * 3, mode="area")
+    keys = tuple(k for k in ("image", "brain") if k in d)
+    resize = Resized(keys=keys, spatial_size=(cfg.image_size,) * 3, mode="area")
     unmasked = None
-    if cfg.mask_brain:
-        unmasked = resize({"image": d["image"]})["image"]  # QC judges the head, not the mask
+    if cfg.mask_brain:  # QC judges the scan, not the template's mask
+        unmasked = Resized(keys="image", spatial_size=(cfg.image_size,) * 3, mode="area")(
+            {"image": d["image"]}
+        )["image"]
         _template, brain = _template_for(cfg.register, cfg.target_spacing, fov)
         d = MaskIntensityd(keys="image", mask_data=brain[None])(d)
     clock.tick("mask")
     d = resize(d)
+    own = np.asarray(d.pop("brain")[0]) > 0.5 if "brain" in d else None
     clock.tick("resize")
-    # QC: NCC with the template put through the same steps, over the whole field of view at
-    # the final resolution -- high for a head where the template's is (0.7-0.8 on the demo
-    # cohort), near 0 for noise or a scrambled scan, low for a gross misregistration.
+    # QC: NCC with the template put through the same steps, inside the template's brain at the
+    # final resolution (a skull or a neck outside it does not count), and the Dice of the scan's
+    # own brain mask with the template's: both drop when the brain lands in the wrong place.
     template = _template_final(cfg.register, cfg.target_spacing, fov, cfg.image_size)
-    score = ncc(np.asarray((d["image"] if unmasked is None else unmasked)[0]), template)
+    tmask = _template_mask_final(cfg.register, cfg.target_spacing, fov, cfg.image_size)
+    # unregistered (register none, the paper's crop): the head is only centred, so the score
+    # stays over the whole field of view, as the template's brain need not be where the scan's is
+    region = tmask if cfg.register != "none" else None
+    score = ncc(np.asarray((d["image"] if unmasked is None else unmasked)[0]), template, region)
+    overlap = dice(own, tmask) if own is not None else float("nan")
     if not np.isfinite(score) and not note:
         note = "scan is flat after preprocessing (nothing landed in the field of view)"
     clock.tick("qc")
-    return d, score, note
-
-
-def _normalise(d: dict, cfg: PreprocessConfig) -> tuple[dict, np.ndarray, np.ndarray]:
-    """Step 7: intensities to [0, 1]; returns the data, the volume before and after."""
-    from monai.transforms import ScaleIntensityd, ScaleIntensityRangePercentilesd
-
-    before = np.asarray(d["image"][0], dtype=np.float32).copy()
-    if float(before.max() - before.min()) <= 0:
-        return d, before, np.zeros_like(before)
-    if cfg.normalise == "percentile":
-        lo, hi = cfg.clip_percentiles
-        norm = ScaleIntensityRangePercentilesd(
-            keys="image", lower=lo, upper=hi, b_min=0.0, b_max=1.0, clip=True
-        )
-    else:
-        norm = ScaleIntensityd(keys="image", minv=0.0, maxv=1.0)
-    d = norm(d)
-    return d, before, np.clip(np.asarray(d["image"][0], dtype=np.float32), 0.0, 1.0)
+    return d, own, (score, overlap), note
 
 
 def preprocess_scan(
@@ -408,13 +417,30 @@ def preprocess_scan(
     subject = subject or Path(path).name.split(".")[0]
     clock = _Clock()
     d = _load_ras(path, cfg, subject, clock)
+    d, stripped = _strip_step(d, cfg, clock)
     d, note = _to_field_of_view(d, cfg, clock)
-    d, score, note = _mask_resize_qc(d, cfg, note, clock)
-    d, before, volume = _normalise(d, cfg)
+    d, brain, (score, overlap), note = _mask_resize_qc(d, cfg, note, clock)
+    d, before, volume = normalise(d, cfg, brain)
     affine = np.asarray(d["image"].affine, dtype=np.float64).round(9) + 0.0  # no -0, no 1e-17
-    b, a = _sample_pair(before, volume, zlib.crc32(f"{cfg.seed}:{subject}".encode()))
+    b, a = sample_pair(before, volume, zlib.crc32(f"{cfg.seed}:{subject}".encode()))
     clock.tick("normalise")
+    mask = None if brain is None else brain.astype(np.uint8)
     if write_to is not None:
         write_volume(write_to, subject, volume, affine)
+        if mask is not None:
+            write_volume(write_to, subject, mask, affine, kind="masks")
     clock.tick("write")
-    return ScanResult(subject, volume, affine, score, note, clock.timings, b, a)
+    return ScanResult(
+        subject,
+        volume,
+        affine,
+        score,
+        note,
+        clock.timings,
+        b,
+        a,
+        overlap=overlap,
+        head=stripped.head,
+        outside=stripped.outside,
+        mask=mask,
+    )

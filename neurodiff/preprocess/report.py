@@ -14,16 +14,22 @@ from ..artifacts import (
     load_manifest,
     load_preprocessed_cohort,
     load_preprocessed_volume,
+    load_qc,
     load_split_table,
+    preprocessed_dir,
+    volume_path,
 )
 from ..cohort import check_scan
-from ..config import Params
-from .pipeline import STEPS
+from ..config import Params, PreprocessConfig
+from .pipeline import STEPS, load_resampled, template_final
+from .strip import strip
 
 __all__ = [
     "before_after_examples",
     "example_subjects",
+    "qc_overlays",
     "split_summary",
+    "strip_examples",
     "summary_table",
     "timing_table",
 ]
@@ -139,6 +145,72 @@ def before_after_examples(
                 "stored_dtype": str(raw.get_data_dtype()),
                 "volume": np.asarray(done.dataobj, dtype=np.float32),
                 "volume_zooms": [float(z) for z in done.header.get_zooms()[:3]],
+            }
+        )
+    return out
+
+
+def strip_examples(params: Params, subjects: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Skull stripping of one scan per site (default: :func:`example_subjects`), redone here.
+
+    Returns per subject: ``subject``, ``site``, the scan as stripping sees it (``scan``: RAS at
+    ``target_spacing``), deepbet's ``mask`` on it, the ``stripped`` image, the decision
+    (``head``, ``outside``: share of the foreground outside the grown mask) and the
+    preprocessed ``volume``. For :func:`neurodiff.viz.preprocess.plot_skull_strip`.
+    """
+    cfg = params.stage(PreprocessConfig)
+    table = load_preprocessed_cohort(params).set_index("subject")
+    subjects = list(subjects) if subjects is not None else example_subjects(params)
+    out = []
+    for subject in subjects:
+        scan, spacing = load_resampled(table.loc[subject, "path"], cfg)
+        mode = cfg.skull_strip if cfg.skull_strip != "off" else "on"  # show what it would do
+        s = strip(scan, spacing, mode)
+        out.append(
+            {
+                "subject": subject,
+                "site": table.loc[subject, "site"],
+                "scan": scan,
+                "mask": s.mask,
+                "stripped": s.image,
+                "head": s.head,
+                "outside": s.outside,
+                "volume": np.asarray(load_preprocessed_volume(params, subject).dataobj),
+            }
+        )
+    return out
+
+
+def qc_overlays(params_or_dir: Params | str | Path, n_passed: int = 1) -> list[dict[str, Any]]:
+    """Every flagged scan, and the ``n_passed`` lowest-scoring scans that passed, for overlays.
+
+    Per subject: ``subject``, ``site``, ``flagged``, ``note`` (the reasons), ``ncc``,
+    ``overlap``, the preprocessed ``volume``, its brain ``mask`` (None without one) and the
+    template's brain mask ``template_mask`` on the same grid.
+    """
+    import nibabel as nib
+
+    folder = preprocessed_dir(params_or_dir)
+    manifest = load_manifest(params_or_dir)
+    cfg = PreprocessConfig.from_params(manifest["params"])
+    _t1, tmask = template_final(cfg)
+    qc = load_qc(params_or_dir).sort_values("ncc", na_position="first")
+    rows = pd.concat([qc[qc["flagged"]], qc[~qc["flagged"]].head(n_passed)])
+    out = []
+    for r in rows.itertuples():
+        mask_file = volume_path(folder, r.subject, kind="masks")
+        vol_file = volume_path(folder, r.subject)
+        out.append(
+            {
+                "subject": r.subject,
+                "site": r.site,
+                "flagged": bool(r.flagged),
+                "note": r.note,
+                "ncc": r.ncc,
+                "overlap": getattr(r, "overlap", np.nan),
+                "volume": np.asarray(nib.load(vol_file).dataobj) if vol_file.is_file() else None,
+                "mask": np.asarray(nib.load(mask_file).dataobj) if mask_file.is_file() else None,
+                "template_mask": tmask,
             }
         )
     return out

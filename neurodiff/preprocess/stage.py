@@ -38,6 +38,7 @@ from .pipeline import (
     ScanResult,
 )
 from .split import qc_table, split_subjects
+from .strip import strip_settings
 from .workers import default_workers, map_scans
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -312,11 +313,10 @@ def _qc_and_split(
     flagged = qc.loc[qc["flagged"], "subject"].tolist()
     if flagged:
         log.warning(
-            "QC flagged %d subject(s) with NCC < %g: %s%s",
+            "QC flagged %d subject(s)%s: %s",
             len(flagged),
-            cfg.qc_threshold,
-            ", ".join(flagged),
             " (excluded)" if cfg.qc_exclude else " (kept: qc_exclude is off)",
+            "; ".join(f"{r.subject} ({r.note})" for r in qc[qc["flagged"]].itertuples()),
         )
     kept = cohort[~cohort["subject"].isin(excluded)]
     columns = ["subject", "site"] + (["group"] if "group" in kept.columns else [])
@@ -327,7 +327,7 @@ def _qc_and_split(
         raise DataError(
             f"a train/test split needs at least 2 subjects; {len(kept)} left "
             f"of {len(cohort)} after QC (excluded: {excluded or 'none'}). "
-            "Add scans, or check qc_threshold and register.",
+            "Add scans, or check skull_strip, register and the qc_* parameters.",
             path=root,
         )
     if excluded:
@@ -358,8 +358,15 @@ def _pipeline_record() -> dict[str, Any]:
             "sigmas": REG_SIGMAS,
             "factors": REG_FACTORS,
         },
-        "qc": "NCC with the template put through the same steps, whole field of view, "
-        "at image_size",
+        "skull_strip": {
+            "library": "deepbet",
+            "settings": dict(
+                zip(("grid", "head_outside", "head_margin_mm", "version"), strip_settings())
+            ),
+        },
+        "qc": "NCC with the template put through the same steps inside its brain mask, at "
+        "image_size, against qc_threshold and the cohort's median (robust z); Dice of the "
+        "scan's brain mask with the template's against qc_min_overlap",
     }
 
 

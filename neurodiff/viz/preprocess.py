@@ -18,6 +18,8 @@ __all__ = [
     "plot_model_inputs",
     "plot_normalisation_histograms",
     "plot_qc",
+    "plot_qc_overlays",
+    "plot_skull_strip",
 ]
 
 
@@ -121,33 +123,108 @@ def plot_normalisation_histograms(
 
 
 def plot_qc(qc: pd.DataFrame, threshold: float, exclude: bool = True) -> Figure:
-    """QC score (NCC with the template) per subject, by site, with the threshold.
+    """The QC measures per subject, by site: NCC with the template (with ``threshold``) and,
+    when the scans have brain masks, the Dice overlap of each mask with the template's.
 
     ``qc`` is :func:`neurodiff.artifacts.load_qc`; ``exclude`` says whether flagged subjects were
-    left out (``qc_exclude``).
+    left out (``qc_exclude``). Flagged subjects are red and named.
     """
     sites = sorted(qc["site"].unique())
-    fig = figure(figsize=(6.5, 3.0), layout="constrained")
-    ax = fig.subplots()
-    rng = np.random.default_rng(0)  # horizontal jitter only
-    for i, site in enumerate(sites):
-        part = qc[qc["site"] == site]
-        x = i + rng.uniform(-0.15, 0.15, len(part))
-        y = part["ncc"].fillna(-1.0).to_numpy()
-        colours = np.where(part["flagged"].to_numpy(bool), "#cc3311", "#4477aa")
-        ax.scatter(x, y, c=colours, s=18)
-        for xi, yi, r in zip(x, y, part.itertuples(), strict=True):
-            if r.flagged:
-                ax.annotate(
-                    r.subject, (xi, yi), fontsize=7, xytext=(4, 2), textcoords="offset points"
-                )
-    thr = threshold
-    ax.axhline(thr, color="#cc3311", ls="--", lw=1, label=f"qc_threshold = {thr:g}")
-    ax.set_xticks(range(len(sites)), [f"site {s}" for s in sites])
-    ax.set_ylim(min(-0.1, float(np.nanmin(qc["ncc"].fillna(-1.0))) - 0.05), 1.0)
-    ax.set_ylabel("NCC with template")
-    ax.set_title("Registration QC (red: flagged" + (", left out)" if exclude else ", kept)"))
-    ax.legend(fontsize=8, loc="lower right")
+    panels = [("ncc", "NCC with template (inside its brain)")]
+    if "overlap" in qc and qc["overlap"].notna().any():
+        panels.append(("overlap", "Dice of brain mask with template's"))
+    fig = figure(figsize=(6.5 if len(panels) == 1 else 10, 3.0), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(panels)))
+    for ax, (column, label) in zip(axes, panels, strict=True):
+        rng = np.random.default_rng(0)  # horizontal jitter only
+        for i, site in enumerate(sites):
+            part = qc[qc["site"] == site]
+            x = i + rng.uniform(-0.15, 0.15, len(part))
+            y = part[column].fillna(-1.0).to_numpy()
+            colours = np.where(part["flagged"].to_numpy(bool), "#cc3311", "#4477aa")
+            ax.scatter(x, y, c=colours, s=18)
+            for xi, yi, r in zip(x, y, part.itertuples(), strict=True):
+                if r.flagged:
+                    ax.annotate(
+                        r.subject, (xi, yi), fontsize=7, xytext=(4, 2), textcoords="offset points"
+                    )
+        ax.set_xticks(range(len(sites)), [f"site {s}" for s in sites])
+        ax.set_ylim(min(-0.1, float(np.nanmin(qc[column].fillna(-1.0))) - 0.05), 1.0)
+        ax.set_ylabel(label)
+    axes[0].axhline(
+        threshold, color="#cc3311", ls="--", lw=1, label=f"qc_threshold = {threshold:g}"
+    )
+    axes[0].legend(fontsize=8, loc="lower right")
+    fig.suptitle("Registration QC (red: flagged" + (", left out)" if exclude else ", kept)"))
+    return fig
+
+
+def _views(vol: np.ndarray) -> list[np.ndarray]:
+    """Mid sagittal, coronal and axial slices of a RAS volume, oriented for imshow."""
+    c = [n // 2 for n in vol.shape]
+    return [vol[c[0], :, :].T, vol[:, c[1], :].T, vol[:, :, c[2]].T]
+
+
+def plot_skull_strip(examples: Sequence[Mapping[str, Any]]) -> Figure:
+    """Skull stripping of one scan per site: the scan with deepbet's brain outline (red), the
+    stripped brain, and the preprocessed volume (sagittal and coronal middle slices).
+
+    ``examples`` are the records of :func:`neurodiff.preprocess.report.strip_examples`.
+    """
+    examples = list(examples)
+    fig = figure(figsize=(11, 2.1 * len(examples) + 0.6), layout="constrained")
+    axes = fig.subplots(len(examples), 6, squeeze=False)
+    for row, ex in zip(axes, examples, strict=True):
+        hi = float(np.percentile(ex["scan"], 99.5)) or 1.0
+        scan, mask, stripped = _views(ex["scan"]), _views(ex["mask"]), _views(ex["stripped"])
+        for j in range(2):
+            row[j].imshow(scan[j], vmin=0, vmax=hi, **GREY)
+            row[j].contour(mask[j], levels=[0.5], colors="#cc3311", linewidths=0.8)
+            row[2 + j].imshow(stripped[j], vmin=0, vmax=hi, **GREY)
+            row[4 + j].imshow(_views(ex["volume"])[j], vmin=0, vmax=1, **GREY)
+        for ax in row:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        decision = "head: stripped" if ex["head"] else "no skull found: kept"
+        row[0].set_ylabel(f"{ex['subject']}\nsite {ex['site']}", fontsize=9)
+        row[0].set_title(decision, fontsize=8)
+        row[2].set_title(f"stripped ({ex['outside']:.0%} outside)", fontsize=8)
+        row[4].set_title("preprocessed", fontsize=8)
+    fig.suptitle("Skull stripping (deepbet), one scan per site", fontsize=11)
+    return fig
+
+
+def plot_qc_overlays(records: Sequence[Mapping[str, Any]]) -> Figure:
+    """Every flagged scan (and the lowest-scoring scans that passed) with the template's brain
+    outline (red) and the scan's own brain mask (yellow), with the reasons QC gave.
+
+    ``records`` are those of :func:`neurodiff.preprocess.report.qc_overlays`.
+    """
+    records = [r for r in records if r["volume"] is not None]
+    fig = figure(figsize=(9, 2.6 * max(len(records), 1) + 0.4), layout="constrained")
+    if not records:
+        ax = fig.subplots()
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no scan to show", ha="center", va="center")
+        return fig
+    axes = fig.subplots(len(records), 3, squeeze=False)
+    for row, rec in zip(axes, records, strict=True):
+        vol, tm = _views(rec["volume"]), _views(rec["template_mask"].astype(np.float32))
+        own = _views(rec["mask"].astype(np.float32)) if rec["mask"] is not None else None
+        for j, ax in enumerate(row):
+            ax.imshow(vol[j], vmin=0, vmax=1, **GREY)
+            ax.contour(tm[j], levels=[0.5], colors="#cc3311", linewidths=0.8)
+            if own is not None:
+                ax.contour(own[j], levels=[0.5], colors="#ddcc77", linewidths=0.6)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        verdict = "FLAGGED" if rec["flagged"] else "passed"
+        row[0].set_ylabel(f"{rec['subject']}\nsite {rec['site']}", fontsize=9)
+        text = f"{verdict}: NCC {rec['ncc']:.2f}, Dice {rec['overlap']:.2f}"
+        if rec["note"]:
+            text += "\n" + "\n".join(rec["note"].split("; "))
+        row[1].set_title(text, fontsize=7)
+    fig.suptitle("QC overlays: template brain (red), the scan's brain mask (yellow)", fontsize=11)
     return fig
 
 
