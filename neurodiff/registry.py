@@ -111,7 +111,7 @@ PREPROCESS = Stage(
     "preprocess",
     "preprocessed",
     (CohortConfig, PreprocessConfig),
-    "neurodiff-preprocessed/2",
+    "neurodiff-preprocessed/3",
     "neurodiff.preprocess",
     "02",
     outputs=(
@@ -125,6 +125,7 @@ PREPROCESS = Stage(
         "train_index.tsv",
         "test_index.tsv",
         "volumes/*.nii.gz",
+        "masks/*.nii.gz",
     ),
     help="build the model-ready, cached dataset (train/test split, QC)",
 )

@@ -142,6 +142,20 @@ def test_metrics_speed_runs_at_toy_size(monkeypatch, capsys):
     assert out.strip().splitlines()[-1].startswith("vectorised bootstrap speedup vs naive loop")
 
 
+@pytest.mark.skipif(
+    not Path("/usr/share/mricron/templates/ch2.nii.gz").is_file(),
+    reason="Colin27 not installed: Debian's mricron-data (.ci/run installs it)",
+)
+def test_skull_strip_runs_at_toy_size(tmp_path, monkeypatch):
+    bench = _module("skull_strip", monkeypatch)
+    out = tmp_path / "strip.json"
+    assert bench.main(["--toy", "--repeats", "1", "--out", str(out)]) == 0
+    toy = json.loads(out.read_text())
+    _same_keys(toy, RESULTS / "skull_strip.json")
+    assert toy["tools"][0]["tool"] == "deepbet, 192^3 grid" and toy["tools"][0]["dice"] > 0.9
+    assert toy["pipeline"]["auto"]["r_volume"] > 0.95
+
+
 def test_preprocess_steps_runs_at_toy_size(tiny_cohort, monkeypatch, capsys):
     bench = _module("preprocess_steps", monkeypatch)
     bench.main(["--cohort", str(tiny_cohort), "--profile", "smoke", "--workers", "1"])

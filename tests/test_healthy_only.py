@@ -94,6 +94,23 @@ def test_one_group_or_none_is_unconditional_and_a_missing_folder_keeps_the_list(
     assert _resolve(tmp_path / "absent", tmp_path).groups == ("control", "patient")
 
 
+def test_an_ixi_style_folder_is_healthy_only(healthy, tmp_path) -> None:
+    """IXI's own layout (site in the file name, an optional IXI table without groups)."""
+    import shutil
+
+    ixi = tmp_path / "ixi"
+    ixi.mkdir()
+    scans = sorted(healthy.glob("sub-*/anat/*_T1w.nii.gz"))[:3]
+    for i, (scan, site) in enumerate(zip(scans, ("Guys", "HH", "IOP"), strict=True)):
+        shutil.copy(scan, ixi / f"IXI{i + 1:03d}-{site}-{1000 + i}-T1.nii.gz")
+    assert read_groups(ixi).groups == ()
+    assert _resolve(ixi, tmp_path).groups == ()
+    (ixi / "IXI.csv").write_text("IXI_ID,SEX_ID (1=m, 2=f),AGE\n1,1,30\n2,2,40\n3,1,50\n")
+    assert read_groups(ixi).groups == ()
+    with pytest.raises(ConfigError, match="groups"):
+        _resolve(ixi, tmp_path, groups=["control", "patient"])
+
+
 def test_a_list_the_table_lacks_is_refused_naming_the_parameter(healthy, tmp_path) -> None:
     with pytest.raises(
         ConfigError,

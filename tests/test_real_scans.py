@@ -21,6 +21,7 @@ from scipy import ndimage as ndi
 from neurodiff import config
 from neurodiff import preprocess as pp
 from neurodiff.artifacts import volume_path
+from neurodiff.preprocess.intensities import dice
 
 COLIN = Path("/usr/share/mricron/templates")
 needs_colin = pytest.mark.skipif(
@@ -30,7 +31,7 @@ needs_colin = pytest.mark.skipif(
 )
 
 #: Presentations of the head that must come out like the skull-stripped scan.
-SAME_BRAIN = ("head", "tilted", "coronal", "lps_int16", "las_float", "scaled_float")
+SAME_BRAIN = ("head", "tilted", "coronal", "lps_int16", "las_float", "scaled_float", "offset")
 
 
 def _rotation(dx: float, dy: float, dz: float) -> np.ndarray:
@@ -55,7 +56,8 @@ def coronal(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarra
     new = np.array([[2.0, 0, 0, 0], [0, 0, 3.0, 0], [0, 2.0, 0, 0], [0, 0, 0, 1]])
     new[:3, 3] = affine[:3, 3]
     shape = (data.shape[0] // 2, data.shape[2] // 2, data.shape[1] // 3)
-    out = resample_from_to(nib.Nifti1Image(data, affine), (shape, new), order=1)
+    slabs = ndi.uniform_filter1d(data, size=3, axis=1)  # each slice averages its 3 mm slab
+    out = resample_from_to(nib.Nifti1Image(slabs, affine), (shape, new), order=1)
     return np.asarray(out.dataobj), new
 
 
@@ -97,6 +99,7 @@ def colin_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _write(folder, "lps_int16", *flipped(data * 37.0, aff, (0, 1)), np.int16)
     _write(folder, "las_float", *flipped(data / 255.0, aff, (0,)), np.float32)
     _write(folder, "scaled_float", data * 0.013, aff, np.float32)
+    _write(folder, "offset", data * 20.0 + 500.0, aff, np.int16)  # an intensity offset
     _write(folder, "wrong90", *wrong_header(data, aff), np.uint8)
     cropped = nib.load(Path(data_path) / "anatomical.nii")
     nib.save(cropped, folder / "cropped.nii")
@@ -117,12 +120,16 @@ def _volume(built, subject: str) -> np.ndarray:
     return np.asarray(nib.load(volume_path(built.out_dir, subject)).dataobj, dtype=np.float64)
 
 
-def _slice_r(a: np.ndarray, b: np.ndarray, brain: np.ndarray) -> list[float]:
-    """Pearson r of every axial slice whose reference has brain in >= 10 % of its pixels."""
+def _slice_r(a: np.ndarray, b: np.ndarray, inside: bool) -> list[float]:
+    """Pearson r per axial slice with brain in >= 10 % of its pixels: over the whole slice, or
+    only inside both brains (the shared zero background left out)."""
+    both = (a > 0.02) & (b > 0.02)
+    either = (a > 0.02) | (b > 0.02)
     out = []
     for z in range(a.shape[2]):
-        if brain[:, :, z].mean() >= 0.10:
-            out.append(float(np.corrcoef(a[:, :, z].ravel(), b[:, :, z].ravel())[0, 1]))
+        if either[:, :, z].mean() >= 0.10:
+            m = both[:, :, z] if inside else np.ones_like(both[:, :, z])
+            out.append(float(np.corrcoef(a[:, :, z][m], b[:, :, z][m])[0, 1]))
     return out
 
 
@@ -131,10 +138,22 @@ def _slice_r(a: np.ndarray, b: np.ndarray, brain: np.ndarray) -> list[float]:
 def test_every_presentation_comes_out_as_the_stripped_brain(colin_built, name: str) -> None:
     ref = _volume(colin_built, "bet")
     out = _volume(colin_built, name)
-    brain = ref > 0.05
-    assert np.corrcoef(out.ravel(), ref.ravel())[0, 1] >= 0.95
-    rs = _slice_r(out, ref, brain)
-    assert len(rs) >= 20 and min(rs) >= 0.95, (name, np.round(rs, 3))
+    # slice for slice, as the images are compared (without stripping: 0.8 at best)
+    whole = _slice_r(out, ref, inside=False)
+    assert len(whole) >= 20 and min(whole) >= 0.95, (name, np.round(whole, 3))
+    # inside the brain, where only registration and intensity scale can differ: the lowest
+    # slices (skull base, few 4.7 mm voxels, where the two masks differ most) reach about 0.9
+    brain = _slice_r(out, ref, inside=True)
+    assert np.median(brain) >= 0.95 and min(brain) >= 0.88, (name, np.round(brain, 3))
+
+
+@needs_colin
+def test_without_stripping_the_skull_stays_and_the_test_above_fails(colin_cohort, tmp_path) -> None:
+    """The measure above can fail: with skull_strip off the head keeps its skull ring."""
+    cfg = config.resolve("demo", {"skull_strip": "off"}).stage(config.PreprocessConfig)
+    head = pp.preprocess_scan(colin_cohort / "head.nii.gz", cfg, "head").volume
+    bet = pp.preprocess_scan(colin_cohort / "bet.nii.gz", cfg, "bet").volume
+    assert np.nanmedian(_slice_r(head, bet, inside=False)) < 0.9  # a flat slice gives NaN
 
 
 @needs_colin
@@ -151,6 +170,9 @@ def test_heads_are_detected_and_stripped_and_masks_kept(colin_built) -> None:
         if name != "bet":  # a skull-stripped scan is kept as it came (auto)
             assert vol[~ndi.binary_dilation(m > 0, iterations=2)].max() <= 0.02, name
         assert qc.loc[name, "overlap"] >= 0.9
+        # deepbet's brain agrees with the hand-made one of ch2bet, on the same grid
+        reference = _volume(colin_built, "bet") > 0.02
+        assert dice(m > 0, reference) >= 0.95, name
 
 
 @needs_colin
@@ -167,8 +189,8 @@ def test_misregistered_and_cropped_scans_are_flagged_with_reasons(colin_built) -
     qc = pp.load_qc(colin_built.out_dir).set_index("subject")
     assert qc.loc["wrong90", "flagged"] and qc.loc["cropped", "flagged"]
     assert qc.loc["wrong90", "excluded"] and qc.loc["cropped", "excluded"]
-    for name in ("wrong90", "cropped"):
-        assert "NCC" in qc.loc[name, "note"] or "Dice" in qc.loc[name, "note"], qc.loc[name]
+    assert "qc_threshold" in qc.loc["wrong90", "note"]  # the brain lies turned: low NCC
+    assert "qc_min_overlap" in qc.loc["cropped", "note"]  # a slab: most of the brain is missing
     assert not qc.loc[[*SAME_BRAIN, "bet"], "flagged"].any(), qc
     on_disk = pd.read_csv(Path(colin_built.out_dir) / "qc.tsv", sep="\t").set_index("subject")
     assert on_disk.loc["wrong90", "note"] == qc.loc["wrong90", "note"]

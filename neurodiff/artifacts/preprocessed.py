@@ -167,8 +167,8 @@ def load_split_table(params_or_dir: Params | str | Path) -> pd.DataFrame:
 
 
 def load_qc(params_or_dir: Params | str | Path) -> pd.DataFrame:
-    """``qc.tsv``: subject, site, ncc, ncc_z, overlap, head, flagged, excluded, note (every
-    reason a scan was flagged; see :func:`neurodiff.preprocess.split.qc_table`)."""
+    """``qc.tsv``: one row per scan with its QC measures and ``note``, every reason it was
+    flagged (columns: :func:`neurodiff.preprocess.split.qc_table`)."""
     folder = preprocessed_dir(params_or_dir)
     load_manifest(params_or_dir)
     qc = pd.read_csv(folder / "qc.tsv", sep="\t", dtype={"subject": str, "site": str})

@@ -96,10 +96,18 @@ def status_sentence(result: Any) -> str:
             f"{result.info['primary_n']} would narrow it enough (its spread split into the "
             "draws' share, which more draws shrink, and the test subjects', which they do not)"
         )
+    strip = raw["parameters"].get("skull_strip")
+    pipeline = (
+        f"preprocessed with skull_strip = {strip}"
+        if strip is not None
+        else "preprocessed before skull stripping existed (whole simulated heads, intensities "
+        "scaled over the whole image; the pools' heads had no neck): chapter 2's pipeline has "
+        "changed since, and the full run has not been repeated with it"
+    )
     return (
         f"Run {state} ({', '.join(f'n = {n}: {d}' for n, d in sorted(done.items()))} draws), "
         f"{len(raw['sittings'])} sitting(s), {hours:.1f} h on {' / '.join(cpus)}, with "
-        f"`{raw['command']}`; the primary endpoint's interval {reach}."
+        f"`{raw['command']}`, {pipeline}; the primary endpoint's interval {reach}."
     )
 
 

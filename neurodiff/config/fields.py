@@ -138,6 +138,8 @@ def coerce(name: str, value: Any, tp: Any, source: str) -> Any:
             )
         return value
     if tp is str:
+        if isinstance(value, bool):  # YAML 1.1 reads a bare on/off (yes/no) as true/false
+            value = "on" if value else "off"
         if not isinstance(value, str):
             raise ConfigError(
                 f"parameter {name!r} must be a string; got {value!r} "

@@ -9,7 +9,10 @@ import numpy as np
 
 from ..config import PreprocessConfig
 
-__all__ = ["HIST_SAMPLES", "dice", "ncc", "normalise", "sample_pair"]
+__all__ = ["HIST_SAMPLES", "MIN_MASK_VOXELS", "dice", "ncc", "normalise", "sample_pair"]
+
+#: Fewest brain-mask voxels whose intensities set the scale (below: the whole image does).
+MIN_MASK_VOXELS = 100
 
 #: Intensity samples kept per subject for the before/after histograms.
 HIST_SAMPLES = 2000
@@ -67,7 +70,8 @@ def normalise(
     before = np.asarray(d["image"][0], dtype=np.float32).copy()
     if float(before.max() - before.min()) <= 0:
         return d, before, np.zeros_like(before)
-    inside = before[brain] if brain is not None and brain.sum() > 0 else None
+    # a mask of a handful of voxels (a failed stripping) would set the scale: whole image then
+    inside = before[brain] if brain is not None and brain.sum() >= MIN_MASK_VOXELS else None
     if inside is not None:
         lo, hi = (
             np.percentile(inside, cfg.clip_percentiles)

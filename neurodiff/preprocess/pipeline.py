@@ -77,8 +77,9 @@ class ScanResult:
     ``mask`` its brain mask (uint8, same grid; None when ``skull_strip`` is off).
     ``ncc`` is the QC score, the NCC with the template inside the template's brain (NaN when it
     could not be computed, ``note`` says why); ``overlap`` the Dice of the scan's brain mask with
-    the template's (NaN without a mask); ``head`` whether the scan had a skull, ``outside`` the
-    share of its foreground outside its brain (:mod:`.strip`). ``before`` / ``after`` are
+    the template's (NaN without a mask or registration); ``head`` whether a skull was found,
+    ``stripped`` whether it was removed, ``outside`` the share of the foreground outside the
+    brain that decided it (:mod:`.strip`). ``before`` / ``after`` are
     intensity samples of the same foreground voxels before and after normalisation;
     ``timings`` maps each of :data:`STEPS` to seconds.
     """
@@ -93,6 +94,7 @@ class ScanResult:
     after: np.ndarray
     overlap: float = float("nan")
     head: bool = False
+    stripped: bool = False
     outside: float = float("nan")
     mask: np.ndarray | None = None
 
@@ -383,7 +385,9 @@ def _mask_resize_qc(d: dict, cfg: PreprocessConfig, note: str, clock: _Clock):
     # stays over the whole field of view, as the template's brain need not be where the scan's is
     region = tmask if cfg.register != "none" else None
     score = ncc(np.asarray((d["image"] if unmasked is None else unmasked)[0]), template, region)
-    overlap = dice(own, tmask) if own is not None else float("nan")
+    # unregistered, the template's brain is only roughly where the scan's is: no overlap test
+    judged = own is not None and cfg.register != "none"
+    overlap = dice(own, tmask) if judged else float("nan")
     if not np.isfinite(score) and not note:
         note = "scan is flat after preprocessing (nothing landed in the field of view)"
     clock.tick("qc")
@@ -419,8 +423,12 @@ def preprocess_scan(
     d = _load_ras(path, cfg, subject, clock)
     d, stripped = _strip_step(d, cfg, clock)
     d, note = _to_field_of_view(d, cfg, clock)
+    note = "; ".join(n for n in (stripped.note, note) if n)
     d, brain, (score, overlap), note = _mask_resize_qc(d, cfg, note, clock)
-    d, before, volume = normalise(d, cfg, brain)
+    scale_mask = brain
+    if brain is not None and cfg.mask_brain:  # the template's mask zeroed the rest
+        scale_mask = brain & template_final(cfg)[1]
+    d, before, volume = normalise(d, cfg, scale_mask)
     affine = np.asarray(d["image"].affine, dtype=np.float64).round(9) + 0.0  # no -0, no 1e-17
     b, a = sample_pair(before, volume, zlib.crc32(f"{cfg.seed}:{subject}".encode()))
     clock.tick("normalise")
@@ -441,6 +449,7 @@ def preprocess_scan(
         a,
         overlap=overlap,
         head=stripped.head,
+        stripped=stripped.stripped,
         outside=stripped.outside,
         mask=mask,
     )

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +21,19 @@ from ..artifacts import (
     volume_path,
 )
 from ..cohort import check_scan
-from ..config import Params, PreprocessConfig
+from ..config import Params, PreprocessConfig, project_root
 from .pipeline import STEPS, load_resampled, template_final
 from .strip import strip
+
+#: The skull-stripping benchmark's results (``python benchmarks/skull_strip.py``), under the root.
+STRIP_RESULTS = Path("benchmarks/results/skull_strip.json")
 
 __all__ = [
     "before_after_examples",
     "example_subjects",
     "qc_overlays",
     "split_summary",
+    "strip_benchmark",
     "strip_examples",
     "summary_table",
     "timing_table",
@@ -175,6 +180,7 @@ def strip_examples(params: Params, subjects: Sequence[str] | None = None) -> lis
                 "stripped": s.image,
                 "head": s.head,
                 "outside": s.outside,
+                "applied": cfg.skull_strip != "off",
                 "volume": np.asarray(load_preprocessed_volume(params, subject).dataobj),
             }
         )
@@ -214,3 +220,41 @@ def qc_overlays(params_or_dir: Params | str | Path, n_passed: int = 1) -> list[d
             }
         )
     return out
+
+
+@dataclass
+class StripBenchmark:
+    """``benchmarks/results/skull_strip.json`` read for chapter 2: the tools' table and the values
+    the prose glues (``strip_*``), or placeholders saying the file is missing."""
+
+    tools: pd.DataFrame
+    glue: dict[str, str]
+
+
+def strip_benchmark(path: str | Path | None = None) -> StripBenchmark:
+    """The skull-stripping benchmark's results (default :data:`STRIP_RESULTS`)."""
+    import json
+
+    file = Path(path) if path is not None else project_root() / STRIP_RESULTS
+    keys = ("cpu", "r_auto", "slice_auto", "inside_auto", "r_off", "dice", "s")
+    keys += ("ncc_wrong", "ncc_head", "ncc_head_off")
+    if not file.is_file():
+        missing = "(not measured: run python benchmarks/skull_strip.py)"
+        return StripBenchmark(pd.DataFrame(), {f"strip_{k}": missing for k in keys})
+    res = json.loads(file.read_text())
+    tools = pd.DataFrame(res["tools"]).set_index("tool")
+    chosen = next(t for t in res["tools"] if t["tool"].startswith("deepbet, 192"))
+    auto, off = res["pipeline"]["auto"], res["pipeline"]["off"]
+    values = {
+        "cpu": f"{res['cpu']}, {res['cores']} cores, {res['date']}",
+        "r_auto": f"{auto['r_volume']:.3f}",
+        "slice_auto": f"{auto['r_slice_whole']['min']:.3f}",
+        "inside_auto": f"{auto['r_slice_inside']['median']:.3f}",
+        "r_off": f"{off['r_volume']:.3f}",
+        "dice": f"{chosen['dice']:.3f}",
+        "s": f"{chosen['s']:.1f}",
+        "ncc_wrong": f"{auto['qc']['wrong']['ncc']:.2f}",
+        "ncc_head": f"{auto['qc']['head']['ncc']:.2f}",
+        "ncc_head_off": f"{off['qc']['head']['ncc']:.2f}",
+    }
+    return StripBenchmark(tools, {f"strip_{k}": v for k, v in values.items()})

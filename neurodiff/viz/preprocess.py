@@ -176,19 +176,26 @@ def plot_skull_strip(examples: Sequence[Mapping[str, Any]]) -> Figure:
     axes = fig.subplots(len(examples), 6, squeeze=False)
     for row, ex in zip(axes, examples, strict=True):
         hi = float(np.percentile(ex["scan"], 99.5)) or 1.0
-        scan, mask, stripped = _views(ex["scan"]), _views(ex["mask"]), _views(ex["stripped"])
+        scan, stripped = _views(ex["scan"]), _views(ex["stripped"])
+        mask = _views(ex["mask"].astype(np.float32)) if ex["mask"] is not None else None
         for j in range(2):
             row[j].imshow(scan[j], vmin=0, vmax=hi, **GREY)
-            row[j].contour(mask[j], levels=[0.5], colors="#cc3311", linewidths=0.8)
+            if mask is not None and mask[j].any():
+                row[j].contour(mask[j], levels=[0.5], colors="#cc3311", linewidths=0.8)
             row[2 + j].imshow(stripped[j], vmin=0, vmax=hi, **GREY)
             row[4 + j].imshow(_views(ex["volume"])[j], vmin=0, vmax=1, **GREY)
         for ax in row:
             ax.set_xticks([])
             ax.set_yticks([])
         decision = "head: stripped" if ex["head"] else "no skull found: kept"
+        if ex["mask"] is None:
+            decision = "no brain found"
+        if not ex.get("applied", True):
+            decision = "not applied in this run (skull_strip=off)"
         row[0].set_ylabel(f"{ex['subject']}\nsite {ex['site']}", fontsize=9)
         row[0].set_title(decision, fontsize=8)
-        row[2].set_title(f"stripped ({ex['outside']:.0%} outside)", fontsize=8)
+        if np.isfinite(ex["outside"]):
+            row[2].set_title(f"stripped ({ex['outside']:.0%} outside)", fontsize=8)
         row[4].set_title("preprocessed", fontsize=8)
     fig.suptitle("Skull stripping (deepbet), one scan per site", fontsize=11)
     return fig
