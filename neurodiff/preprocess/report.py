@@ -68,7 +68,8 @@ def summary_table(params_or_dir: Params | str | Path) -> pd.DataFrame:
     rows = [
         ("space", t["space"]),
         ("registration", p["register"]),
-        ("brain mask", "yes" if p["mask_brain"] else "no (whole head)"),
+        ("skull stripping", f"{p.get('skull_strip', 'off')} (deepbet)"),
+        ("template brain mask", "yes" if p["mask_brain"] else "no"),
         (
             "normalisation",
             p["normalise"]
@@ -242,7 +243,7 @@ def strip_benchmark(path: str | Path | None = None) -> StripBenchmark:
         missing = "(not measured: run python benchmarks/skull_strip.py)"
         return StripBenchmark(pd.DataFrame(), {f"strip_{k}": missing for k in keys})
     res = json.loads(file.read_text())
-    tools = pd.DataFrame(res["tools"]).set_index("tool")
+    tools = pd.DataFrame(res["tools"]).set_index("tool").astype(object).fillna("")
     chosen = next(t for t in res["tools"] if t["tool"].startswith("deepbet, 192"))
     auto, off = res["pipeline"]["auto"], res["pipeline"]["off"]
     values = {

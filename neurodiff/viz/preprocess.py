@@ -122,12 +122,15 @@ def plot_normalisation_histograms(
     return fig
 
 
-def plot_qc(qc: pd.DataFrame, threshold: float, exclude: bool = True) -> Figure:
+def plot_qc(
+    qc: pd.DataFrame, threshold: float, exclude: bool = True, min_overlap: float | None = None
+) -> Figure:
     """The QC measures per subject, by site: NCC with the template (with ``threshold``) and,
     when the scans have brain masks, the Dice overlap of each mask with the template's.
 
     ``qc`` is :func:`neurodiff.artifacts.load_qc`; ``exclude`` says whether flagged subjects were
-    left out (``qc_exclude``). Flagged subjects are red and named.
+    left out (``qc_exclude``); ``min_overlap`` (``qc_min_overlap``) is drawn on the overlap
+    panel. Flagged subjects are red and named.
     """
     sites = sorted(qc["site"].unique())
     panels = [("ncc", "NCC with template (inside its brain)")]
@@ -155,6 +158,11 @@ def plot_qc(qc: pd.DataFrame, threshold: float, exclude: bool = True) -> Figure:
         threshold, color="#cc3311", ls="--", lw=1, label=f"qc_threshold = {threshold:g}"
     )
     axes[0].legend(fontsize=8, loc="lower right")
+    if min_overlap is not None and len(axes) > 1:
+        axes[1].axhline(
+            min_overlap, color="#cc3311", ls="--", lw=1, label=f"qc_min_overlap = {min_overlap:g}"
+        )
+        axes[1].legend(fontsize=8, loc="lower right")
     fig.suptitle("Registration QC (red: flagged" + (", left out)" if exclude else ", kept)"))
     return fig
 
