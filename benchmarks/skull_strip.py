@@ -123,21 +123,6 @@ def measure_tools(
     return rows
 
 
-def _slice_r(a: np.ndarray, b: np.ndarray, inside: bool) -> list[float]:
-    """Pearson r per axial slice with brain in >= 10 % of its pixels (either scan): over the
-    whole slice, or inside both brains only; NaN where a slice is flat (no brain in one)."""
-    both = (a > 0.02) & (b > 0.02)
-    either = (a > 0.02) | (b > 0.02)
-    out = []
-    for z in range(a.shape[2]):
-        if either[:, :, z].mean() >= 0.10:
-            m = both[:, :, z] if inside else np.ones_like(both[:, :, z])
-            x, y = a[:, :, z][m], b[:, :, z][m]
-            ok = m.sum() > 2 and x.std() > 0 and y.std() > 0
-            out.append(float(np.corrcoef(x, y)[0, 1]) if ok else float("nan"))
-    return out
-
-
 def _num(x: float) -> float | None:
     """A number for the JSON file (None for NaN, which strict JSON has not)."""
     return round(float(x), 4) if np.isfinite(x) else None
@@ -158,6 +143,7 @@ def measure_pipeline(folder: Path, modes=("auto", "off")) -> dict:
     """Preprocessed ch2 against ch2bet with stripping (auto) and without (off), demo profile."""
     from neurodiff import config
     from neurodiff import preprocess as pp
+    from neurodiff.preprocess.intensities import slice_correlations
 
     wrong = nib.load(COLIN / "ch2.nii.gz")
     turn = np.eye(4)
@@ -171,8 +157,8 @@ def measure_pipeline(folder: Path, modes=("auto", "off")) -> dict:
         bad = pp.preprocess_scan(folder / "wrong.nii", cfg, "wrong")
         out[mode] = {
             "r_volume": _num(np.corrcoef(head.volume.ravel(), bet.volume.ravel())[0, 1]),
-            "r_slice_whole": _summary(_slice_r(head.volume, bet.volume, inside=False)),
-            "r_slice_inside": _summary(_slice_r(head.volume, bet.volume, inside=True)),
+            "r_slice_whole": _summary(slice_correlations(head.volume, bet.volume, inside=False)),
+            "r_slice_inside": _summary(slice_correlations(head.volume, bet.volume, inside=True)),
             "qc": {
                 s.subject: {"ncc": _num(s.ncc), "overlap": _num(s.overlap)}
                 for s in (head, bet, bad)

@@ -21,7 +21,7 @@ from scipy import ndimage as ndi
 from neurodiff import config
 from neurodiff import preprocess as pp
 from neurodiff.artifacts import volume_path
-from neurodiff.preprocess.intensities import dice
+from neurodiff.preprocess.intensities import dice, slice_correlations
 
 COLIN = Path("/usr/share/mricron/templates")
 needs_colin = pytest.mark.skipif(
@@ -120,30 +120,17 @@ def _volume(built, subject: str) -> np.ndarray:
     return np.asarray(nib.load(volume_path(built.out_dir, subject)).dataobj, dtype=np.float64)
 
 
-def _slice_r(a: np.ndarray, b: np.ndarray, inside: bool) -> list[float]:
-    """Pearson r per axial slice with brain in >= 10 % of its pixels: over the whole slice, or
-    only inside both brains (the shared zero background left out)."""
-    both = (a > 0.02) & (b > 0.02)
-    either = (a > 0.02) | (b > 0.02)
-    out = []
-    for z in range(a.shape[2]):
-        if either[:, :, z].mean() >= 0.10:
-            m = both[:, :, z] if inside else np.ones_like(both[:, :, z])
-            out.append(float(np.corrcoef(a[:, :, z][m], b[:, :, z][m])[0, 1]))
-    return out
-
-
 @needs_colin
 @pytest.mark.parametrize("name", SAME_BRAIN)
 def test_every_presentation_comes_out_as_the_stripped_brain(colin_built, name: str) -> None:
     ref = _volume(colin_built, "bet")
     out = _volume(colin_built, name)
     # slice for slice, as the images are compared (without stripping: 0.8 at best)
-    whole = _slice_r(out, ref, inside=False)
+    whole = slice_correlations(out, ref, inside=False)
     assert len(whole) >= 20 and min(whole) >= 0.95, (name, np.round(whole, 3))
     # inside the brain, where only registration and intensity scale can differ: the lowest
     # slices (skull base, few 4.7 mm voxels, where the two masks differ most) reach about 0.9
-    brain = _slice_r(out, ref, inside=True)
+    brain = slice_correlations(out, ref, inside=True)
     assert np.median(brain) >= 0.95 and min(brain) >= 0.88, (name, np.round(brain, 3))
 
 
@@ -153,7 +140,7 @@ def test_without_stripping_the_skull_stays_and_the_test_above_fails(colin_cohort
     cfg = config.resolve("demo", {"skull_strip": "off"}).stage(config.PreprocessConfig)
     head = pp.preprocess_scan(colin_cohort / "head.nii.gz", cfg, "head").volume
     bet = pp.preprocess_scan(colin_cohort / "bet.nii.gz", cfg, "bet").volume
-    assert np.nanmedian(_slice_r(head, bet, inside=False)) < 0.9  # a flat slice gives NaN
+    assert np.nanmedian(slice_correlations(head, bet, inside=False)) < 0.9  # a flat slice gives NaN
 
 
 @needs_colin

@@ -9,7 +9,15 @@ import numpy as np
 
 from ..config import PreprocessConfig
 
-__all__ = ["HIST_SAMPLES", "MIN_MASK_VOXELS", "dice", "ncc", "normalise", "sample_pair"]
+__all__ = [
+    "HIST_SAMPLES",
+    "MIN_MASK_VOXELS",
+    "dice",
+    "ncc",
+    "normalise",
+    "sample_pair",
+    "slice_correlations",
+]
 
 #: Fewest brain-mask voxels whose intensities set the scale (below: the whole image does).
 MIN_MASK_VOXELS = 100
@@ -91,3 +99,20 @@ def normalise(
         norm = ScaleIntensityd(keys="image", minv=0.0, maxv=1.0)
     d = norm(d)
     return d, before, np.clip(np.asarray(d["image"][0], dtype=np.float32), 0.0, 1.0)
+
+
+def slice_correlations(a: np.ndarray, b: np.ndarray, inside: bool = False) -> list[float]:
+    """Pearson r of two preprocessed volumes (in [0, 1]), per axial slice with brain (above
+    0.02) in >= 10 % of its pixels in either: over the whole slice, or inside both brains only;
+    NaN where a slice is flat (no brain in one). How the same brain in two presentations is
+    compared (``benchmarks/skull_strip.py``, ``tests/test_real_scans.py``)."""
+    both = (a > 0.02) & (b > 0.02)
+    either = (a > 0.02) | (b > 0.02)
+    out = []
+    for z in range(a.shape[2]):
+        if either[:, :, z].mean() >= 0.10:
+            m = both[:, :, z] if inside else np.ones_like(both[:, :, z])
+            x, y = a[:, :, z][m], b[:, :, z][m]
+            ok = m.sum() > 2 and x.std() > 0 and y.std() > 0
+            out.append(float(np.corrcoef(x, y)[0, 1]) if ok else float("nan"))
+    return out
