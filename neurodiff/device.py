@@ -11,7 +11,9 @@ import torch
 from .errors import ConfigError
 
 __all__ = [
+    "ISA_FLAGS",
     "autocast",
+    "cpu_description",
     "cpu_has_native_bf16",
     "precision_label",
     "resolve_device",
@@ -92,6 +94,40 @@ def cpu_has_native_bf16() -> bool:
         return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     except AttributeError:  # older torch or a non-x86 CPU
         return False
+
+
+#: The instruction-set flags that decide which CPU kernels torch uses (and so the last bits of a
+#: result): vector width, and native bf16 arithmetic (AVX512-BF16, AMX).
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
+
+
+def cpu_description() -> dict:
+    """The CPU as results should name it: ``{"model", "cores", "flags", "native_bf16"}``.
+
+    ``model`` is the ``model name`` of ``/proc/cpuinfo`` (the processor's marketing name, e.g.
+    "AMD EPYC" or "Intel(R) Xeon(R) Processor"; ``platform.processor()`` elsewhere), ``flags`` the
+    :data:`ISA_FLAGS` it has. Two CPUs with the same flags run the same kernels; bf16 training
+    (``precision=auto`` where ``native_bf16``) differs most between CPUs.
+    """
+    import platform
+
+    model, flags = "", set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and not model:
+                    model = value.strip()
+                elif key.strip() == "flags" and not flags:
+                    flags = set(value.split())
+    except OSError:  # not Linux
+        pass
+    return {
+        "model": model or platform.processor() or platform.machine() or "unknown",
+        "cores": os.cpu_count(),
+        "flags": [f for f in ISA_FLAGS if f in flags],
+        "native_bf16": cpu_has_native_bf16(),
+    }
 
 
 def precision_label(dtype: torch.dtype | None) -> str:

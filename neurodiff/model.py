@@ -204,14 +204,17 @@ def sample_timesteps(
 ) -> torch.Tensor:
     """``n`` integer training timesteps in [0, T), drawn from ``generator``.
 
-    ``uniform`` (Ho et al. 2020) or ``logit_normal``: t = T sigmoid(z), z ~ N(0, 1) (Esser et al.
-    2024), which spends more of the training on the middle noise levels. Drawn here rather than by
+    ``uniform`` (Ho et al. 2020) or ``logit_normal``: t = T sigmoid(z), z ~ N(logit_mean,
+    logit_std^2) (Esser et al. 2024; N(0, 1) by default), which spends more of the training on
+    the middle noise levels. Drawn here rather than by
     MONAI's ``RFlowScheduler.sample_timesteps`` because that one uses the global RNG, and the
     training loop seeds every step's draws from its own generator (exact resume).
     """
     cfg = _as_config(cfg)
     if cfg.timestep_sampling == "logit_normal":
         z = torch.randn((n,), generator=generator, device=device)
+        if (cfg.logit_mean, cfg.logit_std) != (0.0, 1.0):  # else z as drawn: the same bits
+            z = z * cfg.logit_std + cfg.logit_mean
         return (torch.sigmoid(z) * cfg.timesteps).long().clamp_(0, cfg.timesteps - 1)
     return torch.randint(0, cfg.timesteps, (n,), generator=generator, device=device)
 

@@ -108,7 +108,7 @@ SAMPLER_SPECS: dict[str, SamplerSpec] = {
 
 
 def check_sampler_args(
-    model_config: ModelConfig, sampler: str, steps: int | None, eta: float = 0.0
+    model_config: ModelConfig, sampler: str, steps: int | None, eta: float = 0.0, churn: float = 0.0
 ) -> int:
     """Validate a sampler request against the model; return the number of sampler steps.
 
@@ -125,6 +125,13 @@ def check_sampler_args(
     )
     if not 0.0 <= float(eta) <= 1.0:
         raise ConfigError(f"parameter 'eta' must be in [0, 1]; got {eta!r}", parameter="eta")
+    if float(churn) < 0.0 or (churn and not SAMPLER_SPECS[sampler].flow):
+        raise ConfigError(
+            f"parameter 'churn' ({churn!r}) must be >= 0 and applies to the rectified-flow "
+            f"samplers (euler, heun) only; sampler {sampler!r} has its own noise (ddpm, ddim "
+            "with eta): leave churn at 0",
+            parameter="churn",
+        )
     return n_steps
 
 
@@ -180,6 +187,7 @@ def generate(
     sampler: str = "ddim",
     steps: int | None = 50,
     eta: float = 0.0,
+    churn: float = 0.0,
     batch_size: int = 32,
     seed: int = 0,
     generator: torch.Generator | None = None,
@@ -206,6 +214,9 @@ def generate(
         Sampler steps for ddim/pndm/euler/heun, 1..T; ignored for ddpm (always T).
     eta : float
         DDIM noise scale in [0, 1] (0 = deterministic, 1 = DDPM-like posterior variance).
+    churn : float
+        euler/heun only: before each step, the noise-to-signal ratio is raised by the factor
+        ``1 + churn`` with fresh noise (:func:`_churn`); 0 = the deterministic ODE.
     batch_size : int
         Samples per forward pass.
     seed : int
@@ -243,6 +254,7 @@ def generate(
             raise ConfigError(
                 f"generate(): argument {name!r}{what} must be a positive integer; got {value!r}"
             )
+    check_sampler_args(model_config, sampler, steps, eta, churn)
     scheduler = make_scheduler(model_config, sampler, steps)
     spec = SAMPLER_SPECS[sampler]
     if uses_all_timesteps(sampler) and steps not in (None, model_config.timesteps):
@@ -287,6 +299,8 @@ def generate(
             x = torch.randn((m, *shape), generator=generator, device=device, dtype=torch.float32)
             for i, t in enumerate(timesteps):
                 t_next = timesteps[i + 1] if i + 1 < len(timesteps) else 0
+                if churn:
+                    t, x = _churn(x, t, churn, model_config.timesteps, generator)
                 x_next, x0 = _reverse_step(spec, scheduler, evaluate, x, t, t_next, step_kwargs)
                 if callback is not None:
                     callback(i, t, x, x0)
@@ -295,6 +309,31 @@ def generate(
     finally:
         bar.close()
     return out
+
+
+def _churn(x: torch.Tensor, t: int, churn: float, T: int, generator: torch.Generator):
+    """Karras et al. 2022's "churn" (Alg. 2, lines 5-7) on the rectified-flow path
+    ``x_t = (1 - s) x0 + s noise``, ``s = t / T``: the noise-to-signal ratio ``sigma = s / (1 - s)``
+    is raised to ``sigma (1 + churn)`` by adding fresh noise of variance ``sigma_hat^2 - sigma^2``
+    to ``x_t / (1 - s)``; returns ``(t_hat, x_hat)``, the step is then taken from ``t_hat``.
+    Hand-written: MONAI's ``RFlowScheduler`` has the deterministic Euler step only.
+
+    ``t_hat`` is rounded to an integer timestep below ``T`` (the network's embedding was trained
+    on integers) and ``sigma_hat`` recomputed from it; at ``t = 0`` or ``t >= T`` nothing is done.
+    """
+    if t <= 0 or t >= T:
+        return t, x
+    s = t / T
+    sigma = s / (1.0 - s)
+    target = sigma * (1.0 + churn)
+    t_hat = min(T - 1, int(round(T * target / (1.0 + target))))
+    if t_hat <= t:
+        return t, x
+    s_hat = t_hat / T
+    sigma_hat = s_hat / (1.0 - s_hat)
+    noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    y = x / (1.0 - s) + math.sqrt(sigma_hat**2 - sigma**2) * noise
+    return t_hat, (1.0 - s_hat) * y
 
 
 def _reverse_step(spec: SamplerSpec, scheduler, evaluate, x, t: int, t_next: int, step_kwargs):

@@ -310,3 +310,66 @@ def test_augment_fair_runs_at_toy_size_and_resumes(tiny_pools, tmp_path, monkeyp
     assert set(result["tables"]) >= {"table", "gains", "worth", "pools", "memorisation"}
     with pytest.raises(config.ConfigError, match="holds pools of sizes"):
         bench.main([*argv, "--pools", "5,4,2,3,2", "--out", str(out)])
+
+
+# --------------------------------------------------------------------------------------------
+# the diversity study: its levers, budget, rule and seeds, at toy size
+# --------------------------------------------------------------------------------------------
+
+
+def test_diversity_study_runs_at_toy_size_resumes_and_summarises_seeds(
+    tiny_cohort, tmp_path, monkeypatch
+):
+    bench = _module("diversity", monkeypatch)
+    out, seeds_out = tmp_path / "diversity.json", tmp_path / "seeds.json"
+    argv = [
+        *("--toy", "--variants", "base,churn_0.3", "--seeds", "0,1"),
+        *("-p", f"cohort={tiny_cohort}", "-p", f"derived_dir={tmp_path / 'derived'}"),
+        *("--out", str(out), "--seeds-out", str(seeds_out)),
+    ]
+    assert bench.main(argv) == 0
+    study = json.loads(out.read_text())
+    assert set(study["variants"]) >= {"base@0", "churn_0.3@0", "base@1"}
+    base, churned = study["variants"]["base@0"], study["variants"]["churn_0.3@0"]
+    assert base["steps"] == bench.TOY_STEPS and base["train_seconds"] > 0
+    assert churned["train_seconds"] is None  # a sampling lever reuses the base model
+    assert base["metrics"]["fid"]["value"] != churned["metrics"]["fid"]["value"]
+    assert {r["group"] for r in base["groups"]} == {"control", "patient"}
+    assert study["cpu"]["model"] and "choice" in study
+    seeds = json.loads(seeds_out.read_text())
+    fid = seeds["recipes"]["base"]["metrics"]["fid"]
+    assert len(fid["values"]) == 2 and fid["min"] <= fid["median"] <= fid["max"]
+    # resumed: the finished entries are kept as they are (with the seconds they took)
+    before = out.read_text()
+    assert bench.main(argv) == 0
+    assert json.loads(out.read_text())["variants"] == json.loads(before)["variants"]
+
+
+def test_diversity_rule_keeps_the_guards_then_counts_diversity(monkeypatch):
+    bench = _module("diversity", monkeypatch)
+
+    def entry(inside: set[str], nfe: int = 19, far: float = 1.0) -> dict:
+        metrics = {}
+        for k in (*bench.GUARDS, *bench.DIVERSITY):
+            ok = k in inside
+            metrics[k] = {
+                "value": 0.5 if ok else 1.0 + far,
+                "baseline_ci": [0.0, 1.0],
+                "verdict": "inside" if ok else "outside",
+            }
+        return {"metrics": metrics, "groups": [], "network_evaluations": nfe}
+
+    guards = set(bench.GUARDS)
+    variants = {
+        "base": entry(guards | {"recall"}),
+        "diverse_but_unfaithful": entry({"recall", "density", "nn_ssim"}),
+        "better": entry(guards | {"recall", "density"}, nfe=39),
+        "better_cheaper": entry(guards | {"recall", "density"}, nfe=9),
+        "better_closer": entry(guards | {"recall", "density"}, nfe=39, far=0.1),
+    }
+    choice = bench.choose(variants)
+    assert "diverse_but_unfaithful" not in choice["eligible"]
+    assert choice["chosen"] == "better_closer"  # closer outside beats cheaper
+    del variants["better_closer"]
+    assert bench.choose(variants)["chosen"] == "better_cheaper"
+    assert bench.choose({"x": entry({"recall"})})["chosen"] is None

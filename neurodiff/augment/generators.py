@@ -93,6 +93,7 @@ def sample_classes(params: Params, model: torch.nn.Module, per_class: int, seed:
             sampler=s.sampler,
             steps=s.steps,
             eta=s.eta,
+            churn=s.churn,
             batch_size=s.sample_batch_size,
             seed=int(np.random.default_rng([seed, label]).integers(2**31)),
             device=s.device,

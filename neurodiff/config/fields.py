@@ -234,6 +234,23 @@ class RunFields(StageConfig):
 
 
 @dataclass(frozen=True)
+class GeneratorSeedFields(RunFields):
+    """The generator's own seed (training and sampling), apart from the master seed."""
+
+    generator_seed: int = param(
+        0,
+        "added to seed for the generator alone (its initial weights, data order, training noise "
+        "and samples), not for the split, the subjects or the metrics: replicates of one recipe",
+        min=0,
+    )
+
+    @property
+    def generator_rng_seed(self) -> int:
+        """The seed of the generator's randomness: ``seed + generator_seed``."""
+        return self.seed + self.generator_seed
+
+
+@dataclass(frozen=True)
 class CohortFields(StageConfig):
     """Where the input cohort lives (exploration and preprocessing)."""
 

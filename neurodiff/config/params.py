@@ -333,4 +333,11 @@ def _check_across_stages(params: Params) -> None:
     check_sampler(
         model.process, model.prediction_type, model.timesteps, sample.sampler, sample.steps
     )
+    if sample.churn and model.process != "rflow":
+        raise ConfigError(
+            f"parameter 'churn' ({sample.churn:g}) applies to the rectified-flow samplers (euler, "
+            f"heun); process={model.process!r} samples with {sample.sampler!r}, which has its own "
+            "noise (ddpm, ddim with eta): leave churn at 0",
+            parameter="churn",
+        )
     params.stage(AugmentConfig).generator_config(model)  # chapter 6's generators must build

@@ -10,10 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import ConfigError
+from .augment import AugmentConfig  # chapter 6's parameters, in a module of their own
 from .fields import (
-    DEMO_POOLS,
     CohortFields,
     DeviceFields,
+    GeneratorSeedFields,
     ImageFields,
     PrecisionFields,
     RunFields,
@@ -172,6 +173,17 @@ class ModelConfig(ImageFields):
         "Esser et al. 2024)",
         choices=("uniform", "logit_normal"),
     )
+    logit_mean: float = param(
+        0.0,
+        "logit_normal: mean m of z in t = T sigmoid(z), z ~ N(m, s^2) (m > 0: more training on "
+        "the noisy end, where the layout is decided; m < 0: on the clean end, the fine detail)",
+    )
+    logit_std: float = param(
+        1.0,
+        "logit_normal: standard deviation s of z (larger: towards both ends, closer to uniform)",
+        min=0,
+        min_inclusive=False,
+    )
     loss_weighting: str = param(
         "none",
         "per-timestep loss weight: none | min_snr (min(SNR, snr_gamma) relative to the target, "
@@ -209,6 +221,16 @@ class ModelConfig(ImageFields):
                     f"at {default!r} or use process='ddpm'",
                     parameter=name,
                 )
+        if self.timestep_sampling != "logit_normal" and (self.logit_mean, self.logit_std) != (
+            0.0,
+            1.0,
+        ):
+            raise ConfigError(
+                f"parameters 'logit_mean' ({self.logit_mean:g}) and 'logit_std' "
+                f"({self.logit_std:g}) shape timestep_sampling=logit_normal; with "
+                f"timestep_sampling={self.timestep_sampling!r} leave them at 0 and 1",
+                parameter="logit_mean" if self.logit_mean != 0.0 else "logit_std",
+            )
         if self.process == "rflow" and self.loss_weighting != "none":
             raise ConfigError(
                 f"parameter 'loss_weighting' ({self.loss_weighting!r}) is defined for the ddpm "
@@ -254,7 +276,7 @@ class ModelConfig(ImageFields):
 
 
 @dataclass(frozen=True)
-class TrainConfig(PrecisionFields, DeviceFields, RunFields):
+class TrainConfig(PrecisionFields, DeviceFields, GeneratorSeedFields):
     """Optimisation, EMA, precision, checkpoints."""
 
     optimizer: str = param("adamw", "optimiser", choices=("adam", "adamw"))
@@ -281,6 +303,13 @@ class TrainConfig(PrecisionFields, DeviceFields, RunFields):
         False,
         "EMA warm-up: decay min(ema_decay, (1 + n) / (10 + n)) at the n-th update, so that a "
         "short run's EMA is not dominated by its first, untrained weights",
+    )
+    train_augment: str = param(
+        "none",
+        "training-time augmentation that keeps anatomy: none | mild (each training image, "
+        "independently: an elastic deformation of about a voxel, rotation up to 3 degrees, "
+        "scaling up to 3 %, contrast gamma 0.9-1.1; MONAI transforms seeded per step)",
+        choices=("none", "mild"),
     )
     compile: bool = param(False, "torch.compile the UNet")
     channels_last: bool = param(False, "channels_last memory format (channels_last_3d for volumes)")
@@ -309,7 +338,7 @@ class TrainConfig(PrecisionFields, DeviceFields, RunFields):
 
 
 @dataclass(frozen=True)
-class SampleConfig(PrecisionFields, DeviceFields, RunFields):
+class SampleConfig(PrecisionFields, DeviceFields, GeneratorSeedFields):
     """Generating the synthetic cohort."""
 
     sampler: str = param(
@@ -322,6 +351,14 @@ class SampleConfig(PrecisionFields, DeviceFields, RunFields):
         10, "sampler steps (ddpm always uses all timesteps; heun: 2 x steps - 1 evaluations)", min=1
     )
     eta: float = param(0.0, "DDIM eta (0 = deterministic)", min=0, max=1)
+    churn: float = param(
+        0.0,
+        "euler/heun: stochastic sampling (Karras et al. 2022's churn on the flow path): before "
+        "each step the noise-to-signal ratio is raised by this factor with fresh noise, then "
+        "the step is taken from there (0 = the deterministic ODE; meant for heun: Euler's "
+        "first-order error grows with it)",
+        min=0,
+    )
     guidance_scale: float = param(
         1.0,
         "classifier-free guidance of a class-conditional model: prediction = unconditional + "
@@ -363,130 +400,6 @@ class MetricsConfig(DeviceFields, RunFields):
     )
     msssim_pairs: int = param(100, "random pairs for MS-SSIM diversity", min=2)
     nn_k: int = param(5, "k of the k-NN manifolds (precision/recall, density/coverage)", min=1)
-
-
-@dataclass(frozen=True)
-class AugmentConfig(RunFields):
-    """Does augmentation help? Chapter 6's experiment: leak-free generators per draw, a large
-    test set, tuned comparators (the full size is ``benchmarks/augment_fair.py``)."""
-
-    pools_cohort: str = param(
-        DEMO_POOLS,
-        "the experiment's subjects: a cohort with 'group' and 'pool' columns (pretrain | train | "
-        "validation | test | ood), preprocessed like the cohort (`neurodiff demo-data --pools`)",
-    )
-    augment_n: tuple[int, ...] = param(
-        (2, 4), "real training subjects per class of the learning curve", min=1
-    )
-    augment_draws: tuple[int, ...] = param(
-        (2, 2),
-        "draws per n (one value per augment_n, or one for all): each draw its own real "
-        "subjects and its own generator; spend them where the primary endpoint needs them. Not "
-        "part of the run's key: a draw does not depend on how many there are, so more draws "
-        "continue a run (its tables are recomputed when the count differs)",
-        min=1,
-        shapes=False,
-    )
-    primary_n: int = param(
-        4,
-        "n of the primary endpoint (AUROC of C with the largest augment_synthetic minus A, "
-        "logistic regression, test pool); must be one of augment_n",
-        min=1,
-    )
-    augment_synthetic: tuple[int, ...] = param(
-        (16, 32),
-        "synthetic images added per class in the C arms; the largest also sets arms B, C_pool "
-        "and D",
-        min=1,
-    )
-    augment_real_k: tuple[int, ...] = param(
-        (1, 2), "arms E_k: k more real subjects per class (the dense real learning curve)", min=1
-    )
-    generator_channels: tuple[int, ...] = param(
-        (16, 32, 64),
-        "UNet channels of the experiment's generators (the chapter-3 recipe otherwise: one "
-        "generator per draw must fit the CPU budget)",
-        min=1,
-    )
-    pretrain_steps: int = param(
-        300, "steps of the generator's pretraining on the healthy pool", min=1
-    )
-    finetune_steps: int = param(60, "steps of each draw's fine-tuning on its own subjects", min=1)
-    pool_finetune_steps: int = param(
-        120, "steps of C_pool's fine-tuning on the whole training pool", min=1
-    )
-    finetune_lr: float = param(
-        3e-4, "peak learning rate of the fine-tunings", min=0, min_inclusive=False
-    )
-    classifier_c_grid: tuple[float, ...] = param(
-        (0.001, 0.01, 0.1, 1.0),
-        "logistic regression: inverse L2 strengths, chosen per arm and n on the validation pool",
-        min=0,
-        min_inclusive=False,
-    )
-    cnn_steps: int = param(
-        150, "small CNN: training steps (its length is tuned: scored after each third)", min=3
-    )
-    augment_bootstrap: int = param(
-        1000,
-        "hierarchical bootstrap resamples (draws with their generators, test subjects) for the "
-        "95% intervals",
-        min=10,
-    )
-
-    augment_results: str = param(
-        "benchmarks/results/augment_fair.json",
-        "the full experiment's committed results (made by benchmarks/augment_fair.py), which "
-        "chapter 6 and the Discussion read; relative to the project root",
-        shapes=False,
-    )
-
-    def validate(self) -> None:
-        if len(self.augment_draws) not in (1, len(self.augment_n)):
-            raise ConfigError(
-                f"parameter 'augment_draws' needs one value per augment_n "
-                f"({len(self.augment_n)}) or one for all; got {list(self.augment_draws)}",
-                parameter="augment_draws",
-            )
-        if self.primary_n not in self.augment_n:
-            raise ConfigError(
-                f"parameter 'primary_n' ({self.primary_n}) must be one of augment_n "
-                f"{list(self.augment_n)}",
-                parameter="primary_n",
-            )
-        if min(self.augment_draws) < 2:
-            raise ConfigError(
-                "parameter 'augment_draws': every n needs at least 2 draws for an interval; got "
-                f"{list(self.augment_draws)}",
-                parameter="augment_draws",
-            )
-
-    def generator_config(self, model: ModelConfig) -> ModelConfig:
-        """The model of chapter 6's generators: ``model``'s recipe at ``generator_channels``
-        (no attention; GroupNorm groups the largest divisor of every width up to the model's)."""
-        import dataclasses
-        import math
-
-        channels = tuple(self.generator_channels)
-        groups = math.gcd(model.norm_num_groups, *channels)
-        try:
-            return dataclasses.replace(
-                model,
-                channels=channels,
-                attention_levels=(False,) * len(channels),
-                norm_num_groups=groups,
-            )
-        except ConfigError as exc:
-            raise ConfigError(
-                f"parameter 'generator_channels' {list(channels)}: {exc}",
-                parameter="generator_channels",
-            ) from None
-
-    def draws_of(self, n: int) -> int:
-        """The number of draws at ``n``."""
-        if len(self.augment_draws) == 1:
-            return self.augment_draws[0]
-        return self.augment_draws[list(self.augment_n).index(n)]
 
 
 STAGES: tuple[type[StageConfig], ...] = (

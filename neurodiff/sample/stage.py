@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,17 @@ __all__ = ["SampleResult", "real_and_synthetic", "run", "write_synthetic"]
 
 
 def _geometry(params: Params) -> tuple[np.ndarray, float, str]:
-    """Voxel-to-world affine (4 x 4, RAS mm) and voxel size of the synthetic images.
+    """Voxel-to-world affine (4 x 4, RAS mm) and voxel size of the synthetic images of
+    ``params``, from the grid of their preprocessing (:func:`geometry`)."""
+    return geometry(load_manifest(params)["target"], params.spatial_dims, params.image_size)
+
+
+def geometry(
+    target: Mapping[str, Any], spatial_dims: int, image_size: int
+) -> tuple[np.ndarray, float, str]:
+    """Voxel-to-world affine (4 x 4, RAS mm), voxel size and a description of the grid of
+    synthetic images, from ``target`` (the preprocessed manifest's ``target``: ``space``,
+    ``volume_spacing_mm``, optionally ``volume_affine`` and ``slices``).
 
     3D: the grid of the preprocessed volumes (the template grid after registration). Without
     registration every preprocessed volume keeps its own head-centred affine, so there is no
@@ -36,19 +47,18 @@ def _geometry(params: Params) -> tuple[np.ndarray, float, str]:
     MNI152 brain (:func:`neurodiff.templates.target_affine`). 2D: the same grid, moved to the
     middle of the axial slices the model was trained on, one slice thick.
     """
-    target = load_manifest(params)["target"]
     spacing = float(target["volume_spacing_mm"])
     if target.get("volume_affine") is not None:
         affine = np.asarray(target["volume_affine"], dtype=np.float64)
         source = f"{target['space']}: grid of the preprocessed volumes"
     else:
-        affine = target_affine(spacing, params.image_size)
+        affine = target_affine(spacing, image_size)
         source = (
             f"{target['space']}: no common grid; RAS grid at the volume spacing centred "
             "on the MNI152 brain"
         )
-    if params.spatial_dims == 2:
-        k = float(np.mean(target["slices"])) if target.get("slices") else params.image_size / 2
+    if spatial_dims == 2:
+        k = float(np.mean(target["slices"])) if target.get("slices") else image_size / 2
         shift = np.eye(4)
         shift[2, 3] = k
         affine = affine @ shift
@@ -99,6 +109,7 @@ class SampleResult:
     files: list[Path] = field(default_factory=list, repr=False)
     groups: dict[str, int] = field(default_factory=dict)
     guidance_scale: float = 1.0
+    churn: float = 0.0
 
     @property
     def seconds_per_sample(self) -> float:
@@ -106,6 +117,7 @@ class SampleResult:
 
     def __str__(self) -> str:
         eta = f", eta={self.eta:g}" if self.sampler == "ddim" else ""
+        eta += f", churn {self.churn:g}" if self.churn else ""
         step = f" (step {self.checkpoint_step})" if self.checkpoint_step is not None else ""
         groups = (
             " (" + ", ".join(f"{n} {g}" for g, n in self.groups.items()) + ", guidance scale "
@@ -129,18 +141,20 @@ class SampleResult:
 def synthesize(
     model, model_config: ModelConfig, cfg: SampleConfig, device=None, group: str | None = None
 ):
-    """``cfg.n_samples`` images from ``model`` with the sampler, steps, eta, batch size, seed and
-    precision of ``cfg`` (:func:`neurodiff.sampling.generate`): ``(N, 1, *spatial)`` in [-1, 1].
+    """``cfg.n_samples`` images from ``model`` with the sampler, steps, eta, churn, batch size,
+    seed and precision of ``cfg`` (:func:`neurodiff.sampling.generate`): ``(N, 1, *spatial)`` in
+    [-1, 1].
 
     ``group``: a class-conditional model samples that group, with ``cfg.guidance_scale``; its
-    seed is ``cfg.seed`` plus the group's position in ``groups`` (each group its own noise).
+    seed is ``cfg.seed + cfg.generator_seed`` plus the group's position in ``groups`` (each
+    group its own noise).
     Without it, a class-conditional model samples unconditionally.
     """
-    seed = cfg.seed
+    seed = cfg.generator_rng_seed
     if group is not None:
         label = class_index(model_config, group)
         model = ClassGuided(model, label, null_class(model_config), cfg.guidance_scale)
-        seed = cfg.seed + label
+        seed = cfg.generator_rng_seed + label
     return generate(
         model,
         model_config,
@@ -148,6 +162,7 @@ def synthesize(
         sampler=cfg.sampler,
         steps=cfg.steps,
         eta=cfg.eta,
+        churn=cfg.churn,
         batch_size=cfg.sample_batch_size,
         seed=seed,
         device=device,
@@ -173,7 +188,7 @@ def run(params: Params) -> SampleResult:
     with provenance, grid.png)."""
     cfg: SampleConfig = params.stage(SampleConfig)
     mcfg: ModelConfig = params.stage(ModelConfig)
-    check_sampler_args(mcfg, cfg.sampler, cfg.steps, cfg.eta)
+    check_sampler_args(mcfg, cfg.sampler, cfg.steps, cfg.eta, cfg.churn)
     n_evals = network_evaluations(mcfg, cfg.sampler, cfg.steps)
     device = resolve_device(cfg.device)
     affine, spacing, geometry_source = _geometry(params)
@@ -195,7 +210,8 @@ def run(params: Params) -> SampleResult:
         "Sampler": cfg.sampler,
         "Steps": n_evals,
         "Eta": cfg.eta if cfg.sampler == "ddim" else None,
-        "Seed": cfg.seed,
+        "Churn": cfg.churn or None,
+        "Seed": cfg.generator_rng_seed,
         "Groups": {g: cfg.n_samples for g in groups} or None,
         "GuidanceScale": cfg.guidance_scale if groups else None,
         "BatchSize": cfg.sample_batch_size,
@@ -227,7 +243,7 @@ def run(params: Params) -> SampleResult:
         cfg.sampler,
         n_evals,
         cfg.eta,
-        cfg.seed,
+        cfg.generator_rng_seed,
         str(device),
         seconds,
         ckpt_path,
@@ -235,4 +251,5 @@ def run(params: Params) -> SampleResult:
         files,
         {g: cfg.n_samples for g in groups},
         cfg.guidance_scale,
+        cfg.churn,
     )

@@ -53,6 +53,7 @@ from ..model import (
 )
 from ..sampling import preview_samples
 from ..viz import save_grid
+from .augmentation import augmenter
 from .data import ResumableSampler, batches, collate
 from .helpers import Dist, ema_avg_fn, lr_factor, memory_format, noise_seed
 
@@ -105,7 +106,7 @@ class Trainer:
             for _, old in list_checkpoints(train_dir):
                 old.unlink()
             clear_previews(train_dir)
-        seed_everything(tcfg.seed)
+        seed_everything(tcfg.generator_rng_seed)
         flash = {"on": True, "off": False}.get(tcfg.flash_attention, device.type == "cuda")
         self.model = build_model(mcfg, flash_attention=flash)
         self.model = self.model.to(device=device, memory_format=self.fmt)
@@ -122,6 +123,7 @@ class Trainer:
         )
         self.scheduler = build_scheduler(mcfg)
         self.inferer = build_inferer(self.scheduler)
+        self.augment = augmenter(tcfg.train_augment, mcfg.spatial_dims, mcfg.image_size)
         self.start = 0
         self.resumed = False
         self.rows: list[dict[str, float]] = []
@@ -257,7 +259,7 @@ class Trainer:
                     self.mcfg,
                     n=per,
                     steps=PREVIEW_STEPS,
-                    seed=self.tcfg.seed,
+                    seed=self.tcfg.generator_rng_seed,
                     device=self.device,
                     dtype=self.dtype,
                 )
@@ -280,7 +282,7 @@ class Trainer:
             num_replicas=d.world_size,
             rank=d.rank,
             shuffle=True,
-            seed=t.seed,
+            seed=t.generator_rng_seed,
             drop_last=True,
         )
         loader = DataLoader(
@@ -291,7 +293,7 @@ class Trainer:
             num_workers=t.num_workers,
             collate_fn=collate,
             pin_memory=self.device.type == "cuda",
-            generator=torch.Generator().manual_seed(t.seed),
+            generator=torch.Generator().manual_seed(t.generator_rng_seed),
         )
         return batches(loader, sampler, t.batch_size, self.start * t.grad_accum)
 
@@ -309,7 +311,7 @@ class Trainer:
             batch = next(data)
             x0, labels = batch if isinstance(batch, tuple) else (batch, None)
             x0 = x0.to(device, non_blocking=True).contiguous(memory_format=self.fmt)
-            noise_gen.manual_seed(noise_seed(t.seed, step, micro, self.dist.rank))
+            noise_gen.manual_seed(noise_seed(t.generator_rng_seed, step, micro, self.dist.rank))
             noise = torch.randn(shape, generator=noise_gen, device=device)
             ts = sample_timesteps(mcfg, t.batch_size, noise_gen, device)
             model_fn = net
@@ -318,6 +320,8 @@ class Trainer:
                 drop = torch.rand(t.batch_size, generator=noise_gen, device=device)
                 labels = torch.where(drop < mcfg.label_dropout, null_class(mcfg), labels)
                 model_fn = functools.partial(net, class_labels=labels)
+            if self.augment is not None:  # drawn after everything else: none changes nothing
+                x0 = self.augment(x0, noise_gen).contiguous(memory_format=self.fmt)
             last_micro = micro == t.grad_accum - 1
             sync = net.no_sync() if (world > 1 and not last_micro) else contextlib.nullcontext()
             with sync:
