@@ -320,7 +320,7 @@ def test_memorisation_fraction_falls_as_copies_are_degraded(sets, extractor):
 
 def test_cis_contain_point_estimates(noise_results):
     for result in noise_results.values():
-        assert len(result.metrics) == 12
+        assert set(result.metrics) == set(M.METRICS)  # every metric, the tissue gaps too
         for m in result.metrics.values():
             assert m.ci[0] <= m.value <= m.ci[1], (m.name, m.value, m.ci)
             assert m.baseline_ci[0] <= m.baseline <= m.baseline_ci[1], (m.name, m.baseline_ci)
@@ -569,7 +569,12 @@ def test_per_group_view_has_stratified_redraws_and_a_test(tmp_path, fake_stage_i
     params = resolve("smoke", {"derived_dir": str(tmp_path), "device": "cpu"})
     assert list(params["groups"]) == ["control", "patient"]
     table = M.by_group(params)
-    assert set(table.index.get_level_values("metric")) == set(groups_module.GROUP_METRICS)
+    assert set(table.index.get_level_values("metric")) == set(groups_module.GROUP_METRICS) | set(
+        M.DIFFERENCE_METRICS
+    )
+    # the difference map's rows are the second group's, against the first
+    assert set(table.loc["patient"].index) >= set(M.DIFFERENCE_METRICS)
+    assert not set(table.loc["control"].index) & set(M.DIFFERENCE_METRICS)
     fid = table.loc[("patient", "fid")]
     assert "subject-level redraws, stratified by site" in fid["baseline from"]
     assert fid["real ci"][0] <= fid["real vs real"] <= fid["real ci"][1]

@@ -6,7 +6,8 @@ nothing above the package's lower floors. The metrics stage (chapter 5, :mod:`ne
 the sampler table (chapter 4) and the augmentation experiment (chapter 6) all use them.
 
 One module per family: :mod:`.mmd`, :mod:`.frechet` (FID), :mod:`.kid` (KID),
-:mod:`.similarity` (SSIM, MS-SSIM), :mod:`.manifold` (PRDC), :mod:`.memorisation`; under them
+:mod:`.similarity` (SSIM, MS-SSIM), :mod:`.manifold` (PRDC), :mod:`.memorisation`,
+:mod:`.plausibility` (tissue fractions at matched levels, group difference maps); under them
 :mod:`.checks` (input checks, distance and Gram matrices) and :mod:`.bootstrap`;
 :mod:`.intervals` (every interval rule); :mod:`.redraws` (the real-vs-real range, stratified as
 the split), :mod:`.layout_test` (the synthetic-vs-real MMD test calibrated on redraws) and
@@ -61,6 +62,13 @@ Metrics
     sample in feature space; the fraction of synthetic samples closer to a training sample than
     99 % of real test samples are; the median nearest distance; the mean SSIM to the nearest
     training sample. Baselines come from the test samples' own nearest training samples.
+``csf_fraction_gap``, ``gm_fraction_gap``, ``wm_fraction_gap``
+    Anatomical plausibility (:mod:`.plausibility`): each image's share of brain voxels
+    classified CSF, grey or white matter by one Gaussian mixture fitted on the training images;
+    the mean over the synthetic images of the absolute difference between their level's mean
+    fraction and the real one at that level (levels matched through the nearest training slice).
+    The group difference map (mean patient minus mean control image, real vs synthetic) is
+    measured in the per-group view (:mod:`neurodiff.metrics.anatomy`).
 
 Uncertainty
 -----------
@@ -98,6 +106,20 @@ from .memorisation import (
     memorisation_audit,
 )
 from .mmd import MMDTest, median_bandwidth, mmd2_replicates, mmd_linear, mmd_rbf, per_site_mmd
+from .plausibility import (
+    BRAIN_THRESHOLD,
+    TISSUES,
+    TissueModel,
+    brain_mask,
+    difference_of_means,
+    fit_tissue_model,
+    group_difference,
+    level_gap,
+    level_gap_replicates,
+    map_correlation,
+    nearest_levels,
+    roi_mean,
+)
 from .redraws import (
     first_counts,
     n_partitions,
@@ -111,6 +133,7 @@ from .similarity import diversity, ms_ssim, ms_ssim_settings, ssim
 
 __all__ = [
     "AUDIT_QUANTILE",
+    "BRAIN_THRESHOLD",
     "LADDER",
     "LADDER_METRICS",
     "LEVEL",
@@ -118,7 +141,10 @@ __all__ = [
     "MMDTest",
     "MemorisationAudit",
     "RANGE_LEVEL",
+    "TISSUES",
+    "TissueModel",
     "audit_fraction_replicates",
+    "brain_mask",
     "calibrated_mmd_test",
     "calibration_ladder",
     "check_features",
@@ -126,13 +152,19 @@ __all__ = [
     "check_pair",
     "chunks",
     "degrade",
+    "difference_of_means",
     "diversity",
     "fid",
     "fid_replicates",
     "first_counts",
+    "fit_tissue_model",
     "gram",
+    "group_difference",
     "kid",
+    "level_gap",
+    "level_gap_replicates",
     "sq_dists",
+    "map_correlation",
     "median_bandwidth",
     "memorisation_audit",
     "mmd2_replicates",
@@ -141,6 +173,7 @@ __all__ = [
     "ms_ssim",
     "ms_ssim_settings",
     "n_partitions",
+    "nearest_levels",
     "per_site_mmd",
     "percentile_ci",
     "percentile_interval",
@@ -156,6 +189,7 @@ __all__ = [
     "redraw_singles",
     "resample_indices",
     "resampled_means",
+    "roi_mean",
     "ssim",
     "strata_of",
     "subject_labels",

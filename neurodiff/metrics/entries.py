@@ -24,7 +24,7 @@ from ..measures.memorisation import MemorisationAudit, audit_fraction_replicates
 from ..measures.mmd import mmd2_replicates, mmd_linear, mmd_rbf
 from ..measures.redraws import RedrawnBaseline
 from ..measures.similarity import diversity, ms_ssim_settings
-from .results import METRICS, MetricValue
+from .results import METRIC_SPECS, MetricValue
 
 __all__ = [
     "PIXELS",
@@ -162,7 +162,7 @@ def metric_value(
     :func:`~neurodiff.measures.intervals.percentile_ci`). With ``redrawn``, the baseline is the
     redraws' median and range instead, and the one split's value is kept as
     ``split_baseline``."""
-    bounds = METRICS[name][2:]
+    bounds = METRIC_SPECS[name][2:]
     extra = {k: v for k, v in extra.items() if v is not None}
     if redrawn is None:
         base, base_ci = float(baseline), percentile_ci(baseline, base_reps, bounds)

@@ -18,7 +18,9 @@ from ..io import shown_path
 from ..measures.memorisation import MemorisationAudit
 
 __all__ = [
+    "DIFFERENCE_METRICS",
     "METRICS",
+    "METRIC_SPECS",
     "PAPER_RESULTS",
     "MetricValue",
     "MetricsData",
@@ -49,7 +51,45 @@ METRICS: dict[str, tuple[str, str, float | None, float | None]] = {
     ),
     "nn_distance": ("median distance to nearest training sample", "close to baseline", 0.0, None),
     "nn_ssim": ("mean SSIM to nearest training sample", "close to baseline", -1.0, 1.0),
+    "csf_fraction_gap": (
+        "CSF fraction gap, synthetic vs real at matched slice levels",
+        "lower",
+        0.0,
+        1.0,
+    ),
+    "gm_fraction_gap": (
+        "grey-matter fraction gap, synthetic vs real at matched slice levels",
+        "lower",
+        0.0,
+        1.0,
+    ),
+    "wm_fraction_gap": (
+        "white-matter fraction gap, synthetic vs real at matched slice levels",
+        "lower",
+        0.0,
+        1.0,
+    ),
 }
+
+#: The metrics of the group difference map (``by_group.json`` only), in the form of
+#: :data:`METRICS`.
+DIFFERENCE_METRICS: dict[str, tuple[str, str, float | None, float | None]] = {
+    "difference_map_r": (
+        "group difference map (case - reference): correlation, real vs synthetic, in the brain",
+        "higher",
+        -1.0,
+        1.0,
+    ),
+    "atrophy_effect_gap": (
+        "group difference in the atrophy regions: synthetic - real",
+        "close to baseline",
+        None,
+        None,
+    ),
+}
+
+#: Every metric a :class:`MetricValue` can hold.
+METRIC_SPECS = {**METRICS, **DIFFERENCE_METRICS}
 
 
 PAPER_RESULTS: dict[str, str] = {
@@ -77,11 +117,11 @@ class MetricValue:
 
     @property
     def label(self) -> str:
-        return METRICS[self.name][0]
+        return METRIC_SPECS[self.name][0]
 
     @property
     def better(self) -> str:
-        return METRICS[self.name][1]
+        return METRIC_SPECS[self.name][1]
 
     @property
     def verdict(self) -> str:
@@ -129,7 +169,9 @@ class MetricsData:
     """Arrays kept for the figures (not written to disk).
 
     Images ``(N, 1, *spatial)`` in [0, 1]; features ``(N, F)``; ``*_sites`` per sample or None;
-    ``subset`` holds the indices of the equal-size subsets used for the set-level metrics.
+    ``subset`` holds the indices of the equal-size subsets used for the set-level metrics;
+    ``tissue`` the tissue fractions and levels of every image
+    (:class:`neurodiff.metrics.anatomy.TissueData`).
     """
 
     real: np.ndarray
@@ -141,6 +183,7 @@ class MetricsData:
     train_sites: np.ndarray | None = None
     train_index: pd.DataFrame | None = None
     real_index: pd.DataFrame | None = None
+    tissue: Any = None
 
 
 @dataclass(frozen=True)
@@ -272,8 +315,10 @@ def _fmt(v: float) -> str:
     return f"{v:.3g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
 
 
-def comparison_table(result: MetricsResult) -> pd.DataFrame:
-    """Our values next to the real-vs-real range, the verdict and the paper's reported values."""
+def comparison_table(result: Any) -> pd.DataFrame:
+    """Our values next to the real-vs-real range, the verdict and the paper's reported values:
+    of a :class:`MetricsResult`, or of anything else holding ``metrics`` (``{name:
+    MetricValue}``, e.g. :class:`neurodiff.metrics.GroupDifference`)."""
     rows = []
     for m in result.metrics.values():
         rows.append(

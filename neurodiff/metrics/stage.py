@@ -25,9 +25,10 @@ from ..measures.mmd import median_bandwidth, per_site_mmd
 from ..measures.redraws import RedrawnBaseline, redraw_baselines, strata_of
 from ..measures.similarity import ms_ssim_settings
 from ..runs import record_run
+from .anatomy import TissueData, place_levels, split_levels, tissue_metrics
 from .entries import EvalSettings, SetComparison, Sets, audit_metrics, set_metrics
 from .inputs import MetricsInputs, SplitLabels, load_inputs, reference_group
-from .results import MetricsData, MetricsResult, jsonable
+from .results import MetricsData, MetricsResult, MetricValue, jsonable
 
 __all__ = ["evaluate", "evaluate_inputs", "load_inputs", "reference_group", "run"]
 
@@ -87,6 +88,8 @@ def evaluate(
     baseline (test vs train) share their reference and their sizes. The memorisation audit uses
     every sample. Features are extracted once per set. One RBF bandwidth serves the whole report
     (value, intervals, baseline and redraws): the median heuristic on the pooled real features.
+    The tissue fractions compare slices at matched levels, read from the splits' index tables
+    (:func:`evaluate_inputs`); from arrays alone every image is at one level.
     """
     settings = EvalSettings(
         n_bootstrap=n_bootstrap,
@@ -144,6 +147,10 @@ def _evaluate(
         device=settings.device,
     )
     metrics.update(audit_metrics(audit, ext_name, settings.n_bootstrap, rng, subjects.real))
+    tissue, tissue_data = _tissue(
+        images, feats, sub, subjects, (real_labels, train_labels), settings, strata, comparison
+    )
+    metrics.update(tissue)
     sites = [None if x is None else np.asarray(x) for x in (real_labels.sites, train_labels.sites)]
     data = MetricsData(
         real=real,
@@ -155,6 +162,7 @@ def _evaluate(
         train_sites=sites[1],
         train_index=train_labels.index,
         real_index=real_labels.index,
+        tissue=tissue_data,
     )
     return MetricsResult(
         metrics=metrics,
@@ -174,6 +182,30 @@ def _evaluate(
         config=None if config is None else dict(config),
         data=data,
     )
+
+
+def _tissue(
+    images: Sets[np.ndarray],
+    feats: dict[str, np.ndarray],
+    sub: dict[str, np.ndarray],
+    subjects: Sets[np.ndarray | None],
+    labels: tuple[SplitLabels, SplitLabels],
+    settings: EvalSettings,
+    strata: np.ndarray | None,
+    comparison: SetComparison,
+) -> tuple[dict[str, MetricValue], TissueData]:
+    """The tissue-fraction metrics (:func:`~.anatomy.tissue_metrics`): every image placed at a
+    level (real: its slice, from the index tables ``labels`` of the test and training splits),
+    the real-vs-real range from the redraws of the other set metrics."""
+    levels = place_levels(
+        feats,
+        subjects,
+        split_levels(labels[0], len(images.real)),
+        split_levels(labels[1], len(images.train)),
+    )
+    redrawn = next(iter(comparison.redrawn.values()), None)
+    source = "" if redrawn is None else redrawn.source
+    return tissue_metrics(images, sub, subjects, levels, settings, strata, source)
 
 
 def _comparison(

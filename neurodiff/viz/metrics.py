@@ -11,9 +11,10 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ..errors import MetricError
-from ._base import figure, show
+from ._base import central_slice, figure, show
 
 __all__ = [
+    "plot_anatomy",
     "plot_calibration_ladder",
     "plot_levels_side_by_side",
     "plot_metric_bars",
@@ -24,6 +25,8 @@ __all__ = [
 ]
 
 _REAL, _SYN, _BASE = "#1f77b4", "#d62728", "#7f7f7f"
+#: How the tissue classes are named in figures (the order of ``measures.plausibility.TISSUES``).
+_TISSUE_NAMES = {"csf": "CSF", "gm": "grey matter", "wm": "white matter"}
 
 
 def _data(result):
@@ -284,3 +287,87 @@ def plot_calibration_ladder(
         fontsize=10,
     )
     return fig
+
+
+def plot_anatomy(result, difference=None) -> Figure:
+    """Is it anatomy? Tissue fractions by slice level, and the group difference maps.
+
+    Top row, one panel per tissue: the fraction of brain voxels of that tissue, real test images
+    at each slice level (mean and one standard deviation over images) and synthetic images at
+    the level of their nearest training slice (mean; marker area by the number of images), with
+    the gap at matched levels and its real-vs-real range in the title. Bottom row, with
+    ``difference`` (a :class:`neurodiff.metrics.GroupDifference`): the real and the synthetic
+    difference map (case minus reference group, one colour scale, the region of interest
+    outlined; volumes: their central axial slice) and each brain voxel of one against the other,
+    with their correlation.
+    """
+    tissue = _data(result).tissue
+    if tissue is None:
+        raise MetricError(
+            "plot_anatomy() needs the tissue fractions of the run (result.data.tissue)"
+        )
+    rows = 1 if difference is None else 2
+    fig = figure(figsize=(11, 3.5 * rows), layout="constrained")
+    axes = np.array(fig.subplots(rows, 3, squeeze=False))
+    _tissue_panels(axes[0], result, tissue)
+    if difference is not None:
+        _difference_panels(fig, axes[1], difference)
+    return fig
+
+
+def _tissue_panels(axes, result, tissue) -> None:
+    real_levels, syn_levels = tissue.levels.real, tissue.levels.synthetic
+    levels = np.unique(real_levels)
+    for c, (ax, key) in enumerate(zip(axes, _TISSUE_NAMES)):
+        real = tissue.fractions.real[:, c]
+        mean = np.array([np.nanmean(real[real_levels == v]) for v in levels])
+        sd = np.array([np.nanstd(real[real_levels == v]) for v in levels])
+        ax.errorbar(levels, mean, yerr=sd, color=_REAL, marker="o", ms=4, capsize=2, label="real")
+        syn = tissue.fractions.synthetic[:, c]
+        at, count = np.unique(syn_levels, return_counts=True)
+        syn_mean = [np.nanmean(syn[syn_levels == v]) for v in at]
+        ax.scatter(at, syn_mean, s=12 + 60 * count / count.max(), color=_SYN, label="synthetic")
+        m = result.metrics[f"{key}_fraction_gap"]
+        lo, hi = m.baseline_ci
+        ax.set_title(
+            f"{_TISSUE_NAMES[key]}: gap {m.value:.3f}\n(real vs real {lo:.3f} to {hi:.3f}; "
+            f"{m.verdict})",
+            fontsize=9,
+        )
+        ax.set_xlabel("slice level")
+    axes[0].set_ylabel("fraction of brain voxels")
+    axes[0].legend(frameon=False, fontsize=8)
+
+
+def _difference_panels(fig, axes, difference) -> None:
+    brain = central_slice(difference.brain.astype(np.float32)) > 0.5
+    roi = central_slice(difference.roi.astype(np.float32))
+    maps = [central_slice(difference.real), central_slice(difference.synthetic)]
+    scale = max(float(np.abs(m[brain]).max()) for m in maps) or 1.0
+    for ax, m, name in zip(axes[:2], maps, ("real test", "synthetic")):
+        image = ax.imshow(
+            np.where(brain, m, np.nan).T, cmap="RdBu_r", vmin=-scale, vmax=scale, origin="lower"
+        )
+        ax.contour(roi.T, levels=[0.5], colors="k", linewidths=0.8, origin="lower")
+        ax.set_title(f"{name}: {difference.case} - {difference.reference}", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    # below the two maps, so that the columns of the tissue panels above keep their widths
+    fig.colorbar(
+        image, ax=list(axes[:2]), location="bottom", shrink=0.6, label="intensity difference"
+    )
+    inside = difference.brain & ~difference.roi
+    ax = axes[2]
+    for where, color, label in ((inside, _BASE, "brain"), (difference.roi, "k", "region")):
+        ax.scatter(
+            difference.real[where], difference.synthetic[where], s=4, color=color, label=label
+        )
+    r = difference.metrics["difference_map_r"]
+    ax.axhline(0, color="k", lw=0.5)
+    ax.axvline(0, color="k", lw=0.5)
+    ax.set(xlabel="real difference", ylabel="synthetic difference")
+    ax.set_title(
+        f"r = {r.value:.2f} (real vs real {r.baseline_ci[0]:.2f} to {r.baseline_ci[1]:.2f})",
+        fontsize=9,
+    )
+    ax.legend(frameon=False, fontsize=8, markerscale=3)
