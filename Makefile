@@ -5,6 +5,7 @@
 #   make report LOCK=none       the version ranges of pyproject.toml instead of requirements.lock
 #   make test                   ruff check, ruff format --check, pytest
 #   make lock                   refresh requirements.lock from the installed environment
+#   make dist                   the wheel and the sdist in dist/ (python -m build)
 
 PYTHON  ?= python3
 VENV    ?= .venv
@@ -16,10 +17,10 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 DEMO    := data/raw/demo-pools/dataset_description.json
 
-.PHONY: help install lock data notebooks run book report test lint format benchmark lab clean distclean
+.PHONY: help install lock data notebooks run book report test lint format benchmark lab dist clean distclean
 
 help:
-	@sed -n '1,9p' Makefile
+	@sed -n '1,10p' Makefile
 
 install: $(STAMP)
 
@@ -85,8 +86,11 @@ benchmark: $(STAMP)
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/
 
+dist: $(STAMP)
+	$(BIN)/python -m build --outdir dist .
+
 clean:
-	rm -rf _build book/executed data/derived
+	rm -rf _build book/executed data/derived dist
 
 distclean: clean
 	rm -rf $(VENV) data/raw/demo

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import __version__, registry
+from . import __version__, config, registry
 from .config import DEMO_COHORT, DEMO_POOLS, IXI_DIR, ConfigError
 from .errors import CohortError, NeurodiffError
 
@@ -149,13 +149,46 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_run_folder_commands(sub)
 
-    p = sub.add_parser("book", help="build the Jupyter Book into _build/html")
-    p.add_argument("--strict", action="store_true", help="Sphinx warnings are errors")
+    _add_book_commands(sub)
 
     for name, spec in stage_commands().items():
         p = sub.add_parser(name, help=spec.help)
         _add_profile_args(p)
+        if name == registry.SAMPLE.name:
+            _add_weights_args(p)
     return parser
+
+
+def _add_book_commands(sub) -> None:
+    """``neurodiff book`` and ``neurodiff check-links``: the built book."""
+    p = sub.add_parser("book", help="build the Jupyter Book into _build/html")
+    p.add_argument("--strict", action="store_true", help="Sphinx warnings are errors")
+
+    p = sub.add_parser(
+        "check-links",
+        help="check every internal link and anchor of the built book (external links: "
+        "jupyter-book build --builder linkcheck)",
+    )
+    p.add_argument("html", nargs="?", default=Path("_build/html"), type=Path)
+
+
+def _add_weights_args(p: argparse.ArgumentParser) -> None:
+    """``neurodiff sample --weights FILE``: sample a downloaded generator, without training."""
+    p.add_argument(
+        "--weights",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="sample this weights file (e.g. the book's neurodiff-generator.safetensors) instead "
+        "of the profile's trained run; its recorded sampler is used unless -p sampler=..., "
+        "steps, eta, churn or guidance_scale is given",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="with --weights: the folder of the synthetic cohort (default <FILE name>-samples)",
+    )
 
 
 def _print_problems(exc: CohortError) -> None:
@@ -372,13 +405,37 @@ def _book(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_links(args: argparse.Namespace) -> int:
+    from .links import check_links
+
+    if not args.html.is_dir():
+        raise NeurodiffError(
+            f"no built book in {str(args.html)!r}; build it first (`neurodiff book`)",
+            path=args.html,
+        )
+    report = check_links(args.html)
+    print(report)
+    return 1 if report.broken else 0
+
+
+def _sample_weights(args: argparse.Namespace, params: Params) -> int:
+    from .sample import run_from_weights
+
+    given = [config.parse_override(o)[0] for o in args.overrides]
+    print(run_from_weights(params, args.weights, args.out, given=given))
+    return 0
+
+
 def _stage(args: argparse.Namespace) -> int:
     # Imported here, not at the top: `neurodiff params` and `--help` stay instant.
-    from . import config
     from .dispatch import run_stage
     from .notebook import prepare_cohorts
 
     params = config.resolve(args.profile, args.overrides)
+    if getattr(args, "weights", None) is not None:
+        return _sample_weights(args, params)
+    if getattr(args, "out", None) is not None:
+        raise ConfigError("--out goes with --weights FILE", parameter="out")
     prepare_cohorts(params, args.command)  # further cohorts it reads, preprocessed like the cohort
     result = run_stage(args.command, params)
     if result is not None:
@@ -395,6 +452,7 @@ _COMMANDS = {
     "runs": _runs,
     "clean": _clean,
     "book": _book,
+    "check-links": _check_links,
 }
 
 

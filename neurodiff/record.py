@@ -1,8 +1,9 @@
 """The record of a ``neurodiff run``: what ran, where, with which versions.
 
-``run.json`` (git commit, parameters and their hash, package versions, the lock file's hash and
-whether the installed versions match it, device, wall time and peak memory per notebook), and the
-pages generated from it: the reproducibility appendix and the results summary of the Discussion.
+``run.json`` (neurodiff's version, git commit, parameters and their hash, package versions, the
+lock file's hash and whether the installed versions match it, device, wall time and peak memory
+per notebook), and the pages generated from it: the reproducibility appendix and the results
+summary of the Discussion.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-import os
 import platform
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -18,7 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from . import augment, config, registry
+from . import __version__, augment, config, registry, studies
 from .artifacts import load_metrics_json, metrics_dir
 from .errors import DataError
 from .io import atomic_write_json, atomic_write_text
@@ -104,7 +104,11 @@ def _device_description() -> str:
         return "unknown"
     if torch.cuda.is_available():
         return f"CUDA: {torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
-    return f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    from .device import cpu_description
+
+    cpu = cpu_description()
+    flags = ", ".join(cpu["flags"]) or "none of the tracked flags"
+    return f"CPU: {cpu['model']}, {cpu['cores']} cores (instruction sets: {flags})"
 
 
 def write_record(params: config.Params, runs: Sequence[Any], out_dir: Path, root: Path) -> Path:
@@ -128,6 +132,7 @@ def write_record(params: config.Params, runs: Sequence[Any], out_dir: Path, root
     record = {
         "finished": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "git_commit": _git_commit(root),
+        "neurodiff_version": __version__,
         "profile": params.profile,
         "params_hash": params.hash(),
         "params": params.to_dict(),
@@ -216,6 +221,42 @@ def _lock_line(lock: Mapping[str, Any] | None) -> str:
     return f"`{lock['file']}`, SHA-256 `{lock['sha256'][:16]}`: {state}"
 
 
+def _machines_markdown() -> list[str]:
+    """What changes between machines and what does not, with the seed replicates' spread (the
+    yardstick for a difference between machines) when ``benchmarks/results/seeds.json`` is here."""
+
+    lines = [
+        "## What changes between machines",
+        "",
+        "The same commit, parameters and seed give **the same numbers, bit for bit, on the same "
+        "kind of machine** (the same CPU model and instruction sets above, the same locked "
+        "versions): every random draw comes from a seeded generator, and `metrics.json` of a "
+        "smoke and a demo run are compared before a change meant to keep behaviour is merged.",
+        "",
+        "**On another CPU they do not.** The simulated cohort, the preprocessing, the split, the "
+        "subjects of every redraw and the metrics' feature extractor are the same up to the last "
+        "bits of floating-point rounding. Training is not: with `precision=auto` it runs under "
+        "bf16 autocast on CPUs with native bf16 arithmetic (AVX512-BF16 or AMX tiles) and in "
+        "fp32 elsewhere, and bf16 kernels differ between CPUs (AMX tiles and AVX-512 "
+        "instructions round and accumulate in different orders). After the first steps the "
+        "weights differ, and the synthetic set is *another draw of the same recipe*: its numbers "
+        "move like those of another generator seed. Even in fp32 (`precision=fp32`), kernels "
+        "of other vector widths (AVX2, AVX-512) round differently, and training amplifies it.",
+        "",
+        "So a difference between two machines is read against the spread between generator "
+        "seeds on one machine, not against zero:",
+        "",
+    ]
+    path = config.project_root() / studies.SEEDS_FILE
+    if not path.is_file():
+        return lines + [
+            "(No seed replicates in this checkout: `python benchmarks/diversity.py`.)",
+            "",
+        ]
+    lines += studies.seed_markdown(studies.load_study(path, "seeds")).splitlines()
+    return lines + [""]
+
+
 def reproducibility_markdown(record: Mapping[str, Any]) -> str:
     """The book's reproducibility appendix, generated from ``run.json``."""
     lines = [
@@ -229,6 +270,7 @@ def reproducibility_markdown(record: Mapping[str, Any]) -> str:
         "| | |",
         "|---|---|",
         f"| finished | {record['finished']} |",
+        f"| neurodiff version | {record.get('neurodiff_version', 'not recorded')} |",
         f"| git commit | `{record['git_commit']}` |",
         f"| profile | `{record['profile']}` |",
         f"| parameters hash | `{record['params_hash']}` |",
@@ -247,6 +289,7 @@ def reproducibility_markdown(record: Mapping[str, Any]) -> str:
     lines += [
         f"| **total** | **{record['total_seconds']:.1f}** | |",
         "",
+        *_machines_markdown(),
         "## Package versions",
         "",
         "| package | version |",

@@ -13,7 +13,9 @@
 3. writes each executed copy to ``book/executed/`` (atomically), with the injected parameters in a
    collapsed cell and progress-bar/log output (stderr) moved to ``book/executed/logs/``;
 4. records the run (git commit, parameters and their hash, package versions, device, wall time and
-   peak memory per notebook) in ``book/executed/run.json`` and ``book/executed/reproducibility.md``.
+   peak memory per notebook) in ``book/executed/run.json`` and ``book/executed/reproducibility.md``;
+5. exports the trained generator with its model card to ``book/executed/downloads/``
+   (:func:`neurodiff.release.book_downloads`), which chapter 3 offers as downloads.
 
 A failing notebook stops the run with the notebook's name and the failing cell's error; the
 partially executed copy is kept for inspection in ``_build/failed/`` (outside the book).
@@ -39,6 +41,7 @@ from . import config
 from .errors import ConfigError, DataError, NeurodiffError, NotebookError
 from .io import atomic_path, atomic_write_text, shown_path
 from .record import write_record
+from .release import book_downloads
 
 __all__ = [
     "NotebookError",
@@ -302,6 +305,7 @@ def run_notebooks(
         print(f" {seconds:7.1f} s{mem}", file=sys.stderr, flush=True)
     report.seconds = time.perf_counter() - start
     report.record = write_record(report.params, report.notebooks, out_dir, root)
+    book_downloads(report.params, out_dir)  # the generator and its card, which chapter 3 links
     print(f"[neurodiff run] {'total':16s} {report.seconds:7.1f} s", file=sys.stderr, flush=True)
     return report
 

@@ -29,7 +29,9 @@ FLOORS = {
     "runs": 2,
     "artifacts": 2,
     "checkpoints": 2,
+    "studies": 2,
     "model": 3,
+    "weights": 3,
     "conditioning": 3,
     "schedulers": 3,
     "sampling": 4,
@@ -48,6 +50,8 @@ FLOORS = {
     "runner": 7,
     "notebook": 7,
     "record": 7,
+    "release": 7,
+    "links": 7,
     "cli": 8,
     "__main__": 9,
 }

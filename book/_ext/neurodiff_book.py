@@ -9,6 +9,8 @@
 - **One copy of each script, no Thebe**: no console error on any page; one search bar; an icon.
 - **Reference labels in author-year style**, like the citations in the text ("Ho et al., 2020"),
   instead of pybtex's alphanumeric labels ("[HJA20]").
+- **The version in every page's footer**: neurodiff's version (``neurodiff.__version__``, the
+  version of ``pyproject.toml``; ``tests/test_release.py`` keeps them equal) and how to cite it.
 
 Each is written by hand because neither Jupyter Book 1 nor its theme has a setting for it.
 """
@@ -133,8 +135,23 @@ def _book_static(app, config) -> None:
     app.add_css_file("neurodiff.css")
 
 
+def _version_footer(app, config) -> None:
+    """Sphinx's ``version``/``release`` and the theme's extra footer: neurodiff's version."""
+    from neurodiff import __version__
+
+    config.version = config.release = __version__
+    options = dict(config.html_theme_options or {})
+    extra = options.get("extra_footer") or ""
+    options["extra_footer"] = (
+        f'<p class="neurodiff-version">neurodiff {__version__} &middot; cite it with '
+        "<code>CITATION.cff</code> in the repository</p>" + extra
+    )
+    config.html_theme_options = options
+
+
 def setup(app):
     _register_bibliography_style()
+    app.connect("config-inited", _version_footer)
     app.connect("config-inited", _local_mathjax)
     app.connect("config-inited", _book_static)
     app.connect("html-page-context", _launch_tracked_notebooks, priority=600)

@@ -1,0 +1,257 @@
+"""The diversity study and the seed replicates (``benchmarks/diversity.py``), read for the book.
+
+``python benchmarks/diversity.py`` writes two files: ``benchmarks/results/diversity.json`` (every
+lever at the demo's fixed training budget, judged by chapter 5's metrics for both groups, and the
+variant its rule chose) and ``benchmarks/results/seeds.json`` (the base recipe and the chosen one
+trained with several generator seeds: each metric's values across seeds). This module only reads
+them -- the lever table and frontier of chapter 3 (:func:`diversity_table`, :func:`frontier`), the
+seed spread of chapters 3 and 5 (:func:`seed_table`) -- so that no number of the book is typed by
+hand: a new study run changes all of it. Both chapters work without the files (they say so).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .config import project_root
+from .errors import DataError
+
+__all__ = [
+    "DIVERSITY_FILE",
+    "SEEDS_FILE",
+    "SHOWN",
+    "chosen_variant",
+    "cpu_line",
+    "diversity_table",
+    "find_study",
+    "frontier",
+    "load_study",
+    "reading",
+    "replicate_of",
+    "seed_markdown",
+    "seed_table",
+]
+
+DIVERSITY_FILE = Path("benchmarks") / "results" / "diversity.json"
+SEEDS_FILE = Path("benchmarks") / "results" / "seeds.json"
+
+#: The metrics of the lever table, in the rule's order: guards, then diversity.
+SHOWN = (
+    "fid",
+    "precision",
+    "coverage",
+    "memorised_fraction",
+    "recall",
+    "density",
+    "ms_ssim_diversity",
+    "nn_ssim",
+)
+
+_REQUIRED = {"diversity": "variants", "seeds": "recipes"}
+
+
+def load_study(path: str | Path, kind: str) -> dict[str, Any]:
+    """A study file of ``kind`` (``"diversity"`` or ``"seeds"``), checked: a clear
+    :class:`~neurodiff.errors.DataError` for a missing, unreadable or foreign file."""
+    path = Path(path)
+    try:
+        study = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(
+            f"no {kind} study at {str(path)!r}: run `python benchmarks/diversity.py` to make it"
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{kind} study {str(path)!r} is not valid JSON ({exc})") from None
+    key = _REQUIRED[kind]
+    if not isinstance(study, dict) or not isinstance(study.get(key), dict):
+        raise DataError(f"{kind} study {str(path)!r} has no {key!r} mapping; is it another file?")
+    return study
+
+
+def find_study(kind: str = "diversity") -> dict[str, Any] | None:
+    """The committed study file of ``kind`` under the project root, or None."""
+    path = project_root() / (DIVERSITY_FILE if kind == "diversity" else SEEDS_FILE)
+    return load_study(path, kind) if path.is_file() else None
+
+
+def cpu_line(study: Mapping[str, Any]) -> str:
+    """The machine a study ran on, e.g. ``"AMD EPYC, 2 cores (avx2, avx512f, avx512_bf16)"``."""
+    cpu = study.get("cpu", {})
+    if isinstance(cpu, str):
+        return cpu
+    flags = ", ".join(cpu.get("flags", [])) or "none of the tracked instruction sets"
+    return f"{cpu.get('model', 'unknown CPU')}, {cpu.get('cores', '?')} cores ({flags})"
+
+
+def _screened(study: Mapping[str, Any]) -> dict[str, dict]:
+    """The screening entries (seed 0), by variant name."""
+    return {k.split("@")[0]: v for k, v in study["variants"].items() if k.endswith("@0")}
+
+
+def chosen_variant(study: Mapping[str, Any]) -> str | None:
+    """The variant the study's rule chose (None: no variant kept the guards)."""
+    return study.get("choice", {}).get("chosen")
+
+
+def _cell(m: Mapping[str, Any]) -> str:
+    return f"{m['value']:.3g}" + ("" if m["verdict"] == "inside" else " *")
+
+
+def diversity_table(study: Mapping[str, Any]) -> pd.DataFrame:
+    """One row per variant (seed 0): lever, what changes, steps in the budget, network
+    evaluations per sample, each metric of :data:`SHOWN` for the controls (``*``: outside the
+    real-vs-real range), the patients' per-group metrics inside their range, and the rule's mark
+    (``chosen``, or ``guards`` where a guard metric fell outside). The last row: the real-vs-real
+    medians."""
+    choice = chosen_variant(study)
+    scores = study.get("choice", {}).get("scores", {})
+    rows, first = [], None
+    for name, e in _screened(study).items():
+        m = e["metrics"]
+        first = first or m
+        patients = [r for r in e.get("groups", []) if r["group"] != "control"]
+        row = {
+            "variant": name,
+            "lever": e["lever"],
+            "what changes": e["description"],
+            "steps": e["steps"],
+            "evaluations": e["network_evaluations"],
+        }
+        row.update({k: _cell(m[k]) for k in SHOWN if k in m})
+        if patients:
+            inside = sum(r["verdict"] == "inside" for r in patients)
+            row["patients inside"] = f"{inside}/{len(patients)}"
+        guards = scores.get(name, {}).get("guards_inside", True)
+        row["rule"] = "chosen" if name == choice else ("" if guards else "guard outside")
+        rows.append(row)
+    if first is not None:
+        real = dict.fromkeys(rows[0], "")
+        real.update(variant="real vs real (median)", **{"what changes": "two groups of real"})
+        real.update({k: f"{first[k]['baseline']:.3g}" for k in SHOWN if k in first})
+        rows.append(real)
+    return pd.DataFrame(rows, dtype=object).set_index("variant")
+
+
+def frontier(study: Mapping[str, Any], x: str = "recall", y: str = "precision") -> pd.DataFrame:
+    """Fidelity against coverage: one row per variant (seed 0) with metrics ``x`` and ``y`` of
+    the controls and the real-vs-real range of each (``x_lo``, ``x_hi``, ``y_lo``, ``y_hi``)."""
+    rows = []
+    for name, e in _screened(study).items():
+        mx, my = e["metrics"][x], e["metrics"][y]
+        rows.append(
+            {
+                "variant": name,
+                "lever": e["lever"],
+                x: mx["value"],
+                y: my["value"],
+                "x_lo": mx["baseline_ci"][0],
+                "x_hi": mx["baseline_ci"][1],
+                "y_lo": my["baseline_ci"][0],
+                "y_hi": my["baseline_ci"][1],
+            }
+        )
+    return pd.DataFrame(rows).set_index("variant")
+
+
+def seed_table(seeds: Mapping[str, Any], variant: str | None = None) -> pd.DataFrame:
+    """Each control metric of ``variant`` (default: the first recipe of the file) across
+    generator seeds: the values, their median and range, the real-vs-real range, and in how many
+    seeds the value was inside it."""
+    recipes = seeds["recipes"]
+    name = variant or next(iter(recipes))
+    if name not in recipes:
+        raise DataError(f"the seed study has no recipe {name!r}; it has {list(recipes)}")
+    rows = []
+    for key, m in recipes[name]["metrics"].items():
+        lo, hi = m["baseline_ci"]
+        rows.append(
+            {
+                "metric": m["label"],
+                "seeds": ", ".join(f"{v:.3g}" for v in m["values"]),
+                "median [min, max]": f"{m['median']:.3g} [{m['min']:.3g}, {m['max']:.3g}]",
+                "real vs real (95 %)": f"[{lo:.3g}, {hi:.3g}]",
+                "inside": f"{sum(v == 'inside' for v in m['verdicts'])}/{len(m['verdicts'])}",
+                "key": key,
+            }
+        )
+    return pd.DataFrame(rows).set_index("key")
+
+
+def _count(entry: Mapping[str, Any], keys: Sequence[str]) -> int:
+    return sum(entry["metrics"][k]["verdict"] == "inside" for k in keys if k in entry["metrics"])
+
+
+def reading(study: Mapping[str, Any]) -> str:
+    """What the study found, in a few sentences generated from its file: the base recipe's
+    diversity metrics inside their ranges, the chosen variant's (or that no variant kept the
+    guards), and the levers that reached the most diversity at the price of a guard."""
+    screened = _screened(study)
+    guards, diversity = study.get("guards", []), study.get("diversity", [])
+    n = len(diversity)
+    base = screened.get("base")
+    parts = []
+    if base is not None:
+        parts.append(
+            f"The base recipe keeps {_count(base, guards)} of the {len(guards)} guard metrics and "
+            f"{_count(base, diversity)} of the {n} diversity metrics inside their real-vs-real "
+            "ranges."
+        )
+    choice = chosen_variant(study)
+    if choice is None:
+        parts.append(
+            "**No variant kept every guard**, so the rule chose none: the demo keeps its recipe, "
+            "and the table and the figure show the frontier between fidelity and coverage "
+            "measured in this budget."
+        )
+    elif choice == "base":
+        parts.append("**No lever did better than the base recipe** by the rule: the demo keeps it.")
+    else:
+        e = screened[choice]
+        parts.append(
+            f"The rule chose **{choice}** ({e['description']}): {_count(e, diversity)} of the "
+            f"{n} diversity metrics inside, with the guards kept."
+        )
+    traded = [
+        name
+        for name, e in screened.items()
+        if base is not None
+        and _count(e, diversity) > _count(base, diversity)
+        and _count(e, guards) < len(guards)
+    ]
+    if traded:
+        parts.append(
+            "More diversity at the price of a guard: " + ", ".join(f"`{t}`" for t in traded) + "."
+        )
+    return " ".join(parts)
+
+
+def replicate_of(study: Mapping[str, Any] | None, params_hash: str) -> str | None:
+    """``"<variant>@<seed>"`` of the study's run with parameters hash ``params_hash`` (a report
+    run with the demo's parameters is one of the study's runs), or None."""
+    if not study:
+        return None
+    for key, entry in study["variants"].items():
+        if entry.get("params_hash") == params_hash:
+            return key
+    return None
+
+
+def seed_markdown(seeds: Mapping[str, Any]) -> str:
+    """The seed spread of the demo's recipe (``demo_recipe`` of ``seeds.json``, else its first)
+    as a Markdown paragraph and table: :func:`seed_table` with the seeds and the CPU named."""
+    name = seeds.get("demo_recipe") or next(iter(seeds["recipes"]))
+    table = seed_table(seeds, name)
+    lines = [
+        f"Recipe `{name}`, generator seeds {seeds['recipes'][name]['seeds']}, measured on "
+        f"{cpu_line(seeds)}:",
+        "",
+        "| " + " | ".join(table.columns) + " |",
+        "|---" * len(table.columns) + "|",
+    ]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.to_numpy()]
+    return "\n".join(lines)

@@ -1,0 +1,155 @@
+"""Reading the diversity study and the seed replicates for the book (neurodiff.studies), and their
+figures: every cell comes from the file, the rule's choice is reported as the file says, a
+foreign or broken file gets a clear error."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from neurodiff import studies
+from neurodiff.errors import DataError
+from neurodiff.viz import studies as plots
+
+GUARDS = ["fid", "precision", "coverage", "memorised_fraction"]
+DIVERSITY = ["recall", "density", "ms_ssim_diversity", "nn_ssim"]
+
+
+def _metric(value: float, inside: bool, label: str = "m") -> dict:
+    return {
+        "label": label,
+        "value": value,
+        "baseline": 0.5,
+        "baseline_ci": [0.4, 0.6],
+        "verdict": "inside" if inside else "outside",
+    }
+
+
+def _entry(lever: str, inside: set[str], value: float = 0.5) -> dict:
+    return {
+        "lever": lever,
+        "description": f"{lever} change",
+        "steps": 700,
+        "network_evaluations": 19,
+        "metrics": {
+            k: _metric(value if k in inside else 0.9, k in inside) for k in GUARDS + DIVERSITY
+        },
+        "groups": [
+            {"group": "control", "metric": "fid", "verdict": "inside"},
+            {"group": "patient", "metric": "fid", "verdict": "inside"},
+            {"group": "patient", "metric": "recall", "verdict": "outside"},
+        ],
+    }
+
+
+def _study(chosen: str | None) -> dict:
+    guards = set(GUARDS)
+    return {
+        "cpu": {"model": "Test CPU", "cores": 2, "flags": ["avx2"]},
+        "budget_steps": 700,
+        "budget_tflop": 27.7,
+        "guards": GUARDS,
+        "diversity": DIVERSITY,
+        "variants": {
+            "base@0": _entry("base", guards | {"recall"}),
+            "churn_0.3@0": _entry("sampling", guards | {"recall", "density"}),
+            "augment@0": _entry("augmentation", {"recall", "density", "nn_ssim"}),
+            "base@1": _entry("base", guards),
+        },
+        "choice": {
+            "chosen": chosen,
+            "scores": {"augment": {"guards_inside": False}, "base": {"guards_inside": True}},
+        },
+    }
+
+
+def test_the_lever_table_marks_what_is_outside_and_the_rule():
+    table = studies.diversity_table(_study("churn_0.3"))
+    assert list(table.index) == ["base", "churn_0.3", "augment", "real vs real (median)"]
+    assert table.loc["base", "recall"] == "0.5"  # inside: plain
+    assert table.loc["base", "density"] == "0.9 *"  # outside: marked
+    assert table.loc["churn_0.3", "rule"] == "chosen"
+    assert table.loc["augment", "rule"] == "guard outside"
+    assert table.loc["base", "patients inside"] == "1/2"
+    assert table.loc["real vs real (median)", "fid"] == "0.5"
+
+
+def test_the_reading_follows_the_file():
+    chosen = studies.reading(_study("churn_0.3"))
+    assert "**churn_0.3**" in chosen and "2 of the 4 diversity metrics" in chosen
+    assert "`augment`" in chosen  # more diversity at the price of a guard
+    none = studies.reading(_study(None))
+    assert "No variant kept every guard" in none
+    assert "1 of the 4 diversity metrics" in none  # the base recipe's count
+    assert "better than the base" in studies.reading(_study("base"))
+
+
+def test_the_frontier_and_the_seed_table():
+    frame = studies.frontier(_study(None))
+    assert list(frame.index) == ["base", "churn_0.3", "augment"]
+    assert frame.loc["augment", "precision"] == 0.9 and frame.loc["base", "x_lo"] == 0.4
+    seeds = {
+        "recipes": {
+            "base": {
+                "metrics": {
+                    "fid": {
+                        "label": "FID",
+                        "values": [0.3, 0.5, 0.4],
+                        "median": 0.4,
+                        "min": 0.3,
+                        "max": 0.5,
+                        "baseline_ci": [0.2, 0.45],
+                        "verdicts": ["inside", "outside", "inside"],
+                    }
+                }
+            }
+        }
+    }
+    table = studies.seed_table(seeds, "base")
+    assert table.loc["fid", "inside"] == "2/3"
+    assert table.loc["fid", "median [min, max]"] == "0.4 [0.3, 0.5]"
+    with pytest.raises(DataError, match="no recipe 'other'"):
+        studies.seed_table(seeds, "other")
+    fig = plots.plot_seed_spread(seeds, ["fid", "not there"])
+    assert len(fig.axes) == 1
+    assert plots.plot_frontier(frame).axes[0].get_xlabel().startswith("recall")
+
+
+def test_study_files_are_checked(tmp_path):
+    with pytest.raises(DataError, match="run `python benchmarks/diversity.py`"):
+        studies.load_study(tmp_path / "missing.json", "diversity")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(DataError, match="not valid JSON"):
+        studies.load_study(bad, "seeds")
+    other = tmp_path / "recipes.json"
+    other.write_text(json.dumps({"recipes": {}}))
+    with pytest.raises(DataError, match="no 'variants' mapping"):
+        studies.load_study(other, "diversity")
+    assert studies.cpu_line(_study(None)) == "Test CPU, 2 cores (avx2)"
+
+
+def test_the_appendix_says_what_changes_between_machines(tmp_path, monkeypatch):
+    from neurodiff import config, record
+
+    monkeypatch.setattr(config, "project_root", lambda: tmp_path)
+    text = "\n".join(record._machines_markdown())
+    assert "What changes between machines" in text and "bf16" in text
+    assert "No seed replicates in this checkout" in text
+    seeds = tmp_path / studies.SEEDS_FILE
+    seeds.parent.mkdir(parents=True)
+    fid = {
+        "label": "FID",
+        "values": [0.03, 0.05],
+        "median": 0.04,
+        "min": 0.03,
+        "max": 0.05,
+        "baseline_ci": [0.02, 0.045],
+        "verdicts": ["inside", "outside"],
+    }
+    payload = {"cpu": "Some CPU", "recipes": {"base": {"seeds": [0, 1], "metrics": {"fid": fid}}}}
+    seeds.write_text(json.dumps(payload))
+    text = "\n".join(record._machines_markdown())
+    assert "Recipe `base`, generator seeds [0, 1], measured on Some CPU" in text
+    assert "| FID | 0.03, 0.05 | 0.04 [0.03, 0.05] | [0.02, 0.045] | 1/2 |" in text
