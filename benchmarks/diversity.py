@@ -295,9 +295,10 @@ def _header(args, argv) -> dict[str, Any]:
 def _done(entry: dict | None, name: str, seed: int) -> bool:
     """Whether ``entry`` (from an earlier, interrupted study) is variant ``name`` at ``seed`` with
     today's parameters: then it is kept, with the seconds it took then."""
-    return entry is not None and entry.get("params_hash") == variant_params(
-        name, seed, toy=TOY_MODE[0]
-    ).hash()
+    return (
+        entry is not None
+        and entry.get("params_hash") == variant_params(name, seed, toy=TOY_MODE[0]).hash()
+    )
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -352,7 +353,10 @@ def main(argv: list[str] | None = None) -> int:
                 found[f"{n}@{s}"] = run_variant(n, s)
             atomic_write_json(args.out, study)
         summaries[n] = seed_summary(n, [found[f"{n}@{s}"] for s in seeds])
-    atomic_write_json(args.seeds_out, {**_header(args, argv), "recipes": summaries})
+    demo = chosen or "base"  # the recipe the demo profile trains after the study
+    atomic_write_json(
+        args.seeds_out, {**_header(args, argv), "demo_recipe": demo, "recipes": summaries}
+    )
     print(f"wrote {args.out} and {args.seeds_out}")
     return 0
 
