@@ -24,6 +24,7 @@ __all__ = [
     "atomic_write_text",
     "file_sha256",
     "folder_summary",
+    "read_results_json",
     "shown_path",
 ]
 
@@ -122,3 +123,22 @@ def folder_summary(folder: str | Path, show: int = 2, suffix: str = ".nii.gz") -
     if len(files) > len(listed):
         lines.append("   ...")
     return "\n".join(lines)
+
+
+def read_results_json(path: str | Path, what: str, command: str, key: str | None = None) -> Any:
+    """A committed results file (``benchmarks/results/*.json``), read with clear errors: a
+    :class:`~neurodiff.errors.DataError` naming ``what`` and the file when it is missing (with
+    the ``command`` that makes it), not JSON, or (``key`` given) not a mapping with a mapping
+    under ``key``."""
+    from .errors import DataError
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"no {what} at {str(path)!r}: run `{command}` to make it") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{what} {str(path)!r} is not valid JSON ({exc})") from None
+    if key is not None and not (isinstance(data, dict) and isinstance(data.get(key), dict)):
+        raise DataError(f"{what} {str(path)!r} has no {key!r} mapping; is it another file?")
+    return data

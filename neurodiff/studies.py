@@ -11,7 +11,6 @@ hand: a new study run changes all of it. Both chapters work without the files (t
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import pandas as pd
 
 from .config import project_root
 from .errors import DataError
+from .io import read_results_json
 
 __all__ = [
     "DIVERSITY_FILE",
@@ -58,19 +58,9 @@ _REQUIRED = {"diversity": "variants", "seeds": "recipes"}
 def load_study(path: str | Path, kind: str) -> dict[str, Any]:
     """A study file of ``kind`` (``"diversity"`` or ``"seeds"``), checked: a clear
     :class:`~neurodiff.errors.DataError` for a missing, unreadable or foreign file."""
-    path = Path(path)
-    try:
-        study = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(
-            f"no {kind} study at {str(path)!r}: run `python benchmarks/diversity.py` to make it"
-        ) from None
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{kind} study {str(path)!r} is not valid JSON ({exc})") from None
-    key = _REQUIRED[kind]
-    if not isinstance(study, dict) or not isinstance(study.get(key), dict):
-        raise DataError(f"{kind} study {str(path)!r} has no {key!r} mapping; is it another file?")
-    return study
+    return read_results_json(
+        path, f"{kind} study", "python benchmarks/diversity.py", _REQUIRED[kind]
+    )
 
 
 def find_study(kind: str = "diversity") -> dict[str, Any] | None:

@@ -7,7 +7,6 @@ the committed results file read by :func:`from_results_file`.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from ..errors import DataError
+from ..io import read_results_json
 from ..registry import AUGMENT
 
 __all__ = [
@@ -48,12 +48,7 @@ def from_results_file(path: str | Path) -> Any:
     """The committed results of ``benchmarks/augment_fair.py`` as a result object (``tables``,
     ``info``, ``primary``) for the functions of this module."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(
-            f"no results at {str(path)!r}: run `python benchmarks/augment_fair.py`"
-        ) from None
+    data = read_results_json(path, "results", "python benchmarks/augment_fair.py")
     if data.get("format") != AUGMENT.format:
         raise DataError(
             f"{path} has format {data.get('format')!r}; this version reads {AUGMENT.format!r}: "

@@ -9,7 +9,6 @@ by the study's rule (:func:`best_recipe`) and the denoising-error curves
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from ..config import project_root
-from ..errors import DataError
+from ..io import read_results_json
 
 __all__ = [
     "RECIPES_FILE",
@@ -39,17 +38,7 @@ _SHOWN = ("fid", "mmd_rbf", "precision", "recall", "density", "coverage")
 def load_recipe_study(path: str | Path | None = None) -> dict[str, Any]:
     """The study's JSON (default :data:`RECIPES_FILE` under the project root), checked."""
     path = Path(path) if path is not None else project_root() / RECIPES_FILE
-    try:
-        study = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(
-            f"no recipe study at {str(path)!r}: run `python benchmarks/recipes.py` to make it"
-        ) from None
-    except json.JSONDecodeError as exc:
-        raise DataError(f"recipe study {str(path)!r} is not valid JSON ({exc})") from None
-    if not isinstance(study, dict) or not isinstance(study.get("recipes"), dict):
-        raise DataError(f"recipe study {str(path)!r} has no 'recipes' mapping")
-    return study
+    return read_results_json(path, "recipe study", "python benchmarks/recipes.py", "recipes")
 
 
 def _inside(metrics: Mapping[str, Any]) -> int:
