@@ -47,12 +47,12 @@ lock: | $(STAMP)
 
 data: $(DEMO)
 
-# The simulated cohort (48 controls, 24 patients) and chapter 6's pools for its live run (12
-# healthy for the generator's pretraining; per class 6 training, 3 validation, 8 test, 3 at a
+# The simulated cohort (48 controls, 24 patients) and chapter 6's pools for its live run (8
+# healthy for the generator's pretraining; per class 6 training, 2 validation, 6 test, 2 at a
 # fourth site).
 $(DEMO): | $(STAMP)
 	@$(BIN)/neurodiff demo-data --out data/raw/demo
-	@$(BIN)/neurodiff demo-data --pools 12,6,3,8,3 --out data/raw/demo-pools
+	@$(BIN)/neurodiff demo-data --pools 8,6,2,6,2 --out data/raw/demo-pools
 
 notebooks run: $(STAMP) $(DEMO)
 	$(BIN)/neurodiff run --profile $(PROFILE) $(ARGS)
