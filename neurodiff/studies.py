@@ -54,6 +54,9 @@ SHOWN = (
 
 _REQUIRED = {"diversity": "variants", "seeds": "recipes"}
 
+#: The study's levers that spend more than its budget (never chosen; they price the guards).
+OVER_BUDGET_LEVERS = ("budget", "sampling, long")
+
 
 def load_study(path: str | Path, kind: str) -> dict[str, Any]:
     """A study file of ``kind`` (``"diversity"`` or ``"seeds"``), checked: a clear
@@ -117,7 +120,14 @@ def diversity_table(study: Mapping[str, Any]) -> pd.DataFrame:
             inside = sum(r["verdict"] == "inside" for r in patients)
             row["patients inside"] = f"{inside}/{len(patients)}"
         guards = scores.get(name, {}).get("guards_inside", True)
-        row["rule"] = "chosen" if name == choice else ("" if guards else "guard outside")
+        if name == choice:
+            row["rule"] = "chosen"
+        elif name == (study.get("choice", {}).get("cost") or {}).get("variant"):
+            row["rule"] = "cheapest over the budget with the guards"
+        elif e["lever"] in OVER_BUDGET_LEVERS:
+            row["rule"] = "over the budget" + ("" if guards else ", guard outside")
+        else:
+            row["rule"] = "" if guards else "guard outside"
         rows.append(row)
     if first is not None:
         real = dict.fromkeys(rows[0], "")
@@ -206,6 +216,15 @@ def reading(study: Mapping[str, Any]) -> str:
             f"The rule chose **{choice}** ({e['description']}): {_count(e, diversity)} of the "
             f"{n} diversity metrics inside, with the guards kept."
         )
+    cost = study.get("choice", {}).get("cost")
+    if cost:
+        parts.append(
+            f"The cheapest run over the budget that keeps the guards is `{cost['variant']}` "
+            f"({cost['steps']} training steps, {cost['steps'] / study['budget_steps']:.1f} times "
+            f"the budget's), with {cost['diversity_inside']} of the {n} diversity metrics inside."
+        )
+    elif choice is None:
+        parts.append("No run over the budget kept the guards either.")
     traded = [
         name
         for name, e in screened.items()

@@ -153,3 +153,20 @@ def test_the_appendix_says_what_changes_between_machines(tmp_path, monkeypatch):
     text = "\n".join(record._machines_markdown())
     assert "Recipe `base`, generator seeds [0, 1], measured on Some CPU" in text
     assert "| FID | 0.03, 0.05 | 0.04 [0.03, 0.05] | [0.02, 0.045] | 1/2 |" in text
+
+
+def test_over_budget_runs_are_marked_and_price_the_guards():
+    study = _study(None)
+    study["variants"]["steps_1929@0"] = {
+        **_entry("budget", set(GUARDS) | {"recall"}),
+        "steps": 1929,
+    }
+    study["variants"]["steps_1000@0"] = {**_entry("budget", {"recall"}), "steps": 1000}
+    study["choice"]["cost"] = {"variant": "steps_1929", "steps": 1929, "diversity_inside": 1}
+    table = studies.diversity_table(study)
+    assert table.loc["steps_1929", "rule"] == "cheapest over the budget with the guards"
+    assert table.loc["steps_1000", "rule"] == "over the budget"
+    text = studies.reading(study)
+    assert "`steps_1929` (1929 training steps, 2.8 times the budget's)" in text
+    del study["choice"]["cost"]
+    assert "No run over the budget kept the guards either" in studies.reading(study)

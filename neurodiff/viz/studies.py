@@ -26,6 +26,8 @@ _LEVER_MARKERS = {
     "augmentation": "D",
     "width": "P",
     "sampling": "o",
+    "budget": "X",
+    "sampling, long": "v",
 }
 
 
