@@ -228,6 +228,7 @@ def run_variant(name: str, seed: int) -> dict[str, Any]:
         "metrics": {k: v.to_dict() for k, v in result.metrics.items()},
         "groups": groups,
         "params_hash": params.hash(),
+        "params": params.to_dict(),
     }
     log.info("%s (seed %d): %s", name, seed, result.verdict_line())
     return entry
@@ -388,6 +389,10 @@ def main(argv: list[str] | None = None) -> int:
     study = _load(args.out)
     study.update(_header(args, argv))
     found = study.setdefault("variants", {})
+    for key, entry in found.items():  # entries of a study before the parameters were recorded
+        name, seed = key.split("@")
+        if "params" not in entry and name in VARIANTS:
+            entry["params"] = variant_params(name, int(seed), toy=args.toy).to_dict()
     for n in names:
         key = f"{n}@0"
         if not _done(found.get(key), n, 0):

@@ -239,13 +239,28 @@ def reading(study: Mapping[str, Any]) -> str:
     return " ".join(parts)
 
 
-def replicate_of(study: Mapping[str, Any] | None, params_hash: str) -> str | None:
-    """``"<variant>@<seed>"`` of the study's run with parameters hash ``params_hash`` (a report
-    run with the demo's parameters is one of the study's runs), or None."""
+def _recipe(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` without the parameters that do not change what a generator is or makes: those
+    marked ``shapes=False`` (where outputs go, checkpoint intervals ...) and the interval of the
+    training previews (a figure of chapter 3, drawn from their own seed)."""
+    from dataclasses import fields
+
+    from .config import STAGES
+
+    loose = {f.name for cls in STAGES for f in fields(cls) if not f.metadata.get("shapes", True)}
+    loose.add("preview_every")
+    return {k: v for k, v in values.items() if k not in loose}
+
+
+def replicate_of(study: Mapping[str, Any] | None, params: Mapping[str, Any]) -> str | None:
+    """``"<variant>@<seed>"`` of the study's run with the recipe of ``params`` (every parameter
+    that shapes the generator and its judgement equal: a report run with the demo's parameters is
+    one of the study's runs, up to the machine it ran on), or None."""
     if not study:
         return None
+    mine = _recipe(dict(params))
     for key, entry in study["variants"].items():
-        if entry.get("params_hash") == params_hash:
+        if "params" in entry and _recipe(entry["params"]) == mine:
             return key
     return None
 

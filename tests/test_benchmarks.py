@@ -332,6 +332,7 @@ def test_diversity_study_runs_at_toy_size_resumes_and_summarises_seeds(
     assert set(study["variants"]) >= {"base@0", "churn_0.3@0", "base@1"}
     base, churned = study["variants"]["base@0"], study["variants"]["churn_0.3@0"]
     assert base["steps"] == bench.TOY_STEPS and base["train_seconds"] > 0
+    assert base["params"]["train_steps"] == bench.TOY_STEPS  # the recipe, for the book to match
     assert churned["train_seconds"] is None  # a sampling lever reuses the base model
     assert base["metrics"]["fid"]["value"] != churned["metrics"]["fid"]["value"]
     assert {r["group"] for r in base["groups"]} == {"control", "patient"}

@@ -170,3 +170,15 @@ def test_over_budget_runs_are_marked_and_price_the_guards():
     assert "`steps_1929` (1929 training steps, 2.8 times the budget's)" in text
     del study["choice"]["cost"]
     assert "No run over the budget kept the guards either" in studies.reading(study)
+
+
+def test_a_report_run_is_matched_to_the_study_run_of_its_recipe():
+    from neurodiff import config
+
+    demo = config.resolve("demo")
+    same = config.resolve("demo", {"preview_every": 0, "checkpoint_every": 700, "profile": "x"})
+    other = config.resolve("demo", {"train_steps": 700})
+    study = {"variants": {"base@0": {"params": same.to_dict()}, "base@1": {}}}
+    assert studies.replicate_of(study, demo.to_dict()) == "base@0"
+    assert studies.replicate_of(study, other.to_dict()) is None
+    assert studies.replicate_of(None, demo.to_dict()) is None
