@@ -41,8 +41,9 @@ cheapest of them that keeps the guards (``cost``), which is what the guards woul
 variant in the budget keeps them.
 
 Screening is at seed 0 (``generator_seed`` 0: the split, the subjects and the metrics' ruler
-are the same for every run). Then the base recipe and the chosen variant (when none is chosen:
-the cheapest over-budget variant that keeps the guards) are trained with
+are the same for every run). Then the base recipe and the recipe the demo trains after the
+study (:func:`demo_recipe`: the choice; else the cheapest over-budget variant that keeps the
+guards; else the demo's recipe before the study, ``steps_1929``) are trained with
 ``--seeds`` (default 0, 1, 2; ``generator_seed`` changes only the generator's initial weights,
 data order, noise and samples) and ``benchmarks/results/seeds.json`` records every metric's
 spread across seeds beside its real-vs-real range; the choice is confirmed when the median over
@@ -364,6 +365,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated names")
     ap.add_argument("--seeds", default="0,1,2", help="generator seeds of base and the choice")
     ap.add_argument("--no-seeds", action="store_true", help="screen only")
+    ap.add_argument(
+        "--seeds-of",
+        default="",
+        help="replicate these variants (comma-separated; default: base and the demo's recipe)",
+    )
     ap.add_argument("--out", type=Path, default=RESULTS / "diversity.json")
     ap.add_argument("--seeds-out", type=Path, default=RESULTS / "seeds.json")
     ap.add_argument("--list", action="store_true", help="print the variants and exit")
@@ -402,23 +408,35 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_seeds:
         print(f"wrote {args.out}")
         return 0
-    chosen = study["choice"].get("chosen")
-    if chosen is None and study["choice"].get("cost"):  # the guards' price, when over the budget
-        chosen = study["choice"]["cost"]["variant"]
-    replicated = ["base"] + ([chosen] if chosen and chosen != "base" else [])
-    summaries = {}
+    demo = demo_recipe(study["choice"], found)
+    replicated = [n.strip() for n in args.seeds_of.split(",") if n.strip()] or list(
+        dict.fromkeys(["base", demo])
+    )
+    old = _load(args.seeds_out).get("recipes", {})
+    summaries = {k: v for k, v in old.items() if k not in replicated}
     for n in replicated:
         for s in seeds:
             if not _done(found.get(f"{n}@{s}"), n, s):
                 found[f"{n}@{s}"] = run_variant(n, s)
             atomic_write_json(args.out, study)
         summaries[n] = seed_summary(n, [found[f"{n}@{s}"] for s in seeds])
-    demo = chosen or "base"  # the recipe the demo profile trains after the study (see above)
-    atomic_write_json(
-        args.seeds_out, {**_header(args, argv), "demo_recipe": demo, "recipes": summaries}
-    )
+        atomic_write_json(
+            args.seeds_out, {**_header(args, argv), "demo_recipe": demo, "recipes": summaries}
+        )
     print(f"wrote {args.out} and {args.seeds_out}")
     return 0
+
+
+def demo_recipe(choice: dict[str, Any], found: dict[str, dict]) -> str:
+    """The recipe the demo trains after the study: the rule's choice; else the cheapest run over
+    the budget that keeps the guards; else (nothing keeps them) the demo's recipe before the study
+    (``steps_1929``) when it was run, else ``base``."""
+    if choice.get("chosen"):
+        return choice["chosen"]
+    if choice.get("cost"):
+        return choice["cost"]["variant"]
+    longest = f"steps_{LONG_STEPS}"
+    return longest if f"{longest}@0" in found else "base"
 
 
 if __name__ == "__main__":

@@ -374,3 +374,10 @@ def test_diversity_rule_keeps_the_guards_then_counts_diversity(monkeypatch):
     del variants["better_closer"]
     assert bench.choose(variants)["chosen"] == "better_cheaper"
     assert bench.choose({"x": entry({"recall"})})["chosen"] is None
+    # the recipe the demo trains after the study, and so the one replicated over seeds
+    assert bench.demo_recipe({"chosen": "churn_0.3"}, {}) == "churn_0.3"
+    assert (
+        bench.demo_recipe({"chosen": None, "cost": {"variant": "steps_1400"}}, {}) == "steps_1400"
+    )
+    assert bench.demo_recipe({"chosen": None}, {"steps_1929@0": {}}) == "steps_1929"
+    assert bench.demo_recipe({}, {}) == "base"
