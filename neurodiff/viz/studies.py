@@ -96,6 +96,9 @@ def plot_seed_spread(seeds: Mapping[str, Any], keys: Sequence[str], variant: str
     ax.axvline(0, color="0.6", lw=0.8)
     ax.axvline(1, color="0.6", lw=0.8)
     ax.invert_yaxis()
-    ax.set_xlabel(f"{name}: each seed (red) on the real-vs-real range (grey, 0 to 1)")
+    ax.set_xlabel(
+        f"{name}: each generator seed (red), placed on the metric's\n"
+        "real-vs-real range (grey: its ends at 0 and 1)"
+    )
     ax.grid(axis="x", alpha=0.3)
     return fig
