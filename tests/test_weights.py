@@ -123,6 +123,20 @@ def test_sample_weights_writes_the_runs_synthetic_cohort_without_training(run, t
     np.testing.assert_allclose(mine["affine"], runs["affine"])
     generated = json.loads((out / "dataset_description.json").read_text())["GeneratedBy"][0]
     assert "neurodiff-generator.safetensors" in json.dumps(generated)
+    # the sampler's provenance is the run's, entry for entry (one function writes both)
+    run_desc = artifacts.synthetic_dir(params) / "dataset_description.json"
+    theirs = json.loads(run_desc.read_text())["GeneratedBy"][0]
+    for key in (
+        "Sampler",
+        "Steps",
+        "Eta",
+        "Churn",
+        "Seed",
+        "Groups",
+        "GuidanceScale",
+        "ModelConfig",
+    ):
+        assert key in generated and key in theirs and generated[key] == theirs[key], key
 
 
 def test_a_sampler_given_with_p_replaces_the_recorded_one(run, tmp_path, capsys):

@@ -20,12 +20,19 @@ import torch
 from torch import nn
 
 from ..config import ConfigError, ModelConfig, Params, SampleConfig
-from ..device import resolve_device, resolve_precision
+from ..device import resolve_device
 from ..intensity import to_unit_range
 from ..io import file_sha256
 from ..sampling import network_evaluations
 from ..weights import WeightsFile, load_weights_model
-from .stage import SampleResult, geometry, synthesize, write_synthetic
+from .stage import (
+    SampleResult,
+    draw_cohort,
+    geometry,
+    sampler_provenance,
+    synthesize,
+    write_synthetic,
+)
 
 __all__ = ["SAMPLER_SETTINGS", "Generator", "load_generator", "run_from_weights"]
 
@@ -86,24 +93,6 @@ def _settings(params: Params, generator: Generator, given: Iterable[str]) -> Sam
     return dataclasses.replace(params.stage(SampleConfig), **kept)
 
 
-def _provenance(cfg: SampleConfig, generator: Generator, groups: list[str], n_evals: int):
-    """The sampler's entries of the provenance, as the stage writes them."""
-    return {
-        "Sampler": cfg.sampler,
-        "Steps": n_evals,
-        "Eta": cfg.eta if cfg.sampler == "ddim" else None,
-        "Seed": cfg.generator_rng_seed,
-        "Groups": {g: cfg.n_samples for g in groups} or None,
-        "GuidanceScale": cfg.guidance_scale if groups else None,
-        "BatchSize": cfg.sample_batch_size,
-        "Device": str(generator.device),
-        "Precision": "bf16"
-        if resolve_precision(cfg.precision, generator.device) is not None
-        else "fp32",
-        "ModelConfig": generator.model_config.to_dict(),
-    }
-
-
 def run_from_weights(
     params: Params,
     path: str | Path,
@@ -132,13 +121,7 @@ def run_from_weights(
     affine, spacing, geometry_source = geometry(target, mcfg.spatial_dims, mcfg.image_size)
     t0 = time.perf_counter()
     groups = generator.groups
-    if groups:
-        images = torch.cat(
-            [synthesize(generator.model, mcfg, cfg, generator.device, g) for g in groups]
-        )
-        names = [g for g in groups for _ in range(cfg.n_samples)]
-    else:
-        images, names = synthesize(generator.model, mcfg, cfg, generator.device), None
+    images, names = draw_cohort(generator.model, mcfg, cfg, generator.device)
     seconds = time.perf_counter() - t0
     source = generator.weights.source
     generated_by = {
@@ -146,7 +129,7 @@ def run_from_weights(
         "WeightsSHA256": file_sha256(path),
         "Checkpoint": source.get("checkpoint"),
         "CheckpointStep": source.get("step"),
-        **_provenance(cfg, generator, groups, n_evals),
+        **sampler_provenance(cfg, mcfg, generator.device, n_evals),
         "Profile": params.profile,
         "Geometry": geometry_source,
         "VoxelSizeMM": spacing,

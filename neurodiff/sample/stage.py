@@ -170,6 +170,37 @@ def synthesize(
     )
 
 
+def draw_cohort(model, model_config: ModelConfig, cfg: SampleConfig, device=None):
+    """``(images, group names)``: ``cfg.n_samples`` images of every group of a class-conditional
+    model, in the order of its ``groups`` (names None for an unconditional model)."""
+    groups = list(model_config.groups)
+    if not groups:
+        return synthesize(model, model_config, cfg, device), None
+    images = torch.cat([synthesize(model, model_config, cfg, device, g) for g in groups])
+    return images, [g for g in groups for _ in range(cfg.n_samples)]
+
+
+def sampler_provenance(
+    cfg: SampleConfig, model_config: ModelConfig, device, n_evals: int
+) -> dict[str, Any]:
+    """How the synthetic cohort was sampled, as its ``dataset_description.json`` records it
+    (whether from a run's checkpoint or from a weights file)."""
+    groups = list(model_config.groups)
+    return {
+        "Sampler": cfg.sampler,
+        "Steps": n_evals,
+        "Eta": cfg.eta if cfg.sampler == "ddim" else None,
+        "Churn": cfg.churn or None,
+        "Seed": cfg.generator_rng_seed,
+        "Groups": {g: cfg.n_samples for g in groups} or None,
+        "GuidanceScale": cfg.guidance_scale if groups else None,
+        "BatchSize": cfg.sample_batch_size,
+        "Device": str(device),
+        "Precision": "bf16" if resolve_precision(cfg.precision, device) is not None else "fp32",
+        "ModelConfig": model_config.to_dict(),
+    }
+
+
 def real_and_synthetic(params: Params) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """``{group: (real test images, synthetic images)}`` in [0, 1], the groups in the model's
     order (controls first); one entry ``""`` for an unconditional model."""
@@ -196,30 +227,16 @@ def run(params: Params) -> SampleResult:
     ckpt_path = Path(ckpt_path)
     t0 = time.perf_counter()
     groups = list(ckpt_cfg.groups)
-    if groups:  # n_samples of every group, in the order of `groups`
-        images = torch.cat([synthesize(model, ckpt_cfg, cfg, device, g) for g in groups])
-        names = [g for g in groups for _ in range(cfg.n_samples)]
-    else:
-        images, names = synthesize(model, ckpt_cfg, cfg, device), None
+    images, names = draw_cohort(model, ckpt_cfg, cfg, device)
     seconds = time.perf_counter() - t0
     step = checkpoint_step(ckpt_path)
     generated_by = {
         "Checkpoint": ckpt_path.name,
         "CheckpointStep": step,
         "CheckpointSHA256": file_sha256(ckpt_path),
-        "Sampler": cfg.sampler,
-        "Steps": n_evals,
-        "Eta": cfg.eta if cfg.sampler == "ddim" else None,
-        "Churn": cfg.churn or None,
-        "Seed": cfg.generator_rng_seed,
-        "Groups": {g: cfg.n_samples for g in groups} or None,
-        "GuidanceScale": cfg.guidance_scale if groups else None,
-        "BatchSize": cfg.sample_batch_size,
-        "Device": str(device),
-        "Precision": "bf16" if resolve_precision(cfg.precision, device) is not None else "fp32",
+        **sampler_provenance(cfg, ckpt_cfg, device, n_evals),
         "ParametersHash": params.hash(),
         "SampleConfigHash": cfg.hash(),
-        "ModelConfig": ckpt_cfg.to_dict(),
         "Profile": params.profile,
         "Geometry": geometry_source,
         "VoxelSizeMM": spacing,
