@@ -102,7 +102,12 @@ def _narrow(channels: list[int]) -> dict:
 VARIANTS: dict[str, tuple[str, str, dict]] = {
     "base": ("base", "the demo recipe in the budget", {}),
     "ema_warmup": ("EMA", "EMA warm-up (decay 0.995)", {"ema_warmup": True}),
-    "ema_0.999": ("EMA", "EMA decay 0.999 with warm-up", {"ema_decay": 0.999, "ema_warmup": True}),
+    "ema_0.999": (
+        "EMA",
+        "EMA decay 0.999 with warm-up (the warm-up's (1 + n) / (10 + n) stays under 0.995 for "
+        "1790 updates: within the budget this is ema_warmup)",
+        {"ema_decay": 0.999, "ema_warmup": True},
+    ),
     "t_noisy": ("timesteps", "logit-normal t, mean +0.5 (noisier)", {"logit_mean": 0.5}),
     "t_clean": ("timesteps", "logit-normal t, mean -0.5 (cleaner)", {"logit_mean": -0.5}),
     "t_wide": ("timesteps", "logit-normal t, scale 1.6 (wider)", {"logit_std": 1.6}),
@@ -395,10 +400,12 @@ def main(argv: list[str] | None = None) -> int:
     study = _load(args.out)
     study.update(_header(args, argv))
     found = study.setdefault("variants", {})
-    for key, entry in found.items():  # entries of a study before the parameters were recorded
+    for key, entry in found.items():  # kept entries: today's words, the parameters recorded
         name, seed = key.split("@")
-        if "params" not in entry and name in VARIANTS:
-            entry["params"] = variant_params(name, int(seed), toy=args.toy).to_dict()
+        if name in VARIANTS:
+            entry["lever"], entry["description"] = VARIANTS[name][:2]
+            if "params" not in entry:
+                entry["params"] = variant_params(name, int(seed), toy=args.toy).to_dict()
     for n in names:
         key = f"{n}@0"
         if not _done(found.get(key), n, 0):
