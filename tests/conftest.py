@@ -89,6 +89,26 @@ def tiny_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
+def tiny_run_params(cohort: Path, derived: Path, **extra):
+    """The smoke profile on ``cohort``, written under ``derived``, at the smallest run that trains,
+    checkpoints and samples (2 steps, 3 images of each group, 5 sampler steps, seed 4)."""
+    from neurodiff import config
+
+    values = {
+        "cohort": str(cohort),
+        "derived_dir": str(derived),
+        "qc_exclude": False,
+        "train_steps": 2,
+        "checkpoint_every": 2,
+        "preview_every": 0,
+        "n_samples": 3,
+        "sample_batch_size": 2,
+        "steps": 5,
+        "seed": 4,
+    }
+    return config.resolve("smoke", {**values, **extra})
+
+
 @pytest.fixture(scope="session")
 def tiny_pools(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Chapter 6's pools at toy size (4 healthy for pretraining; per class 6 training, 2

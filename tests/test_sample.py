@@ -8,6 +8,7 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import tiny_run_params
 
 from neurodiff import artifacts, config
 from neurodiff.artifacts import load_synthetic
@@ -30,21 +31,10 @@ def trained(tiny_cohort, tmp_path_factory):
     from neurodiff import preprocess, train
 
     derived = tmp_path_factory.mktemp("derived")
-    params = config.resolve(
-        "smoke",
-        {
-            "cohort": str(tiny_cohort),
-            "derived_dir": str(derived),
-            "qc_exclude": False,
-            "train_steps": 2,
-            "checkpoint_every": 2,
-            "preview_every": 0,
-            "n_samples": 3,
-            "sample_batch_size": 2,
-            "steps": 5,
-            "seed": 4,
-            "groups": [],  # the unconditional path (test_augment.py samples each group)
-        },
+    params = tiny_run_params(
+        tiny_cohort,
+        derived,
+        groups=[],  # the unconditional path (test_augment.py samples each group)
     )
     preprocess.run(params)
     train.train(params, preprocess.load_split(params, "train")[0], progress=False)

@@ -12,6 +12,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_run_params
 
 from neurodiff import artifacts, cli, config, release
 from neurodiff.config import ModelConfig, SampleConfig
@@ -28,21 +29,7 @@ def run(tiny_cohort, tmp_path_factory):
     from neurodiff import preprocess, sample, train
 
     derived = tmp_path_factory.mktemp("derived")
-    params = config.resolve(
-        "smoke",
-        {
-            "cohort": str(tiny_cohort),
-            "derived_dir": str(derived),
-            "qc_exclude": False,
-            "train_steps": 2,
-            "checkpoint_every": 2,
-            "preview_every": 0,
-            "n_samples": 3,
-            "sample_batch_size": 2,
-            "steps": 5,
-            "seed": 4,
-        },
-    )
+    params = tiny_run_params(tiny_cohort, derived)
     assert list(params.groups) == ["control", "patient"]  # the conditional path
     preprocess.run(params)
     train.run(params)

@@ -105,6 +105,18 @@ def by_group(params: Any, force: bool = False) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index(["group", "metric"])
 
 
+def _cells(m: Any) -> dict[str, Any]:
+    """A metric's value, interval, real-vs-real range and verdict, as a row of ``by_group.json``."""
+    return {
+        "synthetic vs real": float(m.value),
+        "ci": [float(c) for c in m.ci],
+        "real vs real": float(m.baseline),
+        "real ci": [float(c) for c in m.baseline_ci],
+        "verdict": m.verdict,
+        "baseline from": m.extra.get("baseline_from", "the one split (bootstrap)"),
+    }
+
+
 def _group_rows(group: str, inputs: MetricsInputs, result: MetricsResult) -> list[dict[str, Any]]:
     """The rows of :func:`by_group` of one group: one per metric of :data:`GROUP_METRICS`."""
     rows = []
@@ -114,12 +126,7 @@ def _group_rows(group: str, inputs: MetricsInputs, result: MetricsResult) -> lis
             {
                 "group": group,
                 "metric": name,
-                "synthetic vs real": float(m.value),
-                "ci": [float(c) for c in m.ci],
-                "real vs real": float(m.baseline),
-                "real ci": [float(c) for c in m.baseline_ci],
-                "verdict": m.verdict,
-                "baseline from": m.extra.get("baseline_from", "the one split (bootstrap)"),
+                **_cells(m),
                 "p": m.extra.get("p_value"),
                 "n synthetic": len(inputs.synthetic),
                 "test subjects": inputs.n_subjects("test"),
@@ -141,12 +148,7 @@ def _difference_rows(
             {
                 "group": diff.case,
                 "metric": name,
-                "synthetic vs real": float(m.value),
-                "ci": [float(c) for c in m.ci],
-                "real vs real": float(m.baseline),
-                "real ci": [float(c) for c in m.baseline_ci],
-                "verdict": m.verdict,
-                "baseline from": m.extra.get("baseline_from", "the one split (bootstrap)"),
+                **_cells(m),
                 "p": None,
                 "n synthetic": len(case.synthetic) + len(reference.synthetic),
                 "test subjects": case.n_subjects("test") + reference.n_subjects("test"),
