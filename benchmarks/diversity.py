@@ -36,9 +36,10 @@ patients by ``metrics.by_group`` (the per-group metrics, their range from redraw
 
 Only variants in the budget can be chosen. Beside them the study measures what more training
 buys (:data:`OVER_BUDGET`: the base recipe at 1000, 1400 and 1929 steps -- the demo's budget
-before this study -- and the sampling levers on the 1929-step model); the results name the
-cheapest of them that keeps the guards (``cost``), which is what the guards would cost when no
-variant in the budget keeps them.
+before this study -- the sampling levers on the 1929-step model, and the narrower UNets
+16-32-64 and 24-48-96 for 1929 steps); the results name the one with the fewest training FLOPs
+that keeps the guards (``cost``), which is what the guards would cost when no variant in the
+budget keeps them.
 
 Screening is at seed 0 (``generator_seed`` 0: the split, the subjects and the metrics' ruler
 are the same for every run). Then the base recipe and the recipe the demo trains after the
@@ -140,6 +141,16 @@ OVER_BUDGET: dict[str, tuple[str, str, dict]] = {
         )
         for name, (lever, what, overrides) in VARIANTS.items()
         if lever == "sampling"
+    },
+    # narrower UNets for the demo's steps: fewer FLOPs per step than the base, more steps than
+    # the budget gives them -- what the guards cost in seconds on a CPU where width is cheap
+    **{
+        f"unet_{c}_{LONG_STEPS}": (
+            "width, long",
+            f"UNet {c}-{2 * c}-{4 * c}, {LONG_STEPS} steps",
+            {**_narrow([c, 2 * c, 4 * c]), "train_steps": LONG_STEPS},
+        )
+        for c in (16, 24)
     },
 }
 # the budget's variants first, then what more training buys (base first: the sampling levers and
@@ -290,11 +301,11 @@ def choose(variants: dict[str, dict]) -> dict[str, Any]:
 
 def _cost(variants: dict[str, dict], scores: dict[str, dict]) -> dict[str, Any] | None:
     """What reaching the guards costs when the budget does not: the over-budget variant that
-    keeps them with the fewest training steps (then the most diversity inside), or None."""
+    keeps them with the fewest training FLOPs (then the most diversity inside), or None."""
     over = [n for n in variants if n in OVER_BUDGET and scores[n]["guards_inside"]]
     if not over:
         return None
-    best = min(over, key=lambda n: (variants[n]["steps"], -scores[n]["diversity_inside"]))
+    best = min(over, key=lambda n: (variants[n]["train_tflop"], -scores[n]["diversity_inside"]))
     return {"variant": best, "steps": variants[best]["steps"], **scores[best]}
 
 
