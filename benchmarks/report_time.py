@@ -146,7 +146,8 @@ def measure(profile: str, keep: Path | None) -> dict[str, Any]:
     try:
         commit = clone(where)
         phases = run_phases(where, profile)
-        record = json.loads((where / "book" / "executed" / "run.json").read_text())
+        run_json = where / "book" / "executed" / "run.json"
+        record = json.loads(run_json.read_text()) if run_json.is_file() else {"notebooks": {}}
         entry = {
             "measured": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "commit": commit,

@@ -21,7 +21,7 @@ from typing import Any
 from . import __version__, augment, config, registry, studies
 from .artifacts import load_metrics_json, metrics_dir
 from .errors import DataError
-from .io import atomic_write_json, atomic_write_text
+from .io import atomic_write_json, atomic_write_text, read_results_json
 
 __all__ = ["LOCK_FILE", "lock_status", "reproducibility_markdown", "write_record"]
 
@@ -221,6 +221,30 @@ def _lock_line(lock: Mapping[str, Any] | None) -> str:
     return f"`{lock['file']}`, SHA-256 `{lock['sha256'][:16]}`: {state}"
 
 
+def _report_time_markdown() -> list[str]:
+    """``make report`` from a fresh clone on each machine measured, from the committed
+    ``benchmarks/results/report_time.json`` (the run above is this book's own, perhaps resumed)."""
+    lines = [
+        "## `make report` on the machines measured",
+        "",
+        "The times above are this book's run. From a fresh clone, after installation, "
+        "`python benchmarks/report_time.py` times what `make report` runs -- the simulated "
+        "cohorts, the notebooks, the book -- on the machine it runs on, and states the training "
+        "that the 10-minute budget would leave there (the seconds left after everything else, at "
+        "that run's training speed):",
+        "",
+    ]
+    path = config.project_root() / studies.REPORT_TIME_FILE
+    if not path.is_file():
+        return lines + ["(Not measured in this checkout.)", ""]
+    try:
+        data = read_results_json(path, "report timing", "python benchmarks/report_time.py", None)
+        table = studies.report_time_markdown(data)
+    except (DataError, KeyError, TypeError) as exc:
+        return lines + [f"(The file `{studies.REPORT_TIME_FILE}` cannot be read: {exc}.)", ""]
+    return lines + table.splitlines() + [""]
+
+
 def _machines_markdown() -> list[str]:
     """What changes between machines and what does not, with the seed replicates' spread (the
     yardstick for a difference between machines) when ``benchmarks/results/seeds.json`` is here."""
@@ -289,6 +313,7 @@ def reproducibility_markdown(record: Mapping[str, Any]) -> str:
     lines += [
         f"| **total** | **{record['total_seconds']:.1f}** | |",
         "",
+        *_report_time_markdown(),
         *_machines_markdown(),
         "## Package versions",
         "",

@@ -23,6 +23,7 @@ from .io import read_results_json
 
 __all__ = [
     "DIVERSITY_FILE",
+    "REPORT_TIME_FILE",
     "SEEDS_FILE",
     "SHOWN",
     "chosen_variant",
@@ -33,12 +34,14 @@ __all__ = [
     "load_study",
     "reading",
     "replicate_of",
+    "report_time_markdown",
     "seed_markdown",
     "seed_table",
 ]
 
 DIVERSITY_FILE = Path("benchmarks") / "results" / "diversity.json"
 SEEDS_FILE = Path("benchmarks") / "results" / "seeds.json"
+REPORT_TIME_FILE = Path("benchmarks") / "results" / "report_time.json"
 
 #: The metrics of the lever table, in the rule's order: guards, then diversity.
 SHOWN = (
@@ -55,7 +58,7 @@ SHOWN = (
 _REQUIRED = {"diversity": "variants", "seeds": "recipes"}
 
 #: The study's levers that spend more than its budget (never chosen; they price the guards).
-OVER_BUDGET_LEVERS = ("budget", "sampling, long")
+OVER_BUDGET_LEVERS = ("budget", "sampling, long", "width, long")
 
 
 def load_study(path: str | Path, kind: str) -> dict[str, Any]:
@@ -220,8 +223,9 @@ def reading(study: Mapping[str, Any]) -> str:
     if cost:
         parts.append(
             f"The cheapest run over the budget that keeps the guards is `{cost['variant']}` "
-            f"({cost['steps']} training steps, {cost['steps'] / study['budget_steps']:.1f} times "
-            f"the budget's), with {cost['diversity_inside']} of the {n} diversity metrics inside."
+            f"({cost['steps']} training steps, {_tflop(screened[cost['variant']], study)} "
+            f"the budget's FLOPs), with {cost['diversity_inside']} of the {n} diversity metrics "
+            "inside."
         )
     elif choice is None:
         parts.append("No run over the budget kept the guards either.")
@@ -237,6 +241,11 @@ def reading(study: Mapping[str, Any]) -> str:
             "More diversity at the price of a guard: " + ", ".join(f"`{t}`" for t in traded) + "."
         )
     return " ".join(parts)
+
+
+def _tflop(entry: Mapping[str, Any], study: Mapping[str, Any]) -> str:
+    """``"<x> times"``: an entry's training FLOPs over the budget's."""
+    return f"{entry['train_tflop'] / study['budget_tflop']:.1f} times"
 
 
 def _recipe(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -278,4 +287,46 @@ def seed_markdown(seeds: Mapping[str, Any]) -> str:
         "|---" * len(table.columns) + "|",
     ]
     lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.to_numpy()]
+    return "\n".join(lines)
+
+
+def _minutes(seconds: float) -> str:
+    m, s = divmod(round(seconds), 60)
+    return f"{m} min {s:02d} s"
+
+
+def report_time_markdown(data: Mapping[str, Any]) -> str:
+    """``make report`` on every machine measured (``benchmarks/report_time.py``; the latest run
+    per CPU and profile): the time of each phase, the total against the budget, and the training
+    the budget would leave on that CPU, in steps and FLOPs."""
+    runs = data.get("runs") if isinstance(data, Mapping) else None
+    if not isinstance(runs, list) or not all(isinstance(r, Mapping) for r in runs):
+        raise DataError("a report timing file holds a list of runs under 'runs'")
+    latest: dict[tuple[str, str], Mapping[str, Any]] = {}
+    for run in runs:
+        latest[(cpu_line(run), run["profile"])] = run
+    budget = float(data.get("budget_seconds", 600))
+    lines = [
+        "| CPU | measured | commit | profile | simulated cohorts | notebooks | book | total "
+        "| training in the profile | training the budget leaves |",
+        "|---|---|---|---|---:|---:|---:|---:|---|---|",
+    ]
+    for (cpu, profile), run in latest.items():
+        ph, tr = run["phases"], run["training"]
+        cohorts = ph.get("demo cohort", 0.0) + ph.get("pools cohort", 0.0)
+        total = _minutes(run["total_seconds"])
+        if run["total_seconds"] > budget:
+            total = f"**{total}** (over {_minutes(budget)})"
+        ten = run.get("ten_minutes")
+        left = (
+            f"{ten['steps']} steps ({ten['tflop']:.1f} TFLOP; "
+            f"{ten['seconds_left_for_training']:.0f} s at {ten['steps_per_second']:.2f} steps/s)"
+            if ten
+            else "n/a"
+        )
+        lines.append(
+            f"| {cpu} | {run['measured'][:10]} | `{run['commit'][:7]}` | `{profile}` "
+            f"| {cohorts:.0f} s | {ph.get('notebooks', 0.0):.0f} s | {ph.get('book', 0.0):.0f} s "
+            f"| {total} | {tr['steps']} steps ({tr['tflop']:.1f} TFLOP) | {left} |"
+        )
     return "\n".join(lines)

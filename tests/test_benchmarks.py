@@ -381,3 +381,48 @@ def test_diversity_rule_keeps_the_guards_then_counts_diversity(monkeypatch):
     )
     assert bench.demo_recipe({"chosen": None}, {"steps_1929@0": {}}) == "steps_1929"
     assert bench.demo_recipe({}, {}) == "base"
+    # over the budget, the guards' price is the fewest training FLOPs, not steps: a narrower UNet
+    # for as many steps costs less than the base UNet for fewer
+    over = {
+        "steps_1400": {**entry(guards), "steps": 1400, "train_tflop": 55.4},
+        "unet_16_1929": {**entry(guards), "steps": 1929, "train_tflop": 21.6},
+        "unet_24_1929": {**entry({"recall"}), "steps": 1929, "train_tflop": 42.9},
+    }
+    assert {"unet_16_1929", "unet_24_1929"} <= set(bench.OVER_BUDGET)
+    assert bench.choose(over)["cost"]["variant"] == "unet_16_1929"
+
+
+def test_report_time_runs_what_make_report_runs_and_prices_the_budget(monkeypatch):
+    bench = _module("report_time", monkeypatch)
+    makefile = (ROOT / "Makefile").read_text()
+    for _name, args in bench.PHASES:
+        command = "neurodiff " + " ".join(args).replace("{profile}", "$(PROFILE)")
+        assert command in makefile, f"{command!r} is not a command of the Makefile"
+    entry = {
+        "total_seconds": 1000.0,
+        "notebooks": {bench.TRAIN_NOTEBOOK: {"seconds": 400.0}},
+        "training": {"steps": 2000, "tflop_per_step": 0.04},
+    }
+    ten = bench.ten_minutes(entry)
+    # 600 s of budget minus the 600 s besides training leave nothing; at 5 steps/s
+    assert ten["seconds_besides_training"] == 600.0 and ten["steps"] == 0
+    entry["total_seconds"] = 700.0
+    ten = bench.ten_minutes(entry)
+    assert ten["seconds_left_for_training"] == 300.0 and ten["steps"] == 1500
+    assert ten["tflop"] == 60.0
+
+
+def test_report_time_clones_runs_and_appends_a_run(monkeypatch, tmp_path):
+    bench = _module("report_time", monkeypatch)
+    # the code path at toy size: one cheap command instead of the report's
+    monkeypatch.setattr(bench, "PHASES", (("version", ("--version",)),))
+    out = tmp_path / "report_time.json"
+    assert bench.main(["--profile", "smoke", "--out", str(out)]) == 0
+    assert bench.main(["--profile", "smoke", "--out", str(out)]) == 0
+    runs = json.loads(out.read_text())["runs"]
+    assert len(runs) == 2  # appended, not replaced
+    run = runs[0]
+    assert run["phases"]["version"] > 0 and run["total_seconds"] == run["phases"]["version"]
+    assert run["cpu"]["model"] and run["commit"] and run["profile"] == "smoke"
+    assert run["training"]["steps"] > 0 and run["training"]["tflop"] > 0
+    assert "ten_minutes" not in run  # no training notebook ran

@@ -160,14 +160,17 @@ def test_over_budget_runs_are_marked_and_price_the_guards():
     study["variants"]["steps_1929@0"] = {
         **_entry("budget", set(GUARDS) | {"recall"}),
         "steps": 1929,
+        "train_tflop": 27.7 * 1929 / 700,
     }
     study["variants"]["steps_1000@0"] = {**_entry("budget", {"recall"}), "steps": 1000}
+    study["variants"]["unet_16_1929@0"] = {**_entry("width, long", {"recall"}), "steps": 1929}
     study["choice"]["cost"] = {"variant": "steps_1929", "steps": 1929, "diversity_inside": 1}
     table = studies.diversity_table(study)
     assert table.loc["steps_1929", "rule"] == "cheapest over the budget with the guards"
     assert table.loc["steps_1000", "rule"] == "over the budget"
+    assert table.loc["unet_16_1929", "rule"] == "over the budget"
     text = studies.reading(study)
-    assert "`steps_1929` (1929 training steps, 2.8 times the budget's)" in text
+    assert "`steps_1929` (1929 training steps, 2.8 times the budget's FLOPs)" in text
     del study["choice"]["cost"]
     assert "No run over the budget kept the guards either" in studies.reading(study)
 
@@ -182,3 +185,51 @@ def test_a_report_run_is_matched_to_the_study_run_of_its_recipe():
     assert studies.replicate_of(study, demo.to_dict()) == "base@0"
     assert studies.replicate_of(study, other.to_dict()) is None
     assert studies.replicate_of(None, demo.to_dict()) is None
+
+
+def _timing(cpu: str, total: float, measured: str = "2026-12-07T12:00:00+00:00") -> dict:
+    return {
+        "measured": measured,
+        "commit": "abcdef0123",
+        "profile": "demo",
+        "cpu": {"model": cpu, "cores": 2, "flags": ["avx2"]},
+        "phases": {
+            "demo cohort": 40.0,
+            "pools cohort": 30.0,
+            "notebooks": total - 90.0,
+            "book": 20.0,
+        },
+        "notebooks": {"03_train": {"seconds": 400.0, "peak_rss_mb": 1000.0}},
+        "total_seconds": total,
+        "training": {"steps": 1929, "tflop": 76.3, "tflop_per_step": 0.0396},
+        "ten_minutes": {
+            "seconds_besides_training": total - 400.0,
+            "seconds_left_for_training": max(0.0, 600.0 - (total - 400.0)),
+            "steps_per_second": 4.82,
+            "steps": 0,
+            "tflop": 0.0,
+        },
+    }
+
+
+def test_the_appendix_shows_make_report_on_each_machine(tmp_path, monkeypatch):
+    from neurodiff import config, record
+
+    monkeypatch.setattr(config, "project_root", lambda: tmp_path)
+    text = "\n".join(record._report_time_markdown())
+    assert "Not measured in this checkout" in text
+    path = tmp_path / studies.REPORT_TIME_FILE
+    path.parent.mkdir(parents=True)
+    runs = [_timing("Slow CPU", 900.0, "2026-12-01T00:00:00+00:00"), _timing("Fast CPU", 540.0)]
+    runs.append(_timing("Slow CPU", 1013.0))  # the latest run per CPU and profile is shown
+    path.write_text(json.dumps({"budget_seconds": 600, "runs": runs}))
+    lines = record._report_time_markdown()
+    rows = [ln for ln in lines if ln.startswith("| Slow CPU") or ln.startswith("| Fast CPU")]
+    assert len(rows) == 2
+    slow = next(r for r in rows if r.startswith("| Slow CPU"))
+    fast = next(r for r in rows if r.startswith("| Fast CPU"))
+    assert "**16 min 53 s** (over 10 min 00 s)" in slow and "2026-12-07" in slow
+    assert "| 9 min 00 s |" in fast and "over" not in fast
+    assert "| 70 s |" in fast and "1929 steps (76.3 TFLOP)" in fast
+    path.write_text(json.dumps({"budget_seconds": 600, "runs": "not a list of runs"}))
+    assert "cannot be read" in "\n".join(record._report_time_markdown())

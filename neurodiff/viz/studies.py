@@ -28,6 +28,7 @@ _LEVER_MARKERS = {
     "sampling": "o",
     "budget": "X",
     "sampling, long": "v",
+    "width, long": "p",
 }
 
 
