@@ -153,6 +153,7 @@ def measure(profile: str, keep: Path | None) -> dict[str, Any]:
             "commit": commit,
             "profile": profile,
             "cpu": cpu_description(),
+            "cpus_available": _cpus_available(),
             "torch_threads": _torch_threads(),
             "phases": phases,
             "notebooks": record["notebooks"],
@@ -166,6 +167,14 @@ def measure(profile: str, keep: Path | None) -> dict[str, Any]:
     if TRAIN_NOTEBOOK in entry["notebooks"]:
         entry["ten_minutes"] = ten_minutes(entry)
     return entry
+
+
+def _cpus_available() -> int:
+    """The CPUs this process may run on (fewer than the machine's under ``taskset``)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def _torch_threads() -> int:

@@ -312,6 +312,9 @@ def report_time_markdown(data: Mapping[str, Any]) -> str:
         "|---|---|---|---|---:|---:|---:|---:|---|---|",
     ]
     for (cpu, profile), run in latest.items():
+        used = run.get("cpus_available")
+        if used is not None and used != run["cpu"].get("cores"):
+            cpu += f", {used} of them used"
         ph, tr = run["phases"], run["training"]
         cohorts = ph.get("demo cohort", 0.0) + ph.get("pools cohort", 0.0)
         total = _minutes(run["total_seconds"])

@@ -424,5 +424,6 @@ def test_report_time_clones_runs_and_appends_a_run(monkeypatch, tmp_path):
     run = runs[0]
     assert run["phases"]["version"] > 0 and run["total_seconds"] == run["phases"]["version"]
     assert run["cpu"]["model"] and run["commit"] and run["profile"] == "smoke"
+    assert 1 <= run["cpus_available"] <= run["cpu"]["cores"]
     assert run["training"]["steps"] > 0 and run["training"]["tflop"] > 0
     assert "ten_minutes" not in run  # no training notebook ran
