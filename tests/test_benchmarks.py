@@ -427,3 +427,41 @@ def test_report_time_clones_runs_and_appends_a_run(monkeypatch, tmp_path):
     assert 1 <= run["cpus_available"] <= run["cpu"]["cores"]
     assert run["training"]["steps"] > 0 and run["training"]["tflop"] > 0
     assert "ten_minutes" not in run  # no training notebook ran
+
+
+def test_a_cheaper_recipe_replaces_the_demos_only_when_no_worse_over_seeds(monkeypatch):
+    bench = _module("diversity", monkeypatch)
+
+    def summary(inside: set[str]) -> dict:
+        return {
+            "metrics": {
+                k: {"median": 0.5 if k in inside else 2.0, "baseline_ci": [0.0, 1.0]}
+                for k in (*bench.GUARDS, *bench.DIVERSITY)
+            }
+        }
+
+    kept = {"fid", "precision", "memorised_fraction", "density"}
+    summaries = {
+        "steps_1929": summary(kept),
+        "unet_24_1929": summary(kept | {"recall"}),  # no worse, and better on recall
+        "unet_16_1929": summary(kept - {"density"}),  # cheapest, but loses density
+    }
+    found = {
+        "steps_1929@0": {"train_tflop": 76.3},
+        "unet_24_1929@0": {"train_tflop": 42.9},
+        "unet_16_1929@0": {"train_tflop": 19.1},
+    }
+    final, compared = bench.cheaper_recipe("steps_1929", summaries, found)
+    assert final == "unet_24_1929"
+    assert compared["unet_16_1929"] == {
+        "tflop": 19.1,
+        "tflop_ratio": 19.1 / 76.3,
+        "no_worse": False,
+        "lost": ["density"],
+    }
+    assert compared["unet_24_1929"]["no_worse"] and not compared["unet_24_1929"]["lost"]
+    summaries["unet_24_1929"] = summary(kept - {"fid"})  # a guard lost: not adopted
+    assert bench.cheaper_recipe("steps_1929", summaries, found)[0] == "steps_1929"
+    # a dearer recipe is never compared; an incumbent without seeds stays
+    assert "steps_1929" not in bench.cheaper_recipe("unet_16_1929", summaries, found)[1]
+    assert bench.cheaper_recipe("base", summaries, found) == ("base", {})
