@@ -96,7 +96,8 @@ from neurodiff.sampling import network_evaluations
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
-#: The budget: this many optimiser steps of the demo's UNet (32-64-128) at batch 8.
+#: The budget: this many optimiser steps of the base UNet (32-64-128, the demo's when the study
+#: ran) at batch 8.
 BUDGET_STEPS = 700
 #: The base recipe's UNet, pinned here: the study's variants do not move when the demo profile
 #: adopts another width after it (norm_num_groups is the parameter's default for this width).

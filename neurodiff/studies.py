@@ -26,6 +26,7 @@ __all__ = [
     "REPORT_TIME_FILE",
     "SEEDS_FILE",
     "SHOWN",
+    "cheaper_reading",
     "chosen_variant",
     "cpu_line",
     "diversity_table",
@@ -207,9 +208,8 @@ def reading(study: Mapping[str, Any]) -> str:
     choice = chosen_variant(study)
     if choice is None:
         parts.append(
-            "**No variant kept every guard**, so the rule chose none: the demo keeps its recipe, "
-            "and the table and the figure show the frontier between fidelity and coverage "
-            "measured in this budget."
+            "**No variant kept every guard**, so the rule chose none, and the table and the "
+            "figure show the frontier between fidelity and coverage measured in this budget."
         )
     elif choice == "base":
         parts.append("**No lever did better than the base recipe** by the rule: the demo keeps it.")
@@ -272,6 +272,31 @@ def replicate_of(study: Mapping[str, Any] | None, params: Mapping[str, Any]) -> 
         if "params" in entry and _recipe(entry["params"]) == mine:
             return key
     return None
+
+
+def cheaper_reading(seeds: Mapping[str, Any]) -> str:
+    """What the seed replicates decided about the demo's recipe (``benchmarks/diversity.py``'s
+    rule "cheaper, no worse"), in a sentence or two generated from ``seeds.json``."""
+    final, rule = seeds.get("demo_recipe"), seeds.get("rule_recipe")
+    compared = seeds.get("cheaper") or {}
+    if not rule or not compared:
+        return f"The demo trains `{final}`." if final else ""
+    parts = []
+    for name, c in compared.items():
+        ratio = f"{c['tflop_ratio']:.2f}x the training FLOPs of `{rule}`"
+        if c["no_worse"]:
+            parts.append(f"`{name}` ({ratio}) is no worse over the seeds")
+        else:
+            lost = ", ".join(c["lost"])
+            parts.append(f"`{name}` ({ratio}) loses {lost} (median over the seeds)")
+    text = "Cheaper recipes against the study's pick `" + rule + "`: " + "; ".join(parts) + ". "
+    if final != rule:
+        return text + (
+            f"**The demo trains `{final}`**: every guard and diversity metric whose median over "
+            "the seeds is inside its real-vs-real range for the study's pick is inside for it too, "
+            "for fewer FLOPs."
+        )
+    return text + f"The demo trains `{rule}`."
 
 
 def seed_markdown(seeds: Mapping[str, Any]) -> str:

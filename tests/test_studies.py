@@ -233,3 +233,22 @@ def test_the_appendix_shows_make_report_on_each_machine(tmp_path, monkeypatch):
     assert "| 70 s |" in fast and "1929 steps (76.3 TFLOP)" in fast
     path.write_text(json.dumps({"budget_seconds": 600, "runs": "not a list of runs"}))
     assert "cannot be read" in "\n".join(record._report_time_markdown())
+
+
+def test_the_seed_replicates_say_which_recipe_the_demo_trains_and_why():
+    seeds = {
+        "demo_recipe": "unet_24_1929",
+        "rule_recipe": "steps_1929",
+        "cheaper": {
+            "unet_24_1929": {"tflop_ratio": 0.5625, "no_worse": True, "lost": []},
+            "unet_16_1929": {"tflop_ratio": 0.25, "no_worse": False, "lost": ["fid"]},
+        },
+    }
+    text = studies.cheaper_reading(seeds)
+    assert "`unet_24_1929` (0.56x the training FLOPs of `steps_1929`) is no worse" in text
+    assert "`unet_16_1929` (0.25x the training FLOPs of `steps_1929`) loses fid" in text
+    assert "**The demo trains `unet_24_1929`**" in text
+    seeds["demo_recipe"] = "steps_1929"
+    seeds["cheaper"]["unet_24_1929"] = {"tflop_ratio": 0.5625, "no_worse": False, "lost": ["fid"]}
+    assert studies.cheaper_reading(seeds).endswith("The demo trains `steps_1929`.")
+    assert studies.cheaper_reading({"demo_recipe": "base"}) == "The demo trains `base`."

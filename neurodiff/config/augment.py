@@ -112,12 +112,13 @@ class AugmentConfig(RunFields):
 
     def generator_config(self, model: Any) -> Any:
         """The model of chapter 6's generators: ``model``'s recipe at ``generator_channels``
-        (no attention; GroupNorm groups the largest divisor of every width up to the model's)."""
+        (no attention; GroupNorm groups the largest divisor of every width up to 32, MONAI's
+        default, whatever the report model's groups)."""
         import dataclasses
         import math
 
         channels = tuple(self.generator_channels)
-        groups = math.gcd(model.norm_num_groups, *channels)
+        groups = math.gcd(32, *channels)
         try:
             return dataclasses.replace(
                 model,

@@ -147,11 +147,11 @@ class ModelConfig(ImageFields):
     """MONAI DiffusionModelUNet + its generative process (DDPM noise schedule or rectified flow)
     + training objective."""
 
-    channels: tuple[int, ...] = param((32, 64, 128), "UNet channels per level", min=1)
+    channels: tuple[int, ...] = param((24, 48, 96), "UNet channels per level", min=1)
     attention_levels: tuple[bool, ...] = param((False, False, False), "self-attention per level")
     num_res_blocks: int = param(1, "residual blocks per level", min=1)
     num_head_channels: int = param(32, "channels per attention head", min=1)
-    norm_num_groups: int = param(32, "GroupNorm groups (must divide every channel count)", min=1)
+    norm_num_groups: int = param(8, "GroupNorm groups (must divide every channel count)", min=1)
     process: str = param(
         "rflow",
         "generative process: ddpm (Gaussian diffusion with 'schedule' and 'prediction_type') | "
