@@ -45,3 +45,22 @@ def test_json_checksum_and_summary(tmp_path):
     text = folder_summary(tmp_path)
     assert text.splitlines()[0].endswith("2 files, 0.0 MB, 1 *.nii.gz")
     assert "d/v.nii.gz" in text and "x.json" in text
+
+
+def test_atomic_writes_get_the_mode_of_a_plain_open(tmp_path):
+    import os
+    import stat
+
+    from neurodiff.io import atomic_path, atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        f = atomic_write_text(tmp_path / "a.txt", "x")
+        assert stat.S_IMODE(f.stat().st_mode) == 0o644  # not mkstemp's private 0600
+        with atomic_path(tmp_path / "b.bin") as tmp:
+            tmp.write_bytes(b"y")
+        assert stat.S_IMODE((tmp_path / "b.bin").stat().st_mode) == 0o644
+        os.umask(0o077)
+        assert stat.S_IMODE(atomic_write_text(tmp_path / "c.txt", "z").stat().st_mode) == 0o600
+    finally:
+        os.umask(old)
