@@ -332,9 +332,9 @@ def report_time_markdown(data: Mapping[str, Any]) -> str:
         latest[(cpu_line(run), run["profile"])] = run
     budget = float(data.get("budget_seconds", 600))
     lines = [
-        "| CPU | measured | commit | profile | simulated cohorts | notebooks | book | total "
-        "| training in the profile | training the budget leaves |",
-        "|---|---|---|---|---:|---:|---:|---:|---|---|",
+        "| CPU | run | cohorts + notebooks + book | total | training: the profile's; what the "
+        "budget leaves |",
+        "|---|---|---|---|---|",
     ]
     for (cpu, profile), run in latest.items():
         used = run.get("cpus_available")
@@ -347,14 +347,14 @@ def report_time_markdown(data: Mapping[str, Any]) -> str:
             total = f"**{total}** (over {_minutes(budget)})"
         ten = run.get("ten_minutes")
         left = (
-            f"{ten['steps']} steps ({ten['tflop']:.1f} TFLOP; "
+            f"{ten['steps']} steps ({ten['tflop']:.1f} TFLOP: "
             f"{ten['seconds_left_for_training']:.0f} s at {ten['steps_per_second']:.2f} steps/s)"
             if ten
             else "n/a"
         )
         lines.append(
-            f"| {cpu} | {run['measured'][:10]} | `{run['commit'][:7]}` | `{profile}` "
-            f"| {cohorts:.0f} s | {ph.get('notebooks', 0.0):.0f} s | {ph.get('book', 0.0):.0f} s "
-            f"| {total} | {tr['steps']} steps ({tr['tflop']:.1f} TFLOP) | {left} |"
+            f"| {cpu} | {run['measured'][:10]}, `{run['commit'][:7]}`, `{profile}` "
+            f"| {cohorts:.0f} s + {ph.get('notebooks', 0.0):.0f} s + {ph.get('book', 0.0):.0f} s "
+            f"| {total} | {tr['steps']} steps ({tr['tflop']:.1f} TFLOP); {left} |"
         )
     return "\n".join(lines)

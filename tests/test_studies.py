@@ -230,7 +230,7 @@ def test_the_appendix_shows_make_report_on_each_machine(tmp_path, monkeypatch):
     fast = next(r for r in rows if r.startswith("| Fast CPU"))
     assert "**16 min 53 s** (over 10 min 00 s)" in slow and "2026-12-07" in slow
     assert "| 9 min 00 s |" in fast and "over" not in fast
-    assert "| 70 s |" in fast and "1929 steps (76.3 TFLOP)" in fast
+    assert "| 70 s + 450 s + 20 s |" in fast and "1929 steps (76.3 TFLOP); 0 steps" in fast
     path.write_text(json.dumps({"budget_seconds": 600, "runs": "not a list of runs"}))
     assert "cannot be read" in "\n".join(record._report_time_markdown())
 
