@@ -163,6 +163,16 @@ OVER_BUDGET: dict[str, tuple[str, str, dict]] = {
         )
         for c in (16, 24)
     },
+    # stochastic sampling on the 24-48-96 model (the coverage lever of the 1929-step model)
+    **{
+        f"{name}_unet_24_{LONG_STEPS}": (
+            "sampling, long",
+            f"{what}, on the 24-48-96 {LONG_STEPS}-step model",
+            {**overrides, **_narrow([24, 48, 96]), "train_steps": LONG_STEPS},
+        )
+        for name, (lever, what, overrides) in VARIANTS.items()
+        if name.startswith("churn_")
+    },
 }
 # the budget's variants first, then what more training buys (base first: the sampling levers and
 # the seeds reuse its model)
