@@ -50,17 +50,21 @@ data order, noise and samples) and ``benchmarks/results/seeds.json`` records eve
 spread across seeds beside its real-vs-real range; the choice is confirmed when the median over
 seeds keeps the guards.
 
+**Confirmed over seeds** (:func:`reference_recipe`): a pick whose median over seeds lets a guard
+out is not confirmed, and the demo's recipe before the study (``steps_1929``) stays the reference.
+
 **Cheaper, no worse** (:func:`cheaper_recipe`, for the demo's running time): a replicated recipe
-with fewer training FLOPs replaces that recipe as the demo's when, over the same seeds, the median
-of every rule metric (guards and diversity) that is inside its real-vs-real range for that recipe
-is inside for it too; the cheapest such recipe wins. ``seeds.json`` records both (``rule_recipe``,
-``demo_recipe``) and each comparison (``cheaper``). ``--seeds-of`` names the recipes replicated,
-e.g. ``--seeds-of steps_1929,unet_24_1929,unet_16_1929``.
+with fewer training FLOPs replaces the reference as the demo's recipe when, over the same seeds,
+the median of every rule metric (guards and diversity) that is inside its real-vs-real range for
+the reference is inside for it too; the cheapest such recipe wins. ``seeds.json`` records the
+study's pick (``rule_recipe``), whether the seeds confirm it, the reference, each comparison
+(``cheaper``) and the result (``demo_recipe``). ``--seeds-of`` names the recipes replicated,
+e.g. ``--seeds-of steps_1929,unet_24_1929,churn_0.1_unet_24_1929``.
 
 Output: ``benchmarks/results/diversity.json`` (per variant: lever, overrides, steps, TFLOPs,
 seconds, every control metric and the patients' rows; the choice and its reasons; the CPU and its
 instruction-set flags) and ``benchmarks/results/seeds.json``. Chapters 3 and 5 read them
-(:mod:`neurodiff.train.studies`).
+(:mod:`neurodiff.studies`).
 
 Examples::
 
@@ -466,19 +470,41 @@ def main(argv: list[str] | None = None) -> int:
                 found[f"{n}@{s}"] = run_variant(n, s)
             atomic_write_json(args.out, study)
         summaries[n] = seed_summary(n, [found[f"{n}@{s}"] for s in seeds])
-        final, compared = cheaper_recipe(demo, summaries, found)
+        unkept = guards_lost(summaries[demo]) if demo in summaries else []
+        incumbent = reference_recipe(demo, unkept, summaries)
+        final, compared = cheaper_recipe(incumbent, summaries, found)
         atomic_write_json(
             args.seeds_out,
             {
                 **_header(args, argv),
                 "demo_recipe": final,
                 "rule_recipe": demo,
+                "confirmed": demo in summaries and not unkept,
+                "unconfirmed_guards": unkept,
+                "reference_recipe": incumbent,
                 "cheaper": compared,
                 "recipes": summaries,
             },
         )
     print(f"wrote {args.out} and {args.seeds_out}")
     return 0
+
+
+def guards_lost(summary: dict[str, Any]) -> list[str]:
+    """The guards whose median over seeds is outside its real-vs-real range (seed summary)."""
+    return [
+        k for k in GUARDS if k in summary["metrics"] and not _median_inside(summary["metrics"][k])
+    ]
+
+
+def reference_recipe(pick: str, unkept: list[str], summaries: dict[str, dict]) -> str:
+    """The recipe the cheaper ones are held against: the study's ``pick`` when the seeds confirm
+    it (or it is the demo's recipe before the study); else that recipe, ``steps_<LONG_STEPS>``,
+    when it was replicated. A pick made on seed 0 alone does not replace the demo's recipe."""
+    before = f"steps_{LONG_STEPS}"
+    if not unkept or pick == before or before not in summaries:
+        return pick
+    return before
 
 
 def _median_inside(m: dict[str, Any]) -> bool:

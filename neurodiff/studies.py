@@ -279,8 +279,17 @@ def cheaper_reading(seeds: Mapping[str, Any]) -> str:
     rule "cheaper, no worse"), in a sentence or two generated from ``seeds.json``."""
     final, rule = seeds.get("demo_recipe"), seeds.get("rule_recipe")
     compared = seeds.get("cheaper") or {}
+    opening = ""
+    if rule and seeds.get("confirmed") is False:
+        lost = ", ".join(seeds.get("unconfirmed_guards", []))
+        opening = (
+            f"The study's pick `{rule}` kept every guard at seed 0 but **not over the seeds** "
+            f"({lost} outside in the median), so it does not replace the demo's recipe before the "
+            "study. "
+        )
+        rule = seeds.get("reference_recipe", rule)
     if not rule or not compared:
-        return f"The demo trains `{final}`." if final else ""
+        return opening + (f"The demo trains `{final}`." if final else "")
     parts = []
     for name, c in compared.items():
         ratio = f"{c['tflop_ratio']:.2f}x the training FLOPs of `{rule}`"
@@ -289,12 +298,12 @@ def cheaper_reading(seeds: Mapping[str, Any]) -> str:
         else:
             lost = ", ".join(c["lost"])
             parts.append(f"`{name}` ({ratio}) loses {lost} (median over the seeds)")
-    text = "Cheaper recipes against the study's pick `" + rule + "`: " + "; ".join(parts) + ". "
+    text = opening + f"Cheaper recipes against `{rule}`: " + "; ".join(parts) + ". "
     if final != rule:
         return text + (
             f"**The demo trains `{final}`**: every guard and diversity metric whose median over "
-            "the seeds is inside its real-vs-real range for the study's pick is inside for it too, "
-            "for fewer FLOPs."
+            f"the seeds is inside its real-vs-real range for `{rule}` is inside for it too, for "
+            "fewer FLOPs."
         )
     return text + f"The demo trains `{rule}`."
 

@@ -465,3 +465,24 @@ def test_a_cheaper_recipe_replaces_the_demos_only_when_no_worse_over_seeds(monke
     # a dearer recipe is never compared; an incumbent without seeds stays
     assert "steps_1929" not in bench.cheaper_recipe("unet_16_1929", summaries, found)[1]
     assert bench.cheaper_recipe("base", summaries, found) == ("base", {})
+
+
+def test_a_pick_made_on_one_seed_is_confirmed_over_the_seeds_or_set_aside(monkeypatch):
+    bench = _module("diversity", monkeypatch)
+
+    def summary(outside: set[str]) -> dict:
+        return {
+            "metrics": {
+                k: {"median": 2.0 if k in outside else 0.5, "baseline_ci": [0.0, 1.0]}
+                for k in (*bench.GUARDS, *bench.DIVERSITY)
+            }
+        }
+
+    pick, before = "churn_0.1_unet_24_1929", f"steps_{bench.LONG_STEPS}"
+    summaries = {before: summary({"coverage"}), pick: summary({"coverage", "recall"})}
+    unkept = bench.guards_lost(summaries[pick])
+    assert unkept == ["coverage"]
+    assert bench.reference_recipe(pick, unkept, summaries) == before  # not confirmed
+    assert bench.reference_recipe(pick, [], summaries) == pick  # confirmed
+    assert bench.reference_recipe(pick, unkept, {pick: summaries[pick]}) == pick  # no fallback
+    assert bench.reference_recipe(before, ["coverage"], summaries) == before

@@ -245,6 +245,7 @@ def test_the_seed_replicates_say_which_recipe_the_demo_trains_and_why():
         },
     }
     text = studies.cheaper_reading(seeds)
+    assert text.startswith("Cheaper recipes against `steps_1929`: ")
     assert "`unet_24_1929` (0.56x the training FLOPs of `steps_1929`) is no worse" in text
     assert "`unet_16_1929` (0.25x the training FLOPs of `steps_1929`) loses fid" in text
     assert "**The demo trains `unet_24_1929`**" in text
@@ -252,3 +253,17 @@ def test_the_seed_replicates_say_which_recipe_the_demo_trains_and_why():
     seeds["cheaper"]["unet_24_1929"] = {"tflop_ratio": 0.5625, "no_worse": False, "lost": ["fid"]}
     assert studies.cheaper_reading(seeds).endswith("The demo trains `steps_1929`.")
     assert studies.cheaper_reading({"demo_recipe": "base"}) == "The demo trains `base`."
+    # a pick the seeds do not confirm is named, with the guard it lets out, and set aside
+    seeds.update(
+        demo_recipe="unet_24_1929",
+        rule_recipe="churn_0.1_unet_24_1929",
+        confirmed=False,
+        unconfirmed_guards=["coverage"],
+        reference_recipe="steps_1929",
+    )
+    seeds["cheaper"]["unet_24_1929"] = {"tflop_ratio": 0.5625, "no_worse": True, "lost": []}
+    text = studies.cheaper_reading(seeds)
+    assert "The study's pick `churn_0.1_unet_24_1929` kept every guard at seed 0" in text
+    assert "**not over the seeds** (coverage outside in the median)" in text
+    assert "Cheaper recipes against `steps_1929`" in text
+    assert "**The demo trains `unet_24_1929`**" in text
