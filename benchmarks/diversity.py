@@ -56,7 +56,8 @@ out is not confirmed, and the demo's recipe before the study (``steps_1929``) st
 **Cheaper, no worse** (:func:`cheaper_recipe`, for the demo's running time): a replicated recipe
 with fewer training FLOPs replaces the reference as the demo's recipe when, over the same seeds,
 the median of every rule metric (guards and diversity) that is inside its real-vs-real range for
-the reference is inside for it too; the cheapest such recipe wins. ``seeds.json`` records the
+the reference is inside for it too; the cheapest such recipe wins (at equal FLOPs, the one that
+changes fewer parameters). ``seeds.json`` records the
 study's pick (``rule_recipe``), whether the seeds confirm it, the reference, each comparison
 (``cheaper``) and the result (``demo_recipe``). ``--seeds-of`` names the recipes replicated,
 e.g. ``--seeds-of steps_1929,unet_24_1929,churn_0.1_unet_24_1929``.
@@ -544,7 +545,11 @@ def cheaper_recipe(
                 "lost": lost,
             }
     ok = [n for n, c in compared.items() if c["no_worse"]]
-    return (min(ok, key=tflop.__getitem__) if ok else incumbent), compared
+
+    def key(n: str) -> tuple[float, int]:  # ties in FLOPs: the recipe that changes fewer things
+        return tflop[n], len(found[f"{n}@0"].get("overrides", {}))
+
+    return (min(ok, key=key) if ok else incumbent), compared
 
 
 def demo_recipe(choice: dict[str, Any], found: dict[str, dict]) -> str:

@@ -303,7 +303,7 @@ def cheaper_reading(seeds: Mapping[str, Any]) -> str:
         return text + (
             f"**The demo trains `{final}`**: every guard and diversity metric whose median over "
             f"the seeds is inside its real-vs-real range for `{rule}` is inside for it too, for "
-            "fewer FLOPs."
+            "fewer FLOPs (at equal FLOPs, the recipe that changes fewer parameters)."
         )
     return text + f"The demo trains `{rule}`."
 

@@ -448,11 +448,14 @@ def test_a_cheaper_recipe_replaces_the_demos_only_when_no_worse_over_seeds(monke
     }
     found = {
         "steps_1929@0": {"train_tflop": 76.3},
-        "unet_24_1929@0": {"train_tflop": 42.9},
+        "unet_24_1929@0": {"train_tflop": 42.9, "overrides": {"channels": 1, "train_steps": 2}},
         "unet_16_1929@0": {"train_tflop": 19.1},
+        "churn_unet_24@0": {"train_tflop": 42.9, "overrides": {"churn": 0, "channels": 1, "t": 2}},
     }
+    summaries["churn_unet_24"] = summaries["unet_24_1929"]
     final, compared = bench.cheaper_recipe("steps_1929", summaries, found)
-    assert final == "unet_24_1929"
+    assert final == "unet_24_1929"  # as cheap and as good as churn_unet_24, one change fewer
+    assert compared["churn_unet_24"]["no_worse"]
     assert compared["unet_16_1929"] == {
         "tflop": 19.1,
         "tflop_ratio": 19.1 / 76.3,
@@ -460,6 +463,7 @@ def test_a_cheaper_recipe_replaces_the_demos_only_when_no_worse_over_seeds(monke
         "lost": ["density"],
     }
     assert compared["unet_24_1929"]["no_worse"] and not compared["unet_24_1929"]["lost"]
+    del summaries["churn_unet_24"]
     summaries["unet_24_1929"] = summary(kept - {"fid"})  # a guard lost: not adopted
     assert bench.cheaper_recipe("steps_1929", summaries, found)[0] == "steps_1929"
     # a dearer recipe is never compared; an incumbent without seeds stays
