@@ -429,16 +429,21 @@ def test_report_time_clones_runs_and_appends_a_run(monkeypatch, tmp_path):
     assert "ten_minutes" not in run  # no training notebook ran
 
 
+def _seed_summary(bench, inside: set[str]) -> dict:
+    """A seed summary of the diversity study whose medians are inside their range for ``inside``."""
+    return {
+        "metrics": {
+            k: {"median": 0.5 if k in inside else 2.0, "baseline_ci": [0.0, 1.0]}
+            for k in (*bench.GUARDS, *bench.DIVERSITY)
+        }
+    }
+
+
 def test_a_cheaper_recipe_replaces_the_demos_only_when_no_worse_over_seeds(monkeypatch):
     bench = _module("diversity", monkeypatch)
 
     def summary(inside: set[str]) -> dict:
-        return {
-            "metrics": {
-                k: {"median": 0.5 if k in inside else 2.0, "baseline_ci": [0.0, 1.0]}
-                for k in (*bench.GUARDS, *bench.DIVERSITY)
-            }
-        }
+        return _seed_summary(bench, inside)
 
     kept = {"fid", "precision", "memorised_fraction", "density"}
     summaries = {
@@ -475,12 +480,7 @@ def test_a_pick_made_on_one_seed_is_confirmed_over_the_seeds_or_set_aside(monkey
     bench = _module("diversity", monkeypatch)
 
     def summary(outside: set[str]) -> dict:
-        return {
-            "metrics": {
-                k: {"median": 2.0 if k in outside else 0.5, "baseline_ci": [0.0, 1.0]}
-                for k in (*bench.GUARDS, *bench.DIVERSITY)
-            }
-        }
+        return _seed_summary(bench, set(bench.GUARDS + bench.DIVERSITY) - outside)
 
     pick, before = "churn_0.1_unet_24_1929", f"steps_{bench.LONG_STEPS}"
     summaries = {before: summary({"coverage"}), pick: summary({"coverage", "recall"})}
