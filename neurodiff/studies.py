@@ -7,6 +7,9 @@ trained with several generator seeds: each metric's values across seeds). This m
 them -- the lever table and frontier of chapter 3 (:func:`diversity_table`, :func:`frontier`), the
 seed spread of chapters 3 and 5 (:func:`seed_table`) -- so that no number of the book is typed by
 hand: a new study run changes all of it. Both chapters work without the files (they say so).
+It also reads ``benchmarks/results/report_time.json`` (``python benchmarks/report_time.py``: what
+``make report`` costs on each machine measured) for the reproducibility appendix
+(:func:`report_time_markdown`).
 """
 
 from __future__ import annotations
