@@ -500,12 +500,11 @@ def guards_lost(summary: dict[str, Any]) -> list[str]:
 
 def reference_recipe(pick: str, unkept: list[str], summaries: dict[str, dict]) -> str:
     """The recipe the cheaper ones are held against: the study's ``pick`` when the seeds confirm
-    it (or it is the demo's recipe before the study); else that recipe, ``steps_<LONG_STEPS>``,
-    when it was replicated. A pick made on seed 0 alone does not replace the demo's recipe."""
+    it (or it is the demo's recipe before the study); else that recipe, ``steps_<LONG_STEPS>``
+    (which then stays the demo's when it was not replicated: nothing is compared with it). A pick
+    made on seed 0 alone does not replace the demo's recipe."""
     before = f"steps_{LONG_STEPS}"
-    if not unkept or pick == before or before not in summaries:
-        return pick
-    return before
+    return pick if not unkept or pick == before else before
 
 
 def _median_inside(m: dict[str, Any]) -> bool:
@@ -513,27 +512,49 @@ def _median_inside(m: dict[str, Any]) -> bool:
     return lo <= m["median"] <= hi
 
 
+def _median_outside(m: dict[str, Any]) -> float:
+    """How far the median over seeds lies outside its real-vs-real range (0 inside)."""
+    lo, hi = m["baseline_ci"]
+    return max(lo - m["median"], m["median"] - hi, 0.0)
+
+
 def no_worse(candidate: dict[str, Any], incumbent: dict[str, Any]) -> list[str]:
-    """The rule's metrics (guards, then diversity) whose median over seeds is inside its
-    real-vs-real range for ``incumbent`` and not for ``candidate`` (seed summaries): none means
-    the candidate is no worse by the rule's own measures."""
+    """The rule's metrics (guards, then diversity) on which ``candidate`` is worse than
+    ``incumbent`` over the seeds (seed summaries): a median inside its real-vs-real range for the
+    incumbent and outside for the candidate; or, outside for both, the candidate's median further
+    from the range than the incumbent's by more than the incumbent's own spread over seeds (a
+    difference smaller than one recipe's seed-to-seed spread is not a difference). None: the
+    candidate is no worse by the rule's own measures."""
     lost = []
     for k in (*GUARDS, *DIVERSITY):
         a, b = incumbent["metrics"].get(k), candidate["metrics"].get(k)
-        if a is not None and b is not None and _median_inside(a) and not _median_inside(b):
+        if a is None or b is None:
+            continue
+        if _median_inside(a):
+            worse = not _median_inside(b)
+        else:
+            worse = _median_outside(b) > _median_outside(a) + (a["max"] - a["min"])
+        if worse:
             lost.append(k)
     return lost
+
+
+def _inside_count(summary: dict[str, Any]) -> int:
+    return sum(_median_inside(m) for k, m in summary["metrics"].items() if k in GUARDS + DIVERSITY)
 
 
 def cheaper_recipe(
     incumbent: str, summaries: dict[str, dict], found: dict[str, dict]
 ) -> tuple[str, dict[str, Any]]:
     """The recipe the demo trains, and why: among the replicated recipes with fewer training
-    FLOPs than ``incumbent`` (:func:`demo_recipe`'s), the cheapest that is :func:`no_worse` over
-    the seeds; the incumbent when none is (or when it was not replicated)."""
+    FLOPs than ``incumbent`` (:func:`reference_recipe`'s), the cheapest that is :func:`no_worse`
+    over the seeds (ties: more rule metrics inside in the median, then fewer network evaluations
+    per sample, then fewer changed parameters); the incumbent when none is (or when it was not
+    replicated). Each comparison records the ratio of FLOPs and, where both trained, of seconds."""
     tflop = {n: found[f"{n}@0"]["train_tflop"] for n in summaries if f"{n}@0" in found}
     if incumbent not in summaries or incumbent not in tflop:
         return incumbent, {}
+    seconds = {n: found[f"{n}@0"].get("train_seconds") for n in tflop}
     compared = {}
     for n in summaries:
         if n != incumbent and n in tflop and tflop[n] < tflop[incumbent]:
@@ -541,13 +562,22 @@ def cheaper_recipe(
             compared[n] = {
                 "tflop": tflop[n],
                 "tflop_ratio": tflop[n] / tflop[incumbent],
+                "seconds_ratio": (
+                    seconds[n] / seconds[incumbent] if seconds[n] and seconds[incumbent] else None
+                ),
                 "no_worse": not lost,
                 "lost": lost,
             }
     ok = [n for n, c in compared.items() if c["no_worse"]]
 
-    def key(n: str) -> tuple[float, int]:  # ties in FLOPs: the recipe that changes fewer things
-        return tflop[n], len(found[f"{n}@0"].get("overrides", {}))
+    def key(n: str) -> tuple[float, int, int, int]:
+        entry = found[f"{n}@0"]
+        return (
+            tflop[n],
+            -_inside_count(summaries[n]),
+            entry.get("network_evaluations", 0),
+            len(entry.get("overrides", {})),
+        )
 
     return (min(ok, key=key) if ok else incumbent), compared
 

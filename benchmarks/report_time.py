@@ -16,7 +16,7 @@ notebook's own steps per second (its set-up and figures counted against it, so t
 short). The reproducibility appendix shows every machine measured (the latest per CPU and
 profile).
 
-    python benchmarks/report_time.py                    # demo profile, about 17 min on 2 cores
+    python benchmarks/report_time.py                    # demo profile, ~15 min on 2 cores
     python benchmarks/report_time.py --profile smoke    # seconds: the code path, for a test
     python benchmarks/report_time.py --keep /tmp/rt     # keep the clone (its book, its data)
 
@@ -93,15 +93,23 @@ from neurodiff.config import ModelConfig
 from neurodiff.model import estimate_train_flops
 params = config.resolve(sys.argv[1], {})
 per_step = estimate_train_flops(params.stage(ModelConfig), params.batch_size) * params.grad_accum
-print(json.dumps({"steps": params.train_steps, "batch_size": params.batch_size,
-                  "tflop_per_step": per_step / 1e12, "tflop": per_step * params.train_steps / 1e12,
-                  "params_hash": params.hash()}))
+out = {"steps": params.train_steps, "batch_size": params.batch_size,
+       "tflop_per_step": per_step / 1e12, "tflop": per_step * params.train_steps / 1e12,
+       "params_hash": params.hash()}
+from neurodiff.artifacts import load_metrics_json
+metrics = load_metrics_json(params)  # None when the run computed none
+if metrics:
+    out["metrics"] = {k: {"value": m["value"], "verdict": m["verdict"],
+                          "baseline_ci": m["baseline_ci"]}
+                      for k, m in metrics["metrics"].items()}
+print(json.dumps(out))
 """
 
 
 def training_budget(where: Path, profile: str) -> dict[str, Any]:
     """The profile's training, as the clone's code defines it: steps, per-step batch, FLOPs
-    (forward + backward) per step and in all, and the parameters' hash."""
+    (forward + backward) per step and in all, the parameters' hash, and (when the run computed
+    them) chapter 5's metrics of the controls with their verdicts."""
     env = {**os.environ, "PYTHONPATH": str(where), "NEURODIFF_ROOT": str(where)}
     done = subprocess.run(
         [sys.executable, "-c", _BUDGET_SNIPPET, profile],
@@ -160,6 +168,8 @@ def measure(profile: str, keep: Path | None) -> dict[str, Any]:
             "total_seconds": round(sum(phases.values()), 1),
             "training": training_budget(where, profile),
         }
+        if "metrics" in entry["training"]:
+            entry["metrics"] = entry["training"].pop("metrics")
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -46,15 +46,23 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
         yield tmp_path
         # mkstemp makes the file private (0600); the result gets the mode a plain open() would
         # give it, so that a book's downloads and a shared folder's outputs stay readable
-        if tmp_path.exists():
-            os.chmod(tmp_path, 0o666 & ~_umask())
+        os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
 
 
 def _umask() -> int:
-    """The process's umask (read by setting it and putting it back: there is no getter)."""
+    """The process's umask: from ``/proc/self/status`` where there is one (reading it changes
+    nothing); elsewhere by setting it and putting it back (there is no getter), which a thread
+    creating a file at that instant could see."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
@@ -84,6 +92,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's folder is private (0700), as mkstemp's file
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)

@@ -240,7 +240,7 @@ def _report_time_markdown() -> list[str]:
     try:
         data = read_results_json(path, "report timing", "python benchmarks/report_time.py", None)
         table = studies.report_time_markdown(data)
-    except (DataError, KeyError, TypeError) as exc:
+    except DataError as exc:
         return lines + [f"(The file `{studies.REPORT_TIME_FILE}` cannot be read: {exc}.)", ""]
     return lines + table.splitlines() + [""]
 

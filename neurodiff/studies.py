@@ -305,8 +305,9 @@ def cheaper_reading(seeds: Mapping[str, Any]) -> str:
     if final != rule:
         return text + (
             f"**The demo trains `{final}`**: every guard and diversity metric whose median over "
-            f"the seeds is inside its real-vs-real range for `{rule}` is inside for it too, for "
-            "fewer FLOPs (at equal FLOPs, the recipe that changes fewer parameters)."
+            f"the seeds is inside its real-vs-real range for `{rule}` is inside for it too, none "
+            "outside for both lies further out by more than the seed spread, and it costs fewer "
+            "FLOPs."
         )
     return text + f"The demo trains `{rule}`."
 
@@ -339,8 +340,13 @@ def report_time_markdown(data: Mapping[str, Any]) -> str:
     runs = data.get("runs") if isinstance(data, Mapping) else None
     if not isinstance(runs, list) or not all(isinstance(r, Mapping) for r in runs):
         raise DataError("a report timing file holds a list of runs under 'runs'")
+    needed = ("measured", "commit", "profile", "cpu", "phases", "total_seconds", "training")
+    for i, run in enumerate(runs):
+        missing = [k for k in needed if k not in run]
+        if missing:
+            raise DataError(f"run {i} of the report timing file lacks {', '.join(missing)}")
     latest: dict[tuple[str, str], Mapping[str, Any]] = {}
-    for run in runs:
+    for run in sorted(runs, key=lambda r: str(r["measured"])):
         latest[(cpu_line(run), run["profile"])] = run
     budget = float(data.get("budget_seconds", 600))
     lines = [

@@ -394,10 +394,19 @@ def test_diversity_rule_keeps_the_guards_then_counts_diversity(monkeypatch):
 
 def test_report_time_runs_what_make_report_runs_and_prices_the_budget(monkeypatch):
     bench = _module("report_time", monkeypatch)
-    makefile = (ROOT / "Makefile").read_text()
-    for _name, args in bench.PHASES:
-        command = "neurodiff " + " ".join(args).replace("{profile}", "$(PROFILE)")
-        assert command in makefile, f"{command!r} is not a command of the Makefile"
+    # the commands of the report target and of its cohort prerequisite, in the Makefile's order
+    makefile = (ROOT / "Makefile").read_text().splitlines()
+    commands = []
+    for target in ("$(DEMO):", "report:"):
+        start = next(i for i, line in enumerate(makefile) if line.startswith(target))
+        for line in makefile[start + 1 :]:
+            if not line.startswith("\t"):
+                break
+            if "/neurodiff " in line:
+                words = line.split("/neurodiff ", 1)[1].replace("$(ARGS)", "").split()
+                commands.append(tuple(words))
+    phases = [tuple(a.replace("{profile}", "$(PROFILE)") for a in args) for _, args in bench.PHASES]
+    assert phases == commands
     entry = {
         "total_seconds": 1000.0,
         "notebooks": {bench.TRAIN_NOTEBOOK: {"seconds": 400.0}},
@@ -426,15 +435,16 @@ def test_report_time_clones_runs_and_appends_a_run(monkeypatch, tmp_path):
     assert run["cpu"]["model"] and run["commit"] and run["profile"] == "smoke"
     assert 1 <= run["cpus_available"] <= run["cpu"]["cores"]
     assert run["training"]["steps"] > 0 and run["training"]["tflop"] > 0
-    assert "ten_minutes" not in run  # no training notebook ran
+    assert "ten_minutes" not in run and "metrics" not in run  # no notebook ran
 
 
 def _seed_summary(bench, inside: set[str]) -> dict:
     """A seed summary of the diversity study whose medians are inside their range for ``inside``."""
     return {
         "metrics": {
-            k: {"median": 0.5 if k in inside else 2.0, "baseline_ci": [0.0, 1.0]}
+            k: {"median": m, "min": m, "max": m, "baseline_ci": [0.0, 1.0]}
             for k in (*bench.GUARDS, *bench.DIVERSITY)
+            for m in [0.5 if k in inside else 2.0]
         }
     }
 
@@ -464,10 +474,19 @@ def test_a_cheaper_recipe_replaces_the_demos_only_when_no_worse_over_seeds(monke
     assert compared["unet_16_1929"] == {
         "tflop": 19.1,
         "tflop_ratio": 19.1 / 76.3,
+        "seconds_ratio": None,
         "no_worse": False,
         "lost": ["density"],
     }
     assert compared["unet_24_1929"]["no_worse"] and not compared["unet_24_1929"]["lost"]
+    assert compared["unet_24_1929"]["seconds_ratio"] is None  # no seconds recorded here
+    # outside for both: worse only by more than the incumbent's own spread over seeds
+    ref, cand = summary(kept), summary(kept)
+    ref["metrics"]["recall"].update(median=2.0, min=1.95, max=2.05)  # 1.0 outside, spread 0.1
+    cand["metrics"]["recall"]["median"] = 2.08
+    assert bench.no_worse(cand, ref) == []
+    cand["metrics"]["recall"]["median"] = 2.2
+    assert bench.no_worse(cand, ref) == ["recall"]
     del summaries["churn_unet_24"]
     summaries["unet_24_1929"] = summary(kept - {"fid"})  # a guard lost: not adopted
     assert bench.cheaper_recipe("steps_1929", summaries, found)[0] == "steps_1929"
@@ -488,5 +507,6 @@ def test_a_pick_made_on_one_seed_is_confirmed_over_the_seeds_or_set_aside(monkey
     assert unkept == ["coverage"]
     assert bench.reference_recipe(pick, unkept, summaries) == before  # not confirmed
     assert bench.reference_recipe(pick, [], summaries) == pick  # confirmed
-    assert bench.reference_recipe(pick, unkept, {pick: summaries[pick]}) == pick  # no fallback
+    # not confirmed and the recipe before the study not replicated: that recipe stays
+    assert bench.reference_recipe(pick, unkept, {pick: summaries[pick]}) == before
     assert bench.reference_recipe(before, ["coverage"], summaries) == before

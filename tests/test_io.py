@@ -51,7 +51,7 @@ def test_atomic_writes_get_the_mode_of_a_plain_open(tmp_path):
     import os
     import stat
 
-    from neurodiff.io import atomic_path, atomic_write_text
+    from neurodiff.io import atomic_dir, atomic_path, atomic_write_text
 
     old = os.umask(0o022)
     try:
@@ -60,6 +60,9 @@ def test_atomic_writes_get_the_mode_of_a_plain_open(tmp_path):
         with atomic_path(tmp_path / "b.bin") as tmp:
             tmp.write_bytes(b"y")
         assert stat.S_IMODE((tmp_path / "b.bin").stat().st_mode) == 0o644
+        with atomic_dir(tmp_path / "folder") as d:
+            (d / "x").write_text("x")
+        assert stat.S_IMODE((tmp_path / "folder").stat().st_mode) == 0o755  # not mkdtemp's 0700
         os.umask(0o077)
         assert stat.S_IMODE(atomic_write_text(tmp_path / "c.txt", "z").stat().st_mode) == 0o600
     finally:

@@ -220,8 +220,9 @@ def test_the_appendix_shows_make_report_on_each_machine(tmp_path, monkeypatch):
     assert "Not measured in this checkout" in text
     path = tmp_path / studies.REPORT_TIME_FILE
     path.parent.mkdir(parents=True)
-    runs = [_timing("Slow CPU", 900.0, "2026-12-01T00:00:00+00:00"), _timing("Fast CPU", 540.0)]
-    runs.append(_timing("Slow CPU", 1013.0))  # the latest run per CPU and profile is shown
+    runs = [_timing("Slow CPU", 1013.0), _timing("Fast CPU", 540.0)]
+    # the latest run per CPU and profile is shown, by when it was measured
+    runs.append(_timing("Slow CPU", 900.0, "2026-12-01T00:00:00+00:00"))
     path.write_text(json.dumps({"budget_seconds": 600, "runs": runs}))
     lines = record._report_time_markdown()
     rows = [ln for ln in lines if ln.startswith("| Slow CPU") or ln.startswith("| Fast CPU")]
@@ -233,6 +234,10 @@ def test_the_appendix_shows_make_report_on_each_machine(tmp_path, monkeypatch):
     assert "| 70 s + 450 s + 20 s |" in fast and "1929 steps (76.3 TFLOP); 0 steps" in fast
     path.write_text(json.dumps({"budget_seconds": 600, "runs": "not a list of runs"}))
     assert "cannot be read" in "\n".join(record._report_time_markdown())
+    path.write_text(json.dumps({"runs": [{"measured": "2026-12-07", "profile": "demo"}]}))
+    assert "run 0 of the report timing file lacks commit" in "\n".join(
+        record._report_time_markdown()
+    )
 
 
 def test_the_seed_replicates_say_which_recipe_the_demo_trains_and_why():

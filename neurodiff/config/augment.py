@@ -14,6 +14,10 @@ from .fields import DEMO_POOLS, RunFields, param
 __all__ = ["AugmentConfig"]
 
 
+#: Most GroupNorm groups of chapter 6's generators (MONAI's default), whatever the report model's.
+GENERATOR_MAX_GROUPS = 32
+
+
 @dataclass(frozen=True)
 class AugmentConfig(RunFields):
     """Does augmentation help? Chapter 6's experiment: leak-free generators per draw, a large
@@ -118,7 +122,7 @@ class AugmentConfig(RunFields):
         import math
 
         channels = tuple(self.generator_channels)
-        groups = math.gcd(32, *channels)
+        groups = math.gcd(GENERATOR_MAX_GROUPS, *channels)
         try:
             return dataclasses.replace(
                 model,
