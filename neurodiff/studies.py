@@ -295,7 +295,11 @@ def cheaper_reading(seeds: Mapping[str, Any]) -> str:
         return opening + (f"The demo trains `{final}`." if final else "")
     parts = []
     for name, c in compared.items():
-        ratio = f"{c['tflop_ratio']:.2f}x the training FLOPs of `{rule}`"
+        secs = c.get("seconds_ratio")
+        ratio = f"{c['tflop_ratio']:.2f}x the training FLOPs" + (
+            f" and {secs:.2f}x the seconds" if secs else ""
+        )
+        ratio += f" of `{rule}`"
         if c["no_worse"]:
             parts.append(f"`{name}` ({ratio}) is no worse over the seeds")
         else:

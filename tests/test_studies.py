@@ -245,13 +245,21 @@ def test_the_seed_replicates_say_which_recipe_the_demo_trains_and_why():
         "demo_recipe": "unet_24_1929",
         "rule_recipe": "steps_1929",
         "cheaper": {
-            "unet_24_1929": {"tflop_ratio": 0.5625, "no_worse": True, "lost": []},
+            "unet_24_1929": {
+                "tflop_ratio": 0.5625,
+                "seconds_ratio": 0.74,
+                "no_worse": True,
+                "lost": [],
+            },
             "unet_16_1929": {"tflop_ratio": 0.25, "no_worse": False, "lost": ["fid"]},
         },
     }
     text = studies.cheaper_reading(seeds)
     assert text.startswith("Cheaper recipes against `steps_1929`: ")
-    assert "`unet_24_1929` (0.56x the training FLOPs of `steps_1929`) is no worse" in text
+    assert (
+        "`unet_24_1929` (0.56x the training FLOPs and 0.74x the seconds of `steps_1929`) is no "
+        "worse" in text
+    )
     assert "`unet_16_1929` (0.25x the training FLOPs of `steps_1929`) loses fid" in text
     assert "**The demo trains `unet_24_1929`**" in text
     seeds["demo_recipe"] = "steps_1929"
