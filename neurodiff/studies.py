@@ -311,9 +311,26 @@ def cheaper_reading(seeds: Mapping[str, Any]) -> str:
             f"**The demo trains `{final}`**: every guard and diversity metric whose median over "
             f"the seeds is inside its real-vs-real range for `{rule}` is inside for it too, none "
             "outside for both lies further out by more than the seed spread, and it costs fewer "
-            "FLOPs."
+            "FLOPs." + _tie_sentence(final, compared)
         )
     return text + f"The demo trains `{rule}`."
+
+
+def _tie_sentence(final: str, compared: Mapping[str, Any]) -> str:
+    """Names the recipes as cheap as ``final`` and no worse, which the tie-break set aside."""
+    chosen = compared.get(final, {})
+    tied = [
+        n
+        for n, c in compared.items()
+        if n != final and c["no_worse"] and c["tflop_ratio"] == chosen.get("tflop_ratio")
+    ]
+    if not tied:
+        return ""
+    names = ", ".join(f"`{n}`" for n in tied)
+    return (
+        f" {names} costs as much and is no worse too; ties go to more metrics inside, then fewer "
+        "network evaluations, then fewer changed parameters."
+    )
 
 
 def seed_markdown(seeds: Mapping[str, Any]) -> str:

@@ -261,7 +261,10 @@ def test_the_seed_replicates_say_which_recipe_the_demo_trains_and_why():
         "worse" in text
     )
     assert "`unet_16_1929` (0.25x the training FLOPs of `steps_1929`) loses fid" in text
-    assert "**The demo trains `unet_24_1929`**" in text
+    assert "**The demo trains `unet_24_1929`**" in text and "ties go to" not in text
+    seeds["cheaper"]["churn"] = {"tflop_ratio": 0.5625, "no_worse": True, "lost": []}
+    assert "`churn` costs as much and is no worse too; ties go to" in studies.cheaper_reading(seeds)
+    del seeds["cheaper"]["churn"]
     seeds["demo_recipe"] = "steps_1929"
     seeds["cheaper"]["unet_24_1929"] = {"tflop_ratio": 0.5625, "no_worse": False, "lost": ["fid"]}
     assert studies.cheaper_reading(seeds).endswith("The demo trains `steps_1929`.")
