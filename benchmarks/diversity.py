@@ -284,13 +284,15 @@ def run_variant(name: str, seed: int) -> dict[str, Any]:
     return entry
 
 
+def _beyond(value: float, ci: list[float]) -> float:
+    """How far ``value`` lies outside the range ``ci``, in units of its width (0 inside)."""
+    lo, hi = ci
+    return max(lo - value, value - hi, 0.0) / max(hi - lo, 1e-12)
+
+
 def _outside(m: dict) -> float:
     """How far a metric lies outside its real-vs-real range, in units of the range's width."""
-    if m["verdict"] == "inside":
-        return 0.0
-    lo, hi = m["baseline_ci"]
-    width = max(hi - lo, 1e-12)
-    return (lo - m["value"]) / width if m["value"] < lo else (m["value"] - hi) / width
+    return 0.0 if m["verdict"] == "inside" else _beyond(m["value"], m["baseline_ci"])
 
 
 def score(entry: dict) -> dict[str, Any]:
@@ -508,14 +510,7 @@ def reference_recipe(pick: str, unkept: list[str], summaries: dict[str, dict]) -
 
 
 def _median_inside(m: dict[str, Any]) -> bool:
-    lo, hi = m["baseline_ci"]
-    return lo <= m["median"] <= hi
-
-
-def _median_outside(m: dict[str, Any]) -> float:
-    """How far the median over seeds lies outside its real-vs-real range (0 inside)."""
-    lo, hi = m["baseline_ci"]
-    return max(lo - m["median"], m["median"] - hi, 0.0)
+    return _beyond(m["median"], m["baseline_ci"]) == 0.0
 
 
 def no_worse(candidate: dict[str, Any], incumbent: dict[str, Any]) -> list[str]:
@@ -533,7 +528,9 @@ def no_worse(candidate: dict[str, Any], incumbent: dict[str, Any]) -> list[str]:
         if _median_inside(a):
             worse = not _median_inside(b)
         else:
-            worse = _median_outside(b) > _median_outside(a) + (a["max"] - a["min"])
+            lo, hi = a["baseline_ci"]
+            spread = (a["max"] - a["min"]) / max(hi - lo, 1e-12)  # in the same units
+            worse = _beyond(b["median"], b["baseline_ci"]) > _beyond(a["median"], [lo, hi]) + spread
         if worse:
             lost.append(k)
     return lost
